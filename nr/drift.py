@@ -1,0 +1,107 @@
+"""The drift report: text, JSON and a node_exporter textfile.
+
+``nr drift`` is read-only: every component computes what it *would* change (its apply under
+dry-run) plus its own findings, and each difference becomes a :class:`~nr.report.DriftItem` with
+the command that repairs it. Exit codes: 0 no drift, 1 drift, 2 could not check (bad input or a
+host that could not be read).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from nr.report import DriftItem, RunReport
+
+EXIT_NO_DRIFT, EXIT_DRIFT, EXIT_UNCHECKED = 0, 1, 2
+
+
+def drift_exit_code(report: RunReport) -> int:
+    if report.failed_reasons:
+        return EXIT_UNCHECKED
+    return EXIT_DRIFT if report.drift else EXIT_NO_DRIFT
+
+
+def drift_json(report: RunReport) -> dict[str, Any]:
+    code = drift_exit_code(report)
+    return {
+        "ok": code == EXIT_NO_DRIFT,
+        "drift": [asdict(d) for d in report.drift],
+        "unchecked_hosts": {h: report.failed_reasons[h] for h in report.failed_hosts},
+        "exit_code": code,
+    }
+
+
+def print_drift(report: RunReport, out: Console) -> None:
+    if report.drift:
+        table = Table(title="Drift", title_justify="left", show_lines=False)
+        for col in ("component", "host", "what", "expected", "actual", "fix"):
+            table.add_column(col, overflow="fold")
+        for d in report.drift:
+            table.add_row(*(escape(x) for x in (d.component, d.host, d.what, d.expected, d.actual, d.fix)))
+        out.print(table)
+    for h in report.failed_hosts:
+        out.print(f"[red]could not check {h}[/]: {escape(report.failed_reasons[h])}", highlight=False)
+    code = drift_exit_code(report)
+    if code == EXIT_NO_DRIFT:
+        out.print("[green]No drift[/]: every host matches the desired state")
+    elif code == EXIT_DRIFT:
+        out.print(f"[yellow]Drift[/]: {len(report.drift)} difference(s); run the fix commands above")
+    else:
+        out.print(f"[red]Could not check {len(report.failed_hosts)} host(s)[/]; drift found: {len(report.drift)}")
+
+
+def _label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def prom_text(report: RunReport, now: float | None = None) -> str:
+    """node_exporter textfile-collector format (pure)."""
+    ts = time.time() if now is None else now
+    lines = [
+        "# HELP nr_drift_items Differences between a host and its desired state, by component.",
+        "# TYPE nr_drift_items gauge",
+    ]
+    counts: dict[tuple[str, str], int] = {}
+    for d in report.drift:
+        counts[(d.component, d.host)] = counts.get((d.component, d.host), 0) + 1
+    for (component, host), n in sorted(counts.items()):
+        lines.append(f'nr_drift_items{{component="{_label(component)}",host="{_label(host)}"}} {n}')
+    lines += [
+        "# HELP nr_drift_items_total Differences found by the last drift check.",
+        "# TYPE nr_drift_items_total gauge",
+        f"nr_drift_items_total {len(report.drift)}",
+        "# HELP nr_drift_hosts_unreachable Hosts that could not be checked in the last run.",
+        "# TYPE nr_drift_hosts_unreachable gauge",
+        f"nr_drift_hosts_unreachable {len(report.failed_hosts)}",
+        "# HELP nr_drift_last_run_timestamp_seconds When the last drift check finished (Unix time).",
+        "# TYPE nr_drift_last_run_timestamp_seconds gauge",
+        f"nr_drift_last_run_timestamp_seconds {ts:.3f}",
+        "# HELP nr_drift_exit_code Exit code of the last drift check (0 none, 1 drift, 2 not checked).",
+        "# TYPE nr_drift_exit_code gauge",
+        f"nr_drift_exit_code {drift_exit_code(report)}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def write_prom(path: Path, text: str) -> None:
+    """Write atomically (temp file + rename) so node_exporter never reads half a file."""
+    if not re.search(r"\.prom$", path.name):
+        raise ValueError(f"{path}: node_exporter's textfile collector only reads files ending in .prom")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+
+
+def items_for_json(items: list[DriftItem]) -> list[dict[str, str]]:
+    return [asdict(d) for d in items]

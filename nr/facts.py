@@ -1,0 +1,128 @@
+"""Read a host's state in one round trip: files (stat, hash, small contents) and command outputs.
+
+Tasks describe what they need to know; :func:`gather` builds one script, runs it once and parses
+the answer. Planning then works on the returned :class:`Facts` without touching the host again.
+"""
+
+from __future__ import annotations
+
+import base64
+import secrets
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from nr.connection import Remote, quote
+from nr.errors import NrError
+
+CONTENT_LIMIT = 256 * 1024
+
+
+@dataclass(frozen=True)
+class FileState:
+    path: str
+    exists: bool
+    mode: int | None = None
+    owner: str | None = None
+    group: str | None = None
+    size: int | None = None
+    sha256: str | None = None
+    content: bytes | None = None  # None when the file is missing or larger than CONTENT_LIMIT
+
+    @property
+    def text(self) -> str | None:
+        return None if self.content is None else self.content.decode("utf-8", errors="replace")
+
+
+@dataclass(frozen=True)
+class Output:
+    rc: int
+    text: str
+
+
+@dataclass
+class Facts:
+    files: dict[str, FileState] = field(default_factory=dict)
+    outputs: dict[str, Output] = field(default_factory=dict)
+
+    def out(self, name: str) -> str:
+        return self.outputs[name].text
+
+    def rc(self, name: str) -> int:
+        return self.outputs[name].rc
+
+
+def gather_script(marker: str, files: Iterable[str], commands: Mapping[str, str]) -> str:
+    """The shell script :func:`gather` runs (pure, so it can be tested and inspected)."""
+    lines = [
+        f"M={quote(marker)}",
+        "nr_file() {",
+        '  if [ -f "$1" ]; then',
+        '    printf "%s file %s\\n" "$M" "$1"',
+        "    stat -c '%a %U %G %s' \"$1\"",
+        '    sha256sum "$1" | cut -d" " -f1',
+        f'    if [ "$(stat -c %s "$1")" -le {CONTENT_LIMIT} ]; then base64 -w0 "$1"; fi',
+        "    echo",
+        '  else printf "%s nofile %s\\n" "$M" "$1"; fi',
+        "}",
+    ]
+    lines += [f"nr_file {quote(p)}" for p in files]
+    for name, cmd in commands.items():
+        lines.append(f'printf "%s cmd %s\\n" "$M" {quote(name)}')
+        lines.append(f"( {cmd}\n) 2>&1")
+        lines.append('printf "\\n%s rc %s\\n" "$M" "$?"')
+    lines.append('printf "%s end\\n" "$M"')
+    return "\n".join(lines)
+
+
+def parse_gather(marker: str, text: str) -> Facts:
+    """Parse the output of :func:`gather_script` (pure)."""
+    facts = Facts()
+    lines = text.split("\n")
+    i = 0
+    saw_end = False
+    while i < len(lines):
+        line = lines[i]
+        if not line.startswith(marker + " "):
+            i += 1
+            continue
+        kind, _, arg = line[len(marker) + 1 :].partition(" ")
+        if kind == "end":
+            saw_end = True
+            break
+        if kind == "nofile":
+            facts.files[arg] = FileState(arg, False)
+            i += 1
+        elif kind == "file":
+            mode, owner, group, size = lines[i + 1].split(" ")
+            digest = lines[i + 2].strip()
+            b64 = lines[i + 3].strip()
+            content = base64.b64decode(b64) if b64 or int(size) == 0 else None
+            facts.files[arg] = FileState(arg, True, int(mode, 8), owner, group, int(size), digest, content)
+            i += 4
+        elif kind == "cmd":
+            body: list[str] = []
+            i += 1
+            while i < len(lines) and not lines[i].startswith(marker + " rc "):
+                body.append(lines[i])
+                i += 1
+            rc = int(lines[i][len(marker) + 4 :]) if i < len(lines) else -1
+            out = "\n".join(body)
+            if out.endswith("\n"):
+                out = out[:-1]
+            facts.outputs[arg] = Output(rc, out)
+            i += 1
+        else:
+            i += 1
+    if not saw_end:
+        raise NrError("gathering facts was cut short (no end marker in the output)")
+    return facts
+
+
+def gather(remote: Remote, *, files: Iterable[str] = (), commands: Mapping[str, str] | None = None) -> Facts:
+    """One round trip: stat/hash/read ``files`` and run read-only ``commands`` (as root)."""
+    marker = "@@NR-" + secrets.token_hex(6) + "@@"
+    script = gather_script(marker, list(files), commands or {})
+    result = remote.run(script, check=False)
+    if result.exited != 0:
+        raise NrError(f"{remote.name}: gathering facts failed (exit {result.exited}): {result.stderr.strip()[-500:]}")
+    return parse_gather(marker, result.stdout)

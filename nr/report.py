@@ -1,0 +1,244 @@
+"""Run reporting: live progress while tasks run, then a summary (text or one JSON document).
+
+:class:`RunReport` is both the Nornir processor that prints progress per host and the recorder the
+play context writes results into. Everything it prints or serializes goes through the secret
+redactor.
+"""
+
+from __future__ import annotations
+
+import traceback
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from nornir.core.exceptions import NornirSubTaskError
+from nornir.core.inventory import Host
+from nornir.core.task import AggregatedResult, MultiResult, Result, Task
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from nr.changes import Change
+from nr.errors import NrError
+from nr.play import CheckItem
+from nr.secrets import redact
+
+
+@dataclass
+class Row:
+    host: str
+    task: str
+    changed: bool
+    failed: bool
+    diff: str
+    error: str
+
+
+@dataclass(frozen=True)
+class DriftItem:
+    """One difference found by ``nr drift`` and the command that repairs it."""
+
+    component: str
+    host: str
+    what: str
+    expected: str
+    actual: str
+    fix: str
+
+
+@dataclass(frozen=True)
+class CheckRow:
+    component: str
+    host: str
+    name: str
+    ok: bool
+    detail: str
+    hint: str
+    warning: bool
+
+
+def error_message(exc: BaseException | None, result: Result | None = None) -> str:
+    """A one-line, redacted explanation of why a task failed."""
+    if exc is None:
+        text = str(result.result) if result is not None and result.result else "failed"
+        return redact(text.strip().splitlines()[-1] if text.strip() else "failed")
+    if isinstance(exc, NornirSubTaskError):
+        inner = [r for r in exc.result if r.failed and r.exception is not None and r.exception is not exc]
+        if inner:
+            return error_message(inner[-1].exception, inner[-1])
+    if isinstance(exc, NrError):
+        return redact(str(exc))
+    return redact(f"{type(exc).__name__}: {exc}")
+
+
+@dataclass
+class RunReport:
+    """Collects rows, changes, checks and drift of one ``nr`` invocation; prints progress live."""
+
+    play: str
+    dry_run: bool = False
+    console: Console | None = None  # progress goes here (stderr); None: quiet
+    rows: list[Row] = field(default_factory=list)
+    checks: list[CheckRow] = field(default_factory=list)
+    drift: list[DriftItem] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    failed_reasons: dict[str, str] = field(default_factory=dict)
+    unreachable: set[str] = field(default_factory=set)
+    tracebacks: list[str] = field(default_factory=list)
+    inventory_arg: str | None = None  # how the operator named the inventory (for fix commands)
+
+    def default_fix(self, component: str, host: str) -> str:
+        inv = f" -i {self.inventory_arg}" if self.inventory_arg else ""
+        return f"nr run {component}{inv} --limit {host}"
+
+    # -- Recorder ---------------------------------------------------------------------------
+    def step_started(self, component: str, step: str, hosts: list[str] | Any) -> None:
+        if self.console is not None and hosts:
+            self.console.print(f"[bold]▸ {component}.{step}[/]  [dim]{' '.join(hosts)}[/]")
+
+    def record(self, component: str, step: str, result: AggregatedResult) -> None:
+        for host, multi in result.items():
+            self._record_host(component, host, multi)
+
+    def note(self, component: str, message: str) -> None:
+        self.notes.append(redact(f"{component}: {message}"))
+        if self.console is not None:
+            self.console.print(f"  [cyan]ℹ[/] {escape(redact(message))}")
+
+    def _record_host(self, component: str, host: str, multi: MultiResult) -> None:
+        for r in multi:
+            err = ""
+            if r.failed:
+                err = error_message(r.exception, r)
+                if r.exception is not None and not isinstance(r.exception, NrError | NornirSubTaskError):
+                    tb = "".join(traceback.format_exception(r.exception))
+                    self.tracebacks.append(redact(f"{host} {r.name}:\n{tb}"))
+                self.failed_reasons.setdefault(host, f"{r.name}: {err}")
+                if _is_connection_error(r.exception):
+                    self.unreachable.add(host)
+            self.rows.append(Row(host, str(r.name), bool(r.changed), bool(r.failed), redact(r.diff or ""), err))
+            for c in getattr(r, "checks", None) or []:
+                assert isinstance(c, CheckItem)
+                self.checks.append(
+                    CheckRow(component, host, c.name, c.ok, redact(c.detail), redact(c.hint), c.warning)
+                )
+            for c in getattr(r, "changes", None) or []:
+                assert isinstance(c, Change)
+                self.drift.append(
+                    DriftItem(
+                        component,
+                        host,
+                        redact(c.what),
+                        redact(c.expected),
+                        redact(c.actual),
+                        redact(c.fix or self.default_fix(component, host)),
+                    )
+                )
+
+    # -- Nornir processor (live progress) ---------------------------------------------------------
+    def task_started(self, task: Task) -> None:
+        pass
+
+    def task_completed(self, task: Task, result: AggregatedResult) -> None:
+        pass
+
+    def task_instance_started(self, task: Task, host: Host) -> None:
+        pass
+
+    def task_instance_completed(self, task: Task, host: Host, result: MultiResult) -> None:
+        if self.console is None:
+            return
+        r = result[0]
+        if r.failed:
+            self.console.print(f"  [red]✗ {host.name}[/] {escape(error_message(r.exception, r))}")
+        elif result.changed:
+            verb = "would change" if self.dry_run else "changed"
+            n = len(getattr(r, "changes", None) or r.result or []) if isinstance(r.result, list) else ""
+            self.console.print(f"  [yellow]~ {host.name}[/] {verb}{f' ({n})' if n else ''}")
+        else:
+            self.console.print(f"  [green]✓ {host.name}[/] ok")
+
+    def subtask_instance_started(self, task: Task, host: Host) -> None:
+        pass
+
+    def subtask_instance_completed(self, task: Task, host: Host, result: MultiResult) -> None:
+        pass
+
+    # -- summary --------------------------------------------------------------------------
+    @property
+    def failed_hosts(self) -> list[str]:
+        return sorted(self.failed_reasons)
+
+    @property
+    def changed(self) -> int:
+        return sum(1 for r in self.rows if r.changed and not r.failed)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed_reasons
+
+    def hosts(self) -> list[str]:
+        seen: dict[str, None] = {}
+        for r in self.rows:
+            seen.setdefault(r.host, None)
+        return list(seen)
+
+    def to_json(self, ssh: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+        doc: dict[str, Any] = {
+            "ok": self.ok,
+            "play": self.play,
+            "dry_run": self.dry_run,
+            "changed": self.changed,
+            "failed_hosts": self.failed_hosts,
+            "results": [asdict(r) for r in self.rows],
+        }
+        if self.notes:
+            doc["notes"] = self.notes
+        if ssh is not None:
+            doc["ssh"] = ssh
+        return doc
+
+    def print_summary(self, out: Console) -> None:
+        hosts = self.hosts() + [h for h in self.failed_hosts if h not in self.hosts()]
+        title = f"{self.play}" + (" (dry run: nothing was changed)" if self.dry_run else "")
+        table = Table(title=title, title_justify="left")
+        table.add_column("host")
+        table.add_column("ok", justify="right")
+        table.add_column("would change" if self.dry_run else "changed", justify="right")
+        table.add_column("failed", justify="right")
+        for h in hosts:
+            rows = [r for r in self.rows if r.host == h]
+            ok = sum(1 for r in rows if not r.changed and not r.failed)
+            ch = sum(1 for r in rows if r.changed and not r.failed)
+            fl = sum(1 for r in rows if r.failed)
+            style = "red" if fl else ("yellow" if ch else "green")
+            table.add_row(f"[{style}]{h}[/]", str(ok), str(ch), str(fl))
+        out.print(table)
+        diffs = [r for r in self.rows if r.changed and r.diff]
+        if diffs:
+            out.print("[bold]Would change:[/]" if self.dry_run else "[bold]Changes:[/]")
+            for r in diffs:
+                out.print(f"[yellow]{r.host}[/] [dim]{r.task}[/]")
+                for line in r.diff.rstrip("\n").splitlines():
+                    color = "green" if line.startswith("+") else "red" if line.startswith("-") else None
+                    text = escape(line)
+                    out.print(f"    [{color}]{text}[/]" if color else f"    {text}", highlight=False)
+        if self.failed_reasons:
+            out.print("[bold red]Failed:[/]")
+            for h in self.failed_hosts:
+                out.print(f"  [red]{h}[/]: {escape(self.failed_reasons[h])}", highlight=False)
+        total = self.changed
+        verdict = "[red]FAILED[/]" if not self.ok else "[green]OK[/]"
+        what = "would change" if self.dry_run else "changed"
+        if total == 0 and self.ok:
+            out.print(f"{verdict}: {len(hosts)} host(s), nothing {what} (already converged)")
+        else:
+            out.print(f"{verdict}: {len(hosts)} host(s), {total} task(s) {what}, {len(self.failed_hosts)} failed")
+
+
+def _is_connection_error(exc: BaseException | None) -> bool:
+    from nr.connection import ConnectionFailed
+
+    if isinstance(exc, NornirSubTaskError):
+        return any(_is_connection_error(r.exception) for r in exc.result if r.exception is not exc)
+    return isinstance(exc, ConnectionFailed)
