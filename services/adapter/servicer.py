@@ -1,0 +1,128 @@
+"""``vuelos.Vuelos`` implemented by calling the AeroAlpes REST API.
+
+Errors are gRPC status codes: invalid input INVALID_ARGUMENT, unknown id NOT_FOUND, AeroAlpes (or
+its store) unreachable UNAVAILABLE, no answer within the deadline DEADLINE_EXCEEDED.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+
+from services.adapter.proto_codec import itinerarios_desde_proto, reserva_a_proto
+from services.adapter.rest import AeroAlpesRest, AeroAlpesTimeout, AeroAlpesUnreachable, RestResponse
+from services.aeroalpes.codec import itinerarios_a_json, reserva_desde_json
+from services.aeroalpes.domain import ReglaIncumplida
+from services.vuelos_pb import vuelos_pb2, vuelos_pb2_grpc
+
+log = logging.getLogger("aeroalpes.adapter")
+
+OK = "OK"
+# grpcio reports "no deadline" as a deadline in the infinite future: anything this far away is none.
+NO_DEADLINE_BEYOND = 365 * 86400.0
+
+
+class RpcFailure(Exception):
+    """Ends an RPC with this status code and details."""
+
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        super().__init__(f"{code.name}: {details}")
+        self.code = code
+        self.details = details
+
+
+def status_for_http(status: int) -> grpc.StatusCode:
+    """The gRPC code for a non-2xx AeroAlpes answer."""
+    if status in (400, 422):
+        return grpc.StatusCode.INVALID_ARGUMENT
+    if status == 404:
+        return grpc.StatusCode.NOT_FOUND
+    if status in (502, 503, 504):
+        return grpc.StatusCode.UNAVAILABLE
+    if status == 429:
+        return grpc.StatusCode.RESOURCE_EXHAUSTED
+    return grpc.StatusCode.INTERNAL
+
+
+def failure_for_response(response: RestResponse) -> RpcFailure:
+    """An RpcFailure carrying AeroAlpes's own error text when it sent one."""
+    body = response.body
+    detail = body.get("error") if isinstance(body, dict) else None
+    message = str(detail) if detail else f"AeroAlpes answered HTTP {response.status}"
+    return RpcFailure(status_for_http(response.status), message)
+
+
+def respuesta_desde_rest(response: RestResponse) -> vuelos_pb2.RespuestaReserva:
+    """A 200 answer becomes ``mensaje="OK"`` plus the full reservation; anything else raises RpcFailure."""
+    if response.status != 200:
+        raise failure_for_response(response)
+    try:
+        reserva = reserva_desde_json(response.body)
+    except ReglaIncumplida as exc:
+        raise RpcFailure(grpc.StatusCode.INTERNAL, f"unexpected answer from AeroAlpes: {exc}") from None
+    return vuelos_pb2.RespuestaReserva(mensaje=OK, reserva=reserva_a_proto(reserva))
+
+
+class VuelosServicer(vuelos_pb2_grpc.VuelosServicer):  # type: ignore[misc]
+    def __init__(self, rest: AeroAlpesRest, default_timeout: float = 5.0) -> None:
+        self._rest = rest
+        self._default_timeout = default_timeout
+
+    def _timeout(self, context: Any) -> float:
+        """The client's remaining deadline, or the default timeout when it set none."""
+        remaining = context.time_remaining()
+        if remaining is None or remaining > NO_DEADLINE_BEYOND:
+            return self._default_timeout
+        if remaining <= 0.001:
+            raise RpcFailure(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline already expired")
+        return float(remaining)
+
+    def _call(self, context: Any, request: Callable[[float], RestResponse]) -> vuelos_pb2.RespuestaReserva:
+        timeout = self._timeout(context)
+        try:
+            response = request(timeout)
+        except AeroAlpesUnreachable as exc:
+            raise RpcFailure(grpc.StatusCode.UNAVAILABLE, str(exc)) from None
+        except AeroAlpesTimeout as exc:
+            raise RpcFailure(grpc.StatusCode.DEADLINE_EXCEEDED, str(exc)) from None
+        return respuesta_desde_rest(response)
+
+    def _run(self, rpc: str, context: Any, body: Callable[[], vuelos_pb2.RespuestaReserva]) -> Any:
+        started = time.perf_counter()
+        code = grpc.StatusCode.OK
+        try:
+            return body()
+        except RpcFailure as failure:
+            code = failure.code
+            context.abort(failure.code, failure.details)
+        except Exception:
+            code = grpc.StatusCode.INTERNAL
+            log.exception("rpc failed", extra={"rpc": rpc})
+            context.abort(grpc.StatusCode.INTERNAL, "internal adapter error")
+        finally:
+            log.info(
+                "rpc",
+                extra={"rpc": rpc, "code": code.name, "ms": round((time.perf_counter() - started) * 1000, 2)},
+            )
+
+    def CrearReserva(self, request: vuelos_pb2.Reserva, context: Any) -> Any:
+        def body() -> vuelos_pb2.RespuestaReserva:
+            try:
+                cuerpo = itinerarios_a_json(itinerarios_desde_proto(request))
+            except ReglaIncumplida as exc:
+                raise RpcFailure(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from None
+            return self._call(context, lambda timeout: self._rest.crear_reserva(cuerpo, timeout))
+
+        return self._run("CrearReserva", context, body)
+
+    def ConsultarReserva(self, request: vuelos_pb2.QueryReserva, context: Any) -> Any:
+        def body() -> vuelos_pb2.RespuestaReserva:
+            if not request.id.strip():
+                raise RpcFailure(grpc.StatusCode.INVALID_ARGUMENT, "QueryReserva.id is required")
+            return self._call(context, lambda timeout: self._rest.consultar_reserva(request.id, timeout))
+
+        return self._run("ConsultarReserva", context, body)
