@@ -78,12 +78,12 @@ def write_file_script(spec: FileSpec) -> str:
     b64 = base64.b64encode(spec.content).decode()
     chunks = "\n".join(b64[i : i + 76] for i in range(0, len(b64), 76))
     return (
-        f"mkdir -p \"$(dirname {p})\"\n"
-        f"nr_tmp=$(mktemp \"$(dirname {p})/.nr-XXXXXX\")\n"
+        f'mkdir -p "$(dirname {p})"\n'
+        f'nr_tmp=$(mktemp "$(dirname {p})/.nr-XXXXXX")\n'
         f"base64 -d > \"$nr_tmp\" <<'NR_EOF'\n{chunks}\nNR_EOF\n"
-        f"chown {quote(spec.owner)}:{quote(spec.group)} \"$nr_tmp\"\n"
-        f"chmod {spec.mode:04o} \"$nr_tmp\"\n"
-        f"mv -f \"$nr_tmp\" {p}"
+        f'chown {quote(spec.owner)}:{quote(spec.group)} "$nr_tmp"\n'
+        f'chmod {spec.mode:04o} "$nr_tmp"\n'
+        f'mv -f "$nr_tmp" {p}'
     )
 
 
@@ -93,26 +93,44 @@ def plan_file(spec: FileSpec, state: FileState) -> Change | None:
     want_meta = f"{spec.mode:04o} {spec.owner}:{spec.group}"
     if not state.exists:
         new = _mask(spec.content.decode("utf-8", errors="replace"), spec.secrets)
-        diff = "".join(
-            difflib.unified_diff([], new.splitlines(keepends=True), "/dev/null", spec.path)
+        diff = "".join(difflib.unified_diff([], new.splitlines(keepends=True), "/dev/null", spec.path))
+        return Change(
+            what,
+            f"present ({want_meta}, sha256 {spec.sha256[:12]})",
+            "absent",
+            write_file_script(spec),
+            f"+ create {spec.path} ({want_meta})\n{diff}",
         )
-        return Change(what, f"present ({want_meta}, sha256 {spec.sha256[:12]})", "absent",
-                      write_file_script(spec), f"+ create {spec.path} ({want_meta})\n{diff}")
     have_meta = f"{state.mode:04o} {state.owner}:{state.group}" if state.mode is not None else "?"
     if state.sha256 != spec.sha256:
-        old = _mask(state.text or "", spec.secrets) if state.content is not None else "(not shown: large file)\n"
+        old = (
+            _mask(state.text or "", spec.secrets)
+            if state.content is not None
+            else "(not shown: large file)\n"
+        )
         new = _mask(spec.content.decode("utf-8", errors="replace"), spec.secrets)
         diff = "".join(
-            difflib.unified_diff(old.splitlines(keepends=True), new.splitlines(keepends=True), spec.path, spec.path)
+            difflib.unified_diff(
+                old.splitlines(keepends=True), new.splitlines(keepends=True), spec.path, spec.path
+            )
         )
         if not diff:  # only masked parts differ (a secret changed)
             diff = f"~ {spec.path}: secret value changed\n"
-        return Change(what, f"sha256 {spec.sha256[:12]}", f"sha256 {(state.sha256 or '?')[:12]}",
-                      write_file_script(spec), f"~ update {spec.path}\n{diff}")
+        return Change(
+            what,
+            f"sha256 {spec.sha256[:12]}",
+            f"sha256 {(state.sha256 or '?')[:12]}",
+            write_file_script(spec),
+            f"~ update {spec.path}\n{diff}",
+        )
     if have_meta != want_meta:
-        script = f"chown {quote(spec.owner)}:{quote(spec.group)} {quote(spec.path)}\n" \
-                 f"chmod {spec.mode:04o} {quote(spec.path)}"
-        return Change(what, want_meta, have_meta, script, f"~ {spec.path}: mode/owner {have_meta} -> {want_meta}\n")
+        script = (
+            f"chown {quote(spec.owner)}:{quote(spec.group)} {quote(spec.path)}\n"
+            f"chmod {spec.mode:04o} {quote(spec.path)}"
+        )
+        return Change(
+            what, want_meta, have_meta, script, f"~ {spec.path}: mode/owner {have_meta} -> {want_meta}\n"
+        )
     return None
 
 
@@ -152,5 +170,10 @@ def apply_changes(
     diff = changes_diff(changes)
     if changes and not task.is_dry_run():
         (conn or remote(task)).run(apply_script(changes, after), timeout=timeout)
-    return Result(host=task.host, changed=bool(changes), diff=diff, result=[c.what for c in changes],
-                  changes=list(changes))
+    return Result(
+        host=task.host,
+        changed=bool(changes),
+        diff=diff,
+        result=[c.what for c in changes],
+        changes=list(changes),
+    )

@@ -131,16 +131,24 @@ def cli() -> None:
 
 
 inventory_opt = click.option(
-    "-i", "--inventory", default=DEFAULT_INVENTORY, show_default=True, metavar="FOLDER",
+    "-i",
+    "--inventory",
+    default=DEFAULT_INVENTORY,
+    show_default=True,
+    metavar="FOLDER",
     help="Inventory folder: hosts.yaml, groups.yaml, defaults.yaml (and optional config.yaml).",
 )
 json_opt = click.option("--json", "json_out", is_flag=True, help="Print one JSON document instead of text.")
 limit_opt = click.option(
-    "--limit", multiple=True, metavar="HOST|GROUP",
+    "--limit",
+    multiple=True,
+    metavar="HOST|GROUP",
     help="Only change these hosts or groups (repeatable, comma-separated). Planning still sees all hosts.",
 )
 workers_opt = click.option(
-    "--workers", type=click.IntRange(1, 500), default=None,
+    "--workers",
+    type=click.IntRange(1, 500),
+    default=None,
     help="Hosts handled in parallel (default 20, or NR_WORKERS, or config.yaml runner.options.num_workers).",
 )
 
@@ -152,7 +160,9 @@ workers_opt = click.option(
 @click.option("--dry-run", is_flag=True, help="Change nothing; show what would change, with diffs.")
 @json_opt
 @workers_opt
-def run(play: str, inventory: str, limit: tuple[str, ...], dry_run: bool, json_out: bool, workers: int | None) -> None:
+def run(
+    play: str, inventory: str, limit: tuple[str, ...], dry_run: bool, json_out: bool, workers: int | None
+) -> None:
     """Converge the hosts: PLAY is 'site' (everything, in order) or one component (e.g. base).
 
     Prints progress per host, then a summary of what was ok, changed or failed, with diffs.
@@ -160,8 +170,12 @@ def run(play: str, inventory: str, limit: tuple[str, ...], dry_run: bool, json_o
     components = load_components()
     selected = _select(play, components)
     nr = _open(inventory, workers, dry_run)
-    report = RunReport(play, dry_run=dry_run, console=_progress(json_out),
-                       inventory_arg=None if inventory == DEFAULT_INVENTORY else inventory)
+    report = RunReport(
+        play,
+        dry_run=dry_run,
+        console=_progress(json_out),
+        inventory_arg=None if inventory == DEFAULT_INVENTORY else inventory,
+    )
     stats = _execute(nr, report, selected, _limit(nr, limit), inventory, lambda c, ctx: c.apply(ctx))
     if json_out:
         click.echo(json.dumps(report.to_json(ssh=stats), indent=2))
@@ -185,11 +199,16 @@ def check(inventory: str, limit: tuple[str, ...], json_out: bool, workers: int |
     failed = [c for c in report.checks if not c.ok and not c.warning]
     ok = not failed and not report.failed_reasons
     if json_out:
-        click.echo(json.dumps({
-            "ok": ok,
-            "checks": [c.__dict__ for c in report.checks],
-            "failed_hosts": {h: report.failed_reasons[h] for h in report.failed_hosts},
-        }, indent=2))
+        click.echo(
+            json.dumps(
+                {
+                    "ok": ok,
+                    "checks": [c.__dict__ for c in report.checks],
+                    "failed_hosts": {h: report.failed_reasons[h] for h in report.failed_hosts},
+                },
+                indent=2,
+            )
+        )
     else:
         table = Table(title="Checks", title_justify="left")
         for col in ("component", "host", "check", "result", "detail"):
@@ -209,10 +228,17 @@ def check(inventory: str, limit: tuple[str, ...], json_out: bool, workers: int |
 @inventory_opt
 @limit_opt
 @json_opt
-@click.option("--prom", type=click.Path(dir_okay=False, path_type=Path), default=None, metavar="FILE",
-              help="Also write a node_exporter textfile (FILE must end in .prom).")
+@click.option(
+    "--prom",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    metavar="FILE",
+    help="Also write a node_exporter textfile (FILE must end in .prom).",
+)
 @workers_opt
-def drift(inventory: str, limit: tuple[str, ...], json_out: bool, prom: Path | None, workers: int | None) -> None:
+def drift(
+    inventory: str, limit: tuple[str, ...], json_out: bool, prom: Path | None, workers: int | None
+) -> None:
     """Read-only: list every difference between the hosts and the desired state, with the fix.
 
     Exit 0 no drift, 1 drift, 2 could not check. Schedule it with contrib/nr-drift.timer or cron.
@@ -228,8 +254,12 @@ def drift(inventory: str, limit: tuple[str, ...], json_out: bool, prom: Path | N
         if prom is not None:
             write_prom(prom, prom_text(RunReport("drift", failed_reasons={"(inventory)": "invalid"})))
         _bad_input(exc.issues)
-    report = RunReport("drift", dry_run=True, console=_progress(json_out),
-                       inventory_arg=None if inventory == DEFAULT_INVENTORY else inventory)
+    report = RunReport(
+        "drift",
+        dry_run=True,
+        console=_progress(json_out),
+        inventory_arg=None if inventory == DEFAULT_INVENTORY else inventory,
+    )
     selected = [c for c in components.values() if getattr(c, "in_site", True)]
     _execute(nr, report, selected, _limit(nr, limit), inventory, lambda c, ctx: c.drift(ctx))
     if prom is not None:
@@ -246,38 +276,40 @@ def drift(inventory: str, limit: tuple[str, ...], json_out: bool, prom: Path | N
 @json_opt
 def inventory_cmd(inventory: str, json_out: bool) -> None:
     """Show the resolved hosts, groups, roles and addresses (secrets shown as references only)."""
+    from nr.inventory.schema import DATA_KEYS
+
     nr = _open(inventory, None, True)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for name, h in nr.inventory.hosts.items():
         params = h.get_connection_parameters("fabric")
-        data = {k: h.get(k) for k in _data_keys(nr) if h.get(k) is not None}
-        rows.append({
-            "name": name,
-            "address": h.hostname,
-            "port": h.port or 22,
-            "username": h.username,
-            "groups": sorted(host_groups(h)),
-            "roles": roles(h),
-            "data": data,
-            "ssh": {k: v for k, v in (params.extras or {}).items()},
-        })
+        rows.append(
+            {
+                "name": name,
+                "address": h.hostname,
+                "port": h.port or 22,
+                "username": h.username,
+                "groups": sorted(host_groups(h)),
+                "roles": roles(h),
+                "data": {k: h.get(k) for k in DATA_KEYS if h.get(k) is not None},
+                "ssh": dict(params.extras or {}),
+            }
+        )
     if json_out:
         click.echo(json.dumps({"hosts": rows}, indent=2, default=str))
         return
-    table = Table(title=f"Inventory {inventory}", title_justify="left")
-    for col in ("host", "address", "user", "roles", "groups", "data"):
+    table = Table(title=f"Inventory {inventory}", title_justify="left", show_lines=True)
+    for col in ("host", "address", "user", "roles", "data"):
         table.add_column(col, overflow="fold")
     for r in rows:
-        data = ", ".join(f"{k}={v}" for k, v in r["data"].items())
-        table.add_row(r["name"], f"{r['address']}:{r['port']}", str(r["username"] or ""),
-                      ", ".join(r["roles"]), ", ".join(r["groups"]), escape(data))
+        data: dict[str, Any] = r["data"]
+        table.add_row(
+            str(r["name"]),
+            f"{r['address']}:{r['port']}",
+            str(r["username"] or ""),
+            "\n".join(r["roles"]),
+            escape("\n".join(f"{k}: {v}" for k, v in data.items())),
+        )
     out.print(table)
-
-
-def _data_keys(nr: Nornir) -> list[str]:
-    from nr.inventory.schema import DATA_KEYS
-
-    return list(DATA_KEYS)
 
 
 @cli.group()
@@ -288,9 +320,17 @@ def lab() -> None:
 @lab.command("up")
 @click.option("--hosts", "count", type=click.IntRange(1, 50), default=3, show_default=True)
 @click.option("--name", default="nr-lab", show_default=True, help="Prefix of containers, network and image.")
-@click.option("--subnet", default="198.18.0.0/24", show_default=True, help="Lab network (198.18.0.0/15 range).")
-@click.option("--dir", "state_dir", type=click.Path(file_okay=False, path_type=Path), default=Path(".nr-lab"),
-              show_default=True, help="Where the key, known_hosts and inventory are written (git-ignored).")
+@click.option(
+    "--subnet", default="198.18.0.0/24", show_default=True, help="Lab network (198.18.0.0/15 range)."
+)
+@click.option(
+    "--dir",
+    "state_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path(".nr-lab"),
+    show_default=True,
+    help="Where the key, known_hosts and inventory are written (git-ignored).",
+)
 def lab_up(count: int, name: str, subnet: str, state_dir: Path) -> None:
     """Start N lab hosts and write an inventory for them (in --dir)."""
     from nr.lab import Lab
@@ -306,8 +346,13 @@ def lab_up(count: int, name: str, subnet: str, state_dir: Path) -> None:
 
 @lab.command("down")
 @click.option("--name", default="nr-lab", show_default=True)
-@click.option("--dir", "state_dir", type=click.Path(file_okay=False, path_type=Path), default=Path(".nr-lab"),
-              show_default=True)
+@click.option(
+    "--dir",
+    "state_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path(".nr-lab"),
+    show_default=True,
+)
 def lab_down(name: str, state_dir: Path) -> None:
     """Remove the lab's containers and network (the cached base image is kept)."""
     from nr.lab import Lab
@@ -318,8 +363,13 @@ def lab_down(name: str, state_dir: Path) -> None:
 
 @lab.command("status")
 @click.option("--name", default="nr-lab", show_default=True)
-@click.option("--dir", "state_dir", type=click.Path(file_okay=False, path_type=Path), default=Path(".nr-lab"),
-              show_default=True)
+@click.option(
+    "--dir",
+    "state_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path(".nr-lab"),
+    show_default=True,
+)
 def lab_status(name: str, state_dir: Path) -> None:
     """List the lab's hosts, their addresses and state."""
     from nr.lab import Lab
@@ -345,14 +395,27 @@ def vms() -> None:
 @click.option("--memory", default="2G", show_default=True)
 @click.option("--disk", default="10G", show_default=True)
 @click.option("--image", default="22.04", show_default=True, help="Ubuntu release for multipass launch.")
-@click.option("--ssh-key", type=click.Path(dir_okay=False, path_type=Path), default=Path("~/.ssh/id_ed25519.pub"),
-              show_default=True, help="Public key installed on the VMs by cloud-init.")
-@click.option("--dir", "state_dir", type=click.Path(file_okay=False, path_type=Path), default=Path(".nr-vms"),
-              show_default=True, help="Where cloud-init, known_hosts and the inventory are written.")
-def vms_up(count: int, prefix: str, cpus: int, memory: str, disk: str, image: str, ssh_key: Path,
-           state_dir: Path) -> None:
+@click.option(
+    "--ssh-key",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("~/.ssh/id_ed25519.pub"),
+    show_default=True,
+    help="Public key installed on the VMs by cloud-init.",
+)
+@click.option(
+    "--dir",
+    "state_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path(".nr-vms"),
+    show_default=True,
+    help="Where cloud-init, known_hosts and the inventory are written.",
+)
+def vms_up(
+    count: int, prefix: str, cpus: int, memory: str, disk: str, image: str, ssh_key: Path, state_dir: Path
+) -> None:
     """Create (or reuse) Multipass VMs and write an inventory for them."""
-    from nr.vms import VmSpec, vms_up as up
+    from nr.vms import VmSpec
+    from nr.vms import vms_up as up
 
     try:
         inv = up(VmSpec(count, prefix, cpus, memory, disk, image, ssh_key.expanduser()), state_dir, log=err)

@@ -43,8 +43,11 @@ def _read_config(folder: Path) -> dict[str, Any]:
     cfg = load_yaml(path, required=False)
     if not isinstance(cfg, dict):
         raise InventoryError([f"{path}: must be a mapping"])
-    issues = [f"{path}: unknown section '{k}' (allowed: {', '.join(sorted(CONFIG_KEYS))})" for k in cfg
-              if k not in CONFIG_KEYS]
+    issues = [
+        f"{path}: unknown section '{k}' (allowed: {', '.join(sorted(CONFIG_KEYS))})"
+        for k in cfg
+        if k not in CONFIG_KEYS
+    ]
     for section in ("inventory", "runner"):
         sec = cfg.get(section)
         if sec is not None and not isinstance(sec, dict):

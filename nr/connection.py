@@ -163,7 +163,9 @@ class Remote:
         return self.user == "root"
 
     # -- commands ---------------------------------------------------------------------------
-    def run(self, script: str, *, sudo: bool = True, timeout: float | None = None, check: bool = True) -> CommandResult:
+    def run(
+        self, script: str, *, sudo: bool = True, timeout: float | None = None, check: bool = True
+    ) -> CommandResult:
         """Run ``script`` with ``sh -s`` (the script travels on stdin, never on the command line).
 
         With ``check`` a non-zero exit raises :class:`CommandFailed` carrying the output.
@@ -197,9 +199,15 @@ class Remote:
             except SecretError as exc:
                 raise NrError(f"{self.name}: sudo_password: {exc}") from None
         # -k: ignore cached credentials so sudo always reads the password line we send first.
-        result = self._exec("sudo -k -S -p '' sh -s", script, timeout, prefix=self._sudo_password.reveal() + "\n")
-        if result.exited == 1 and ("incorrect password" in result.stderr or "Sorry, try again" in result.stderr):
-            raise NrError(f"{self.name}: sudo refused the password of user {self.user} (sudo_password is wrong)")
+        result = self._exec(
+            "sudo -k -S -p '' sh -s", script, timeout, prefix=self._sudo_password.reveal() + "\n"
+        )
+        if result.exited == 1 and (
+            "incorrect password" in result.stderr or "Sorry, try again" in result.stderr
+        ):
+            raise NrError(
+                f"{self.name}: sudo refused the password of user {self.user} (sudo_password is wrong)"
+            )
         return result
 
     def _exec(self, command: str, script: str, timeout: float | None, *, prefix: str = "") -> CommandResult:
@@ -214,7 +222,9 @@ class Remote:
         except TimeoutError:
             raise NrError(f"{self.name}: remote command did not finish within {limit:.0f} s") from None
         except (paramiko.SSHException, OSError, EOFError) as exc:
-            raise NrError(f"{self.name}: SSH connection lost: {redact(str(exc)) or type(exc).__name__}") from None
+            raise NrError(
+                f"{self.name}: SSH connection lost: {redact(str(exc)) or type(exc).__name__}"
+            ) from None
         finally:
             with self.stats.lock:
                 self.stats.commands += 1
@@ -291,7 +301,7 @@ def _connect_error(host: str, port: int, exc: BaseException) -> ConnectionFailed
     if isinstance(exc, socket.timeout | TimeoutError):
         return ConnectionFailed(f"cannot connect to {host}:{port}: timed out")
     if isinstance(exc, paramiko.ssh_exception.NoValidConnectionsError):
-        reasons = {e.strerror or str(e) for e in exc.errors.values()}
+        reasons = {getattr(e, "strerror", None) or str(e) for e in exc.errors.values()}
         return ConnectionFailed(f"cannot connect to {host}:{port}: {', '.join(sorted(reasons))}")
     if isinstance(exc, OSError):
         return ConnectionFailed(f"cannot connect to {host}:{port}: {exc.strerror or exc}")
@@ -365,7 +375,7 @@ class FabricConnection:
         t0 = time.perf_counter()
         try:
             conn.open()
-        except Exception as exc:  # noqa: BLE001 - every cause becomes one clear message
+        except Exception as exc:
             conn.close()
             raise _connect_error(str(conn.host), int(conn.port), exc) from None
         self.connection = Remote(

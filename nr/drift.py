@@ -56,7 +56,9 @@ def print_drift(report: RunReport, out: Console) -> None:
     elif code == EXIT_DRIFT:
         out.print(f"[yellow]Drift[/]: {len(report.drift)} difference(s); run the fix commands above")
     else:
-        out.print(f"[red]Could not check {len(report.failed_hosts)} host(s)[/]; drift found: {len(report.drift)}")
+        out.print(
+            f"[red]Could not check {len(report.failed_hosts)} host(s)[/]; drift found: {len(report.drift)}"
+        )
 
 
 def _label(value: str) -> str:

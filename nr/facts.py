@@ -124,5 +124,7 @@ def gather(remote: Remote, *, files: Iterable[str] = (), commands: Mapping[str, 
     script = gather_script(marker, list(files), commands or {})
     result = remote.run(script, check=False)
     if result.exited != 0:
-        raise NrError(f"{remote.name}: gathering facts failed (exit {result.exited}): {result.stderr.strip()[-500:]}")
+        raise NrError(
+            f"{remote.name}: gathering facts failed (exit {result.exited}): {result.stderr.strip()[-500:]}"
+        )
     return parse_gather(marker, result.stdout)

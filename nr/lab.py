@@ -37,13 +37,29 @@ from nr.secrets import write_secret_file
 
 IMAGE = "nr-lab-base:bookworm-2"
 PACKAGES = [
-    "systemd", "systemd-sysv", "dbus", "openssh-server", "python3", "python3-venv", "sudo", "iproute2",
+    "systemd",
+    "systemd-sysv",
+    "dbus",
+    "openssh-server",
+    "python3",
+    "python3-venv",
+    "sudo",
+    "iproute2",
     "ca-certificates",
 ]
 MIRROR = os.environ.get("NR_LAB_MIRROR", "http://deb.debian.org/debian")
 LABEL = "nr.lab"
 USER = "nr"
 FIRST_HOST_OFFSET = 11  # lab hosts get .11, .12, ... of the subnet
+# systemd as PID 1 without --privileged (see the module docstring).
+CONTAINER_FLAGS = (
+    "--cap-add=ALL", "--cap-drop=SYS_RESOURCE",
+    "--security-opt=seccomp=unconfined", "--security-opt=apparmor=unconfined",
+    "--security-opt=systempaths=unconfined",  # writable /proc/sys, as on a VM
+    "--cgroupns=host", "--volume=/sys/fs/cgroup:/sys/fs/cgroup:rw",
+    "--tmpfs=/run", "--tmpfs=/run/lock", "--tmpfs=/tmp:exec",
+    "--stop-signal=SIGRTMIN+3", "--stop-timeout=10",  # systemd halts cleanly on SIGRTMIN+3
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -64,7 +80,9 @@ def docker(*args: str, check: bool = True, timeout: float = 300, input: str | No
     exe = shutil.which("docker")
     if exe is None:
         raise NrError("docker is not installed (the lab needs a Docker engine)")
-    proc = subprocess.run([exe, *args], capture_output=True, text=True, timeout=timeout, check=False, input=input)
+    proc = subprocess.run(
+        [exe, *args], capture_output=True, text=True, timeout=timeout, check=False, input=input
+    )
     if check and proc.returncode != 0:
         raise NrError(f"docker {args[0]} failed: {proc.stderr.strip() or proc.stdout.strip()}")
     return proc.stdout
@@ -115,7 +133,7 @@ def lab_inventory(hosts: list[tuple[str, str]], state_dir: Path) -> dict[str, di
             "fabric": {"extras": {"key_filename": "../id_ed25519", "known_hosts": "../known_hosts"}}
         },
     }
-    groups_doc = {
+    groups_doc: dict[str, Any] = {
         "k3s_servers": {"data": {}},
         "k3s_agents": {"data": {}},
         "redis": {"data": {}},
@@ -184,11 +202,23 @@ class Lab:
         with tempfile.TemporaryDirectory(prefix="nr-lab-rootfs-") as tmp:
             rootfs = Path(tmp) / "rootfs"
             proc = subprocess.run(
-                ["debootstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}", "bookworm", str(rootfs), MIRROR],
-                capture_output=True, text=True, check=False, timeout=1800,
+                [
+                    "debootstrap",
+                    "--variant=minbase",
+                    f"--include={','.join(PACKAGES)}",
+                    "bookworm",
+                    str(rootfs),
+                    MIRROR,
+                ],
+                capture_output=True,
+                text=True,
+                check=False,
+                timeout=1800,
             )
             if proc.returncode != 0:
-                raise NrError(f"debootstrap failed: {proc.stderr.strip()[-800:] or proc.stdout.strip()[-800:]}")
+                raise NrError(
+                    f"debootstrap failed: {proc.stderr.strip()[-800:] or proc.stdout.strip()[-800:]}"
+                )
             # apt lists are fetched again by the plays, as on a fresh VM; keep the image small.
             for sub in ("var/cache/apt/archives", "var/lib/apt/lists"):
                 for p in (rootfs / sub).glob("*.deb" if "archives" in sub else "*_*"):
@@ -196,7 +226,10 @@ class Lab:
             tar = subprocess.Popen(["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE)
             imp = subprocess.run(
                 ["docker", "import", "-c", 'CMD ["/sbin/init"]', "-", IMAGE],
-                stdin=tar.stdout, capture_output=True, text=True, check=False,
+                stdin=tar.stdout,
+                capture_output=True,
+                text=True,
+                check=False,
             )
             tar.wait()
             if imp.returncode != 0:
@@ -224,35 +257,44 @@ class Lab:
         for c in self._containers():
             info = json.loads(docker("inspect", c["Names"]))[0]
             nets = info["NetworkSettings"]["Networks"]
-            addr = nets.get(self.network, {}).get("IPAddress", "") or info["Config"]["Labels"].get("nr.lab.address", "")
+            addr = nets.get(self.network, {}).get("IPAddress", "") or info["Config"]["Labels"].get(
+                "nr.lab.address", ""
+            )
             hosts.append(LabHost(c["Names"], addr, info["State"]["Status"]))
         return sorted(hosts, key=lambda h: (len(h.name), h.name))
 
     def _ensure_network(self) -> None:
-        existing = docker("network", "ls", "--filter", f"name=^{self.network}$", "--format", "{{.Name}}").split()
+        existing = docker(
+            "network", "ls", "--filter", f"name=^{self.network}$", "--format", "{{.Name}}"
+        ).split()
         if self.network in existing:
             info = json.loads(docker("network", "inspect", self.network))[0]
             subnets = [c.get("Subnet") for c in info.get("IPAM", {}).get("Config") or []]
             if str(ipaddress.ip_network(self.subnet, strict=False)) not in subnets:
-                raise NrError(f"network {self.network} exists with subnet {subnets}, not {self.subnet}; "
-                              f"run nr lab down --name {self.name} first")
+                raise NrError(
+                    f"network {self.network} exists with subnet {subnets}, not {self.subnet}; "
+                    f"run nr lab down --name {self.name} first"
+                )
             return
         docker("network", "create", "--subnet", self.subnet, "--label", f"{LABEL}={self.name}", self.network)
 
     def _run_container(self, index: int) -> None:
         name = self.host_name(index)
         address = host_address(self.subnet, index)
+        labels = ["--label", f"{LABEL}={self.name}", "--label", f"nr.lab.address={address}"]
+        net = ["--network", self.network, "--ip", address]
         docker(
-            "run", "-d", "--name", name, "--hostname", name,
-            "--label", f"{LABEL}={self.name}", "--label", f"nr.lab.address={address}",
-            "--cap-add", "ALL", "--cap-drop", "SYS_RESOURCE",
-            "--security-opt", "seccomp=unconfined", "--security-opt", "apparmor=unconfined",
-            "--security-opt", "systempaths=unconfined",
-            "--cgroupns=host", "-v", "/sys/fs/cgroup:/sys/fs/cgroup:rw",
-            "--tmpfs", "/run", "--tmpfs", "/run/lock", "--tmpfs", "/tmp:exec",
-            "--stop-signal", "SIGRTMIN+3", "--stop-timeout", "10",
-            "--network", self.network, "--ip", address,
-            IMAGE, "/sbin/init",
+            "run",
+            "-d",
+            "--name",
+            name,
+            "--hostname",
+            name,
+            *labels,
+            *CONTAINER_FLAGS,
+            *net,
+            IMAGE,
+            "/sbin/init",
         )
 
     def _prepare(self, name: str, pubkey: str) -> str:
@@ -292,7 +334,9 @@ class Lab:
         with ThreadPoolExecutor(max_workers=max(1, len(names))) as pool:
             hostkeys = list(pool.map(lambda n: self._prepare(n, pubkey), names))
         pairs = [(n, host_address(self.subnet, i + 1)) for i, n in enumerate(names)]
-        known = "".join(f"{addr} {hk.split()[0]} {hk.split()[1]}\n" for (_, addr), hk in zip(pairs, hostkeys, strict=True))
+        known = "".join(
+            f"{addr} {hk.split()[0]} {hk.split()[1]}\n" for (_, addr), hk in zip(pairs, hostkeys, strict=True)
+        )
         (self.state_dir / "known_hosts").write_text(known)
         secret = self.state_dir / "secrets" / "redis_password"
         if not secret.exists():

@@ -133,7 +133,11 @@ class PlayContext:
 
     def for_component(self, component: str) -> PlayContext:
         return PlayContext(
-            self._nr, component=component, recorder=self.recorder, limit=self.limit, inventory_arg=self.inventory_arg
+            self._nr,
+            component=component,
+            recorder=self.recorder,
+            limit=self.limit,
+            inventory_arg=self.inventory_arg,
         )
 
     # -- hosts ------------------------------------------------------------------------------

@@ -116,7 +116,9 @@ class RunReport:
                 self.failed_reasons.setdefault(host, f"{r.name}: {err}")
                 if _is_connection_error(r.exception):
                     self.unreachable.add(host)
-            self.rows.append(Row(host, str(r.name), bool(r.changed), bool(r.failed), redact(r.diff or ""), err))
+            self.rows.append(
+                Row(host, str(r.name), bool(r.changed), bool(r.failed), redact(r.diff or ""), err)
+            )
             for c in getattr(r, "checks", None) or []:
                 assert isinstance(c, CheckItem)
                 self.checks.append(
@@ -233,7 +235,9 @@ class RunReport:
         if total == 0 and self.ok:
             out.print(f"{verdict}: {len(hosts)} host(s), nothing {what} (already converged)")
         else:
-            out.print(f"{verdict}: {len(hosts)} host(s), {total} task(s) {what}, {len(self.failed_hosts)} failed")
+            out.print(
+                f"{verdict}: {len(hosts)} host(s), {total} task(s) {what}, {len(self.failed_hosts)} failed"
+            )
 
 
 def _is_connection_error(exc: BaseException | None) -> bool:

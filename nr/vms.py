@@ -91,8 +91,20 @@ def vms_up(spec: VmSpec, state_dir: Path, log: Console | None = None) -> Path:
         if vm is None:
             if log:
                 log.print(f"Launching {name} ({spec.image}, {spec.cpus} CPU, {spec.memory}, {spec.disk})…")
-            multipass("launch", spec.image, "--name", name, "--cpus", str(spec.cpus), "--memory", spec.memory,
-                      "--disk", spec.disk, "--cloud-init", str(user_data))
+            multipass(
+                "launch",
+                spec.image,
+                "--name",
+                name,
+                "--cpus",
+                str(spec.cpus),
+                "--memory",
+                spec.memory,
+                "--disk",
+                spec.disk,
+                "--cloud-init",
+                str(user_data),
+            )
         elif vm.get("state") != "Running":
             multipass("start", name)
     listing = json.loads(multipass("list", "--format", "json"))["list"]
@@ -115,8 +127,10 @@ def vms_up(spec: VmSpec, state_dir: Path, log: Console | None = None) -> Path:
     if not defaults.exists():
         defaults.write_text(
             "# Site settings for the Multipass VMs (edit freely; nr vms up keeps this file).\n"
-            + yaml.safe_dump({"data": {"site_name": spec.prefix, "redis_password": "file:../secrets/redis_password"}},
-                             sort_keys=False)
+            + yaml.safe_dump(
+                {"data": {"site_name": spec.prefix, "redis_password": "file:../secrets/redis_password"}},
+                sort_keys=False,
+            )
         )
     secret = state_dir / "secrets" / "redis_password"
     if not secret.exists():

@@ -55,7 +55,9 @@ class BaseSpec:
     sysctls: dict[str, str] = field(default_factory=lambda: dict(SYSCTLS))
 
     def files(self) -> list[FileSpec]:
-        mods = "# Written by nr (base play): kernel modules k3s needs.\n" + "".join(f"{m}\n" for m in self.modules)
+        mods = "# Written by nr (base play): kernel modules k3s needs.\n" + "".join(
+            f"{m}\n" for m in self.modules
+        )
         sysctl = "# Written by nr (base play): k3s and Redis settings.\n" + "".join(
             f"{k} = {v}\n" for k, v in sorted(self.sysctls.items())
         )
@@ -83,9 +85,9 @@ def facts_commands(spec: BaseSpec) -> dict[str, str]:
         for m in spec.modules
     )
     return {
-        "os": ". /etc/os-release && echo \"$ID ${VERSION_ID:-} ${ID_LIKE:-}\"",
+        "os": '. /etc/os-release && echo "$ID ${VERSION_ID:-} ${ID_LIKE:-}"',
         "hostname": "hostname",
-        "hosts_entry": "grep -Ec \"^[^#]*[[:space:]]$(hostname)([[:space:]]|$)\" /etc/hosts || true",
+        "hosts_entry": 'grep -Ec "^[^#]*[[:space:]]$(hostname)([[:space:]]|$)" /etc/hosts || true',
         "packages": f"dpkg-query -W -f='${{Package}} ${{db:Status-Status}}\\n' {pkgs} 2>/dev/null || true",
         "sysctls": sysctl_lines,
         "modules": module_lines,
@@ -129,15 +131,26 @@ def plan(spec: BaseSpec, facts: Facts) -> list[Change]:
             f"if command -v hostnamectl >/dev/null && hostnamectl set-hostname {name} 2>/dev/null; then :; "
             f"else hostname {name}; printf '%s\\n' {name} > /etc/hostname; fi"
         )
-        changes.append(Change("hostname", spec.hostname, current, script, f"~ hostname {current} -> {spec.hostname}"))
-    if spec.hostname is not None and (current != spec.hostname or facts.out("hosts_entry").strip() in ("", "0")):
+        changes.append(
+            Change("hostname", spec.hostname, current, script, f"~ hostname {current} -> {spec.hostname}")
+        )
+    if spec.hostname is not None and (
+        current != spec.hostname or facts.out("hosts_entry").strip() in ("", "0")
+    ):
         name = quote(spec.hostname)
         script = (
             f"grep -Eq '^[^#]*[[:space:]]'{name}'([[:space:]]|$)' /etc/hosts || "
             f"printf '127.0.1.1\\t%s\\n' {name} >> /etc/hosts"
         )
-        changes.append(Change("/etc/hosts entry", f"127.0.1.1 {spec.hostname}", "missing", script,
-                              f"+ /etc/hosts: 127.0.1.1 {spec.hostname}"))
+        changes.append(
+            Change(
+                "/etc/hosts entry",
+                f"127.0.1.1 {spec.hostname}",
+                "missing",
+                script,
+                f"+ /etc/hosts: 127.0.1.1 {spec.hostname}",
+            )
+        )
     missing = [p for p in spec.packages if p not in installed_packages(facts)]
     if missing:
         pkgs = " ".join(quote(p) for p in missing)
@@ -146,14 +159,28 @@ def plan(spec: BaseSpec, facts: Facts) -> list[Change]:
             "apt-get update -qq\n"
             f"apt-get install -y -qq --no-install-recommends -o Dpkg::Options::=--force-confold {pkgs} >/dev/null"
         )
-        changes.append(Change(f"packages {' '.join(missing)}", "installed", "not installed", script,
-                              "".join(f"+ package {p}\n" for p in missing)))
+        changes.append(
+            Change(
+                f"packages {' '.join(missing)}",
+                "installed",
+                "not installed",
+                script,
+                "".join(f"+ package {p}\n" for p in missing),
+            )
+        )
     changes += plan_files(spec.files(), facts.files)
     loaded = _pairs(facts.out("modules"))
     for m in spec.modules:
         if loaded.get(m) != "loaded":
-            changes.append(Change(f"kernel module {m}", "loaded", loaded.get(m, "unknown"),
-                                  f"modprobe {quote(m)}", f"+ modprobe {m}"))
+            changes.append(
+                Change(
+                    f"kernel module {m}",
+                    "loaded",
+                    loaded.get(m, "unknown"),
+                    f"modprobe {quote(m)}",
+                    f"+ modprobe {m}",
+                )
+            )
     values = _pairs(facts.out("sysctls"))
     for key, want in spec.sysctls.items():
         have = values.get(key, "MISSING")
@@ -183,31 +210,52 @@ def _check(task: Task, spec: BaseSpec) -> Result:
     items.append(CheckItem("os supported", problem is None, facts.out("os").strip(), problem or ""))
     current = facts.out("hostname").strip()
     if spec.hostname is not None:
-        items.append(CheckItem("hostname", current == spec.hostname, current, f"expected {spec.hostname}: nr run base"))
+        items.append(
+            CheckItem("hostname", current == spec.hostname, current, f"expected {spec.hostname}: nr run base")
+        )
     loaded = _pairs(facts.out("modules"))
     for m in spec.modules:
-        items.append(CheckItem(f"module {m}", loaded.get(m) == "loaded", loaded.get(m, "unknown"), "nr run base"))
+        items.append(
+            CheckItem(f"module {m}", loaded.get(m) == "loaded", loaded.get(m, "unknown"), "nr run base")
+        )
     values = _pairs(facts.out("sysctls"))
     for key, want in spec.sysctls.items():
-        items.append(CheckItem(f"sysctl {key}", values.get(key) == want, f"{values.get(key)} (want {want})",
-                               "nr run base"))
+        items.append(
+            CheckItem(
+                f"sysctl {key}", values.get(key) == want, f"{values.get(key)} (want {want})", "nr run base"
+            )
+        )
     missing = [p for p in spec.packages if p not in installed_packages(facts)]
-    items.append(CheckItem("packages", not missing, "missing: " + " ".join(missing) if missing else "all installed",
-                           "nr run base"))
+    items.append(
+        CheckItem(
+            "packages",
+            not missing,
+            "missing: " + " ".join(missing) if missing else "all installed",
+            "nr run base",
+        )
+    )
     swaps = int(facts.out("swap").strip() or 0)
-    items.append(CheckItem("swap off", swaps == 0, f"{swaps} swap device(s)",
-                           "swap slows kubelet and Redis under memory pressure: swapoff -a and remove it from "
-                           "/etc/fstab", warning=True))
+    items.append(
+        CheckItem(
+            "swap off",
+            swaps == 0,
+            f"{swaps} swap device(s)",
+            "swap slows kubelet and Redis under memory pressure: swapoff -a and remove it from /etc/fstab",
+            warning=True,
+        )
+    )
     virt = facts.out("virt").strip()
     sync = facts.out("timesync").strip()
     in_container = virt not in ("", "none")
-    items.append(CheckItem(
-        "time synchronised",
-        sync == "yes" or in_container,
-        f"container ({virt}): host clock" if in_container else f"NTPSynchronized={sync}",
-        "enable systemd-timesyncd or chrony: Redis failover and TLS certificates need correct clocks",
-        warning=True,
-    ))
+    items.append(
+        CheckItem(
+            "time synchronised",
+            sync == "yes" or in_container,
+            f"container ({virt}): host clock" if in_container else f"NTPSynchronized={sync}",
+            "enable systemd-timesyncd or chrony: Redis failover and TLS certificates need correct clocks",
+            warning=True,
+        )
+    )
     passed = sum(i.ok for i in items)
     return Result(host=task.host, result=f"{passed}/{len(items)} passed", checks=items, hostname=current)
 
@@ -227,8 +275,12 @@ class BaseComponent:
             name = results.get(host.name)
             if name and counts[name] > 1:
                 others = sorted(h for h, n in results.items() if n == name and h != host.name)
-                ctx.fail_host(host, "hostname", f"hostname '{name}' is also used by {', '.join(others)}; k3s needs "
-                              "unique hostnames (remove data.set_hostname: false or rename the host)")
+                ctx.fail_host(
+                    host,
+                    "hostname",
+                    f"hostname '{name}' is also used by {', '.join(others)}; k3s needs "
+                    "unique hostnames (remove data.set_hostname: false or rename the host)",
+                )
 
     def apply(self, ctx: PlayContext) -> None:
         specs = {h.name: spec_for(h) for h in ctx.hosts()}

@@ -8,7 +8,7 @@ Options (``config.yaml`` of an inventory folder)::
         name_prefix: vm          # only VMs whose names start with this
         servers: 1               # the first N VMs (by name) are k3s servers, the rest agents
         groups: {vm1: [k3s_servers, redis]}   # or explicit groups per VM (overrides ``servers``)
-        username: ubuntu
+        username: ubuntu         # the default
         key_filename: ~/.ssh/id_ed25519
         known_hosts: known_hosts
         network: 192.168.64.0/24 # pick the address in this network (default: first non-k3s address)
@@ -41,8 +41,12 @@ def multipass_list(binary: str = "multipass") -> dict[str, Any]:
     """Run ``multipass list --format json`` and return the parsed document."""
     exe = shutil.which(binary)
     if exe is None:
-        raise InventoryError([f"multipass: '{binary}' not found on PATH (install Multipass or use hosts.yaml)"])
-    proc = subprocess.run([exe, "list", "--format", "json"], capture_output=True, text=True, timeout=60, check=False)
+        raise InventoryError(
+            [f"multipass: '{binary}' not found on PATH (install Multipass or use hosts.yaml)"]
+        )
+    proc = subprocess.run(
+        [exe, "list", "--format", "json"], capture_output=True, text=True, timeout=60, check=False
+    )
     if proc.returncode != 0:
         raise InventoryError([f"multipass list failed (exit {proc.returncode}): {proc.stderr.strip()}"])
     try:
@@ -73,7 +77,9 @@ def pick_address(addresses: list[str], network: str | None = None) -> str | None
 def hosts_from_list(doc: dict[str, Any], options: dict[str, Any]) -> dict[str, Any]:
     """Raw ``hosts.yaml``-shaped data from a ``multipass list`` document."""
     prefix = str(options.get("name_prefix", ""))
-    vms = sorted((v for v in doc["list"] if str(v.get("name", "")).startswith(prefix)), key=lambda v: v["name"])
+    vms = sorted(
+        (v for v in doc["list"] if str(v.get("name", "")).startswith(prefix)), key=lambda v: v["name"]
+    )
     if not vms:
         raise InventoryError([f"multipass: no VM whose name starts with '{prefix}'"])
     problems = []
@@ -96,9 +102,7 @@ def hosts_from_list(doc: dict[str, Any], options: dict[str, Any]) -> dict[str, A
             groups = list(explicit.get(name, []))
         else:
             groups = [K3S_SERVERS if i < servers else K3S_AGENTS, REDIS]
-        host: dict[str, Any] = {"hostname": addr, "groups": groups}
-        if options.get("username"):
-            host["username"] = options["username"]
+        host: dict[str, Any] = {"hostname": addr, "groups": groups, "username": options.get("username", "ubuntu")}
         hosts[name] = host
     if problems:
         raise InventoryError(problems)

@@ -62,10 +62,12 @@ class _UniqueKeyLoader(yaml.SafeLoader):
     """A SafeLoader that refuses duplicate keys instead of silently keeping the last one."""
 
 
-def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+def _construct_mapping(
+    loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False
+) -> dict[Any, Any]:
     seen: dict[Any, int] = {}
     for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+        key = loader.construct_object(key_node, deep=deep)
         if key in seen:
             raise yaml.constructor.ConstructorError(
                 None,
@@ -91,7 +93,7 @@ def load_yaml(path: Path, *, required: bool) -> Any:
     except OSError as exc:
         raise InventoryError([f"{path}: cannot read: {exc.strerror}"]) from None
     try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - SafeLoader subclass
+        data = yaml.load(text, Loader=_UniqueKeyLoader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
@@ -166,7 +168,9 @@ class _Validator:
         if "platform" in entry and not isinstance(entry["platform"], str):
             self.err(f"{where}: platform", f"must be a string, got {_show(entry['platform'])}")
         if entry.get("password") is not None:
-            entry["password"] = self.check_value(f"{where}: password", Field(Kind.SECRET, ""), entry["password"])
+            entry["password"] = self.check_value(
+                f"{where}: password", Field(Kind.SECRET, ""), entry["password"]
+            )
         if "groups" in entry:
             groups = entry["groups"]
             if not isinstance(groups, list) or not all(isinstance(g, str) for g in groups):
@@ -174,7 +178,10 @@ class _Validator:
             else:
                 for g in groups:
                     if g not in group_names:
-                        self.err(f"{where}: groups", f"unknown group '{g}' (not defined in {self.raw.groups_source})")
+                        self.err(
+                            f"{where}: groups",
+                            f"unknown group '{g}' (not defined in {self.raw.groups_source})",
+                        )
                 if len(set(groups)) != len(groups):
                     self.err(f"{where}: groups", "lists a group twice")
         if "data" in entry:
@@ -186,7 +193,9 @@ class _Validator:
             else:
                 for key, value in data.items():
                     if key not in DATA_KEYS:
-                        self.err(f"{where}: data.{key}", f"unknown key (known: {', '.join(sorted(DATA_KEYS))})")
+                        self.err(
+                            f"{where}: data.{key}", f"unknown key (known: {', '.join(sorted(DATA_KEYS))})"
+                        )
                     else:
                         data[key] = self.check_value(f"{where}: data.{key}", DATA_KEYS[key], value)
                 ports = data.get("redis_ports")
@@ -303,18 +312,24 @@ class _Validator:
         for name, host in hosts.items():
             key = (str(host.get("hostname")).strip(), host.get("port", 22))
             if host.get("hostname") and addrs[key] > 1:
-                others = [n for n, h in hosts.items() if (str(h.get("hostname")).strip(), h.get("port", 22)) == key]
+                others = [
+                    n for n, h in hosts.items() if (str(h.get("hostname")).strip(), h.get("port", 22)) == key
+                ]
                 self.err(
                     f"{self.raw.hosts_source}: host '{name}': hostname",
                     f"address {key[0]} is also used by {', '.join(o for o in others if o != name)}",
                 )
         ips = Counter(
-            str((h.get("data") or {}).get("node_ip")) for h in hosts.values() if (h.get("data") or {}).get("node_ip")
+            str((h.get("data") or {}).get("node_ip"))
+            for h in hosts.values()
+            if (h.get("data") or {}).get("node_ip")
         )
         for name, host in hosts.items():
             ip = (host.get("data") or {}).get("node_ip") if isinstance(host.get("data"), dict) else None
             if ip and ips[str(ip)] > 1:
-                self.err(f"{self.raw.hosts_source}: host '{name}': data.node_ip", f"{ip} is used by another host")
+                self.err(
+                    f"{self.raw.hosts_source}: host '{name}': data.node_ip", f"{ip} is used by another host"
+                )
 
     def host_groups(self, groups: dict[str, Any]) -> dict[str, set[str]]:
         """Every group a host belongs to, parents included."""
@@ -348,7 +363,9 @@ class _Validator:
         redis = [h for h, g in membership.items() if REDIS in g]
         for h in servers:
             if h in agents:
-                self.err(f"{hs}: host '{h}': groups", f"is in both {K3S_SERVERS} and {K3S_AGENTS}; pick one role")
+                self.err(
+                    f"{hs}: host '{h}': groups", f"is in both {K3S_SERVERS} and {K3S_AGENTS}; pick one role"
+                )
         if agents and not servers:
             self.err(hs, f"group {K3S_AGENTS} has hosts ({', '.join(agents)}) but {K3S_SERVERS} has none")
         if len(servers) % 2 == 0 and servers:

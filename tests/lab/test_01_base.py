@@ -1,0 +1,259 @@
+"""The engine and the base play against real sshd hosts (the lab)."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.lab.conftest import LabEnv
+
+pytestmark = pytest.mark.lab
+
+
+def copy_inventory(env: LabEnv, dest: Path, hosts: list[str] | None = None) -> Path:
+    """A copy of the lab inventory (same key and secrets), optionally with fewer hosts."""
+    inv = dest / "inventory"
+    shutil.copytree(env.inventory, inv)
+    for name in ("id_ed25519", "known_hosts", "secrets"):
+        src = env.state_dir / name
+        if src.is_dir():
+            shutil.copytree(src, dest / name)
+        else:
+            shutil.copy2(src, dest / name)
+    if hosts is not None:
+        doc = yaml.safe_load((inv / "hosts.yaml").read_text())
+        (inv / "hosts.yaml").write_text(yaml.safe_dump({h: {"hostname": doc[h]["hostname"]} for h in hosts}))
+    return inv
+
+
+def test_dry_run_on_fresh_hosts_changes_nothing_and_lists_changes(lab: LabEnv) -> None:
+    res = lab.nr("run", "base", "--dry-run", "--json")
+    assert res.code == 0, res.stderr
+    doc = res.json
+    assert doc["dry_run"] is True and doc["ok"] is True
+    assert doc["changed"] == 3
+    for row in doc["results"]:
+        assert row["changed"] is True
+        assert "+ package curl" in row["diff"]
+        assert "+ create /etc/sysctl.d/90-nr.conf" in row["diff"]
+        assert "+vm.overcommit_memory = 1" in row["diff"]
+    for host in lab.hosts:  # nothing was changed on any host
+        out = lab.exec(
+            host,
+            "test -e /etc/sysctl.d/90-nr.conf && echo present; "
+            "dpkg-query -W -f='${db:Status-Status}' curl 2>/dev/null || echo no-curl",
+        )
+        assert "present" not in out and "no-curl" in out
+
+
+def test_base_converges_then_second_run_changes_nothing(lab: LabEnv) -> None:
+    first = lab.nr("run", "base", "--json")
+    assert first.code == 0, first.stdout + first.stderr
+    assert first.json["changed"] == 3
+    second = lab.nr("run", "base", "--json")
+    assert second.code == 0
+    doc = second.json
+    assert doc["changed"] == 0, doc
+    assert all(not r["changed"] and not r["failed"] for r in doc["results"])
+    # one SSH connection per host and one command for a no-op run (facts gathered in one go)
+    assert {h: s["commands"] for h, s in doc["ssh"].items()} == {h: 1 for h in lab.hosts}
+    text = lab.nr("run", "base")
+    assert "nothing changed (already converged)" in text.stdout
+    for host in lab.hosts:
+        assert lab.exec(
+            host, "cat /proc/sys/vm/overcommit_memory; cat /etc/modules-load.d/nr.conf"
+        ).split() == [
+            "1",
+            "#",
+            "Written",
+            "by",
+            "nr",
+            "(base",
+            "play):",
+            "kernel",
+            "modules",
+            "k3s",
+            "needs.",
+            "br_netfilter",
+            "overlay",
+        ]
+
+
+def test_check_and_drift_after_converge(lab: LabEnv) -> None:
+    check = lab.nr("check", "--json")
+    assert check.code == 0, check.stdout
+    names = {c["name"] for c in check.json["checks"] if c["host"] == lab.hosts[0]}
+    assert {
+        "hostname",
+        "module br_netfilter",
+        "sysctl vm.overcommit_memory",
+        "swap off",
+        "time synchronised",
+    } <= names
+    drift = lab.nr("drift", "--json")
+    assert drift.code == 0, drift.stdout
+    assert drift.json["drift"] == []
+
+
+def test_drift_names_a_hand_made_change_and_the_fix(lab: LabEnv, tmp_path: Path) -> None:
+    host = lab.hosts[1]
+    lab.exec(
+        host, "echo 0 > /proc/sys/net/ipv4/ip_forward; echo '# hand edit' >> /etc/modules-load.d/nr.conf"
+    )
+    prom = tmp_path / "nr.prom"
+    res = lab.nr("drift", "--json", "--prom", str(prom))
+    assert res.code == 1, res.stdout + res.stderr
+    items = res.json["drift"]
+    assert {
+        (d["host"], d["what"], d["expected"], d["actual"]) for d in items if d["what"].startswith("sysctl")
+    } == {(host, "sysctl net.ipv4.ip_forward", "1", "0")}
+    assert any(d["what"] == "file /etc/modules-load.d/nr.conf" for d in items)
+    assert all(d["fix"] == f"nr run base -i {lab.inventory} --limit {host}" for d in items)
+    assert f'nr_drift_items{{component="base",host="{host}"}} 2' in prom.read_text()
+    fix = lab.nr("run", "base", "--limit", host, "--json")
+    assert fix.code == 0 and fix.json["changed"] == 1
+    assert lab.nr("drift").code == 0
+
+
+def test_stopped_host_fails_alone_and_is_named(lab: LabEnv, tmp_path: Path) -> None:
+    victim = lab.hosts[2]
+    inv = copy_inventory(lab, tmp_path)
+    defaults = yaml.safe_load((inv / "defaults.yaml").read_text())
+    defaults["connection_options"]["fabric"]["extras"]["connect_timeout"] = 3
+    (inv / "defaults.yaml").write_text(yaml.safe_dump(defaults))
+    lab.stop(victim)
+    try:
+        res = lab.nr("run", "base", "--json", inventory=inv)
+        text = lab.nr("run", "base", inventory=inv)
+    finally:
+        lab.start(victim)
+    assert res.code == 1
+    doc = res.json
+    assert doc["failed_hosts"] == [victim]
+    rows = {r["host"]: r for r in doc["results"]}
+    assert "cannot connect to 198.18.1." in rows[victim]["error"]
+    assert all(not rows[h]["failed"] for h in lab.hosts if h != victim)
+    assert text.code == 1
+    assert f"{victim}: base.apply: cannot connect to" in text.stdout
+
+
+def test_changed_host_key_is_refused(lab: LabEnv, tmp_path: Path) -> None:
+    inv = copy_inventory(lab, tmp_path)
+    lines = (tmp_path / "known_hosts").read_text().splitlines()
+    # give host 1 the key of host 2: a man in the middle would look like this
+    addr1 = lines[0].split()[0]
+    lines[0] = addr1 + " " + " ".join(lines[1].split()[1:])
+    (tmp_path / "known_hosts").write_text("\n".join(lines) + "\n")
+    res = lab.nr("run", "base", "--json", inventory=inv)
+    assert res.code == 1
+    doc = res.json
+    assert doc["failed_hosts"] == [lab.hosts[0]]
+    err = next(r["error"] for r in doc["results"] if r["host"] == lab.hosts[0])
+    assert f"host key of {addr1} CHANGED" in err and "refusing to connect" in err
+
+
+def test_unknown_host_key_refused_unless_accept_new(lab: LabEnv, tmp_path: Path) -> None:
+    inv = copy_inventory(lab, tmp_path)
+    lines = (tmp_path / "known_hosts").read_text().splitlines()
+    (tmp_path / "known_hosts").write_text("\n".join(lines[:2]) + "\n")  # host 3 unknown
+    res = lab.nr("run", "base", "--json", inventory=inv)
+    assert res.code == 1 and res.json["failed_hosts"] == [lab.hosts[2]]
+    err = next(r["error"] for r in res.json["results"] if r["host"] == lab.hosts[2])
+    assert "is not in known_hosts" in err and "accept_new" in err
+    defaults = yaml.safe_load((inv / "defaults.yaml").read_text())
+    defaults["connection_options"]["fabric"]["extras"]["accept_new"] = True
+    (inv / "defaults.yaml").write_text(yaml.safe_dump(defaults))
+    res = lab.nr("run", "base", "--json", inventory=inv)
+    assert res.code == 0, res.stdout
+    assert (tmp_path / "known_hosts").read_text().splitlines()[2] == lines[2]  # recorded exactly
+
+
+class ProcessSampler:
+    """Samples a host's full process list (all users) until stopped."""
+
+    def __init__(self, env: LabEnv, host: str) -> None:
+        self.env, self.host = env, host
+        self.samples: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.samples.append(self.env.exec(self.host, "ps -eww -o user,args", check=False))
+            time.sleep(0.05)
+
+    def __enter__(self) -> ProcessSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def test_sudo_password_never_leaks(lab: LabEnv, tmp_path: Path) -> None:
+    host = lab.hosts[0]
+    password = "S3cret-sudo-" + str(time.time_ns())
+    pub = (lab.state_dir / "id_ed25519.pub").read_text().strip()
+    lab.exec(
+        host,
+        f"""
+        id -u op >/dev/null 2>&1 || useradd -m -s /bin/bash -G sudo op
+        echo 'op:{password}' | chpasswd
+        install -d -m 700 -o op -g op /home/op/.ssh
+        echo '{pub}' > /home/op/.ssh/authorized_keys; chown op:op /home/op/.ssh/authorized_keys
+        DEBIAN_FRONTEND=noninteractive apt-get remove -y -qq curl >/dev/null
+    """,
+    )
+    inv = copy_inventory(lab, tmp_path, hosts=[host])
+    defaults = yaml.safe_load((inv / "defaults.yaml").read_text())
+    defaults["username"] = "op"
+    defaults["connection_options"]["fabric"]["extras"]["sudo_password"] = "env:NR_TEST_SUDO_PASSWORD"
+    (inv / "defaults.yaml").write_text(yaml.safe_dump(defaults))
+    env = {"NR_TEST_SUDO_PASSWORD": password}
+    with ProcessSampler(lab, host) as sampler:
+        res = lab.nr("run", "base", "--json", inventory=inv, env=env)
+        text = lab.nr("run", "base", "--dry-run", inventory=inv, env=env)
+    assert res.code == 0, res.stdout + res.stderr
+    assert res.json["changed"] == 1 and "+ package curl" in res.json["results"][0]["diff"]
+    assert len(sampler.samples) > 5
+    assert any("sudo" in s for s in sampler.samples)  # the sampler did see our commands
+    for blob in [res.stdout, res.stderr, text.stdout, text.stderr, *sampler.samples]:
+        assert password not in blob
+    # a wrong sudo password is a clear error, and the password is not echoed
+    bad = lab.nr("run", "base", "--json", inventory=inv, env={"NR_TEST_SUDO_PASSWORD": "wrong-password-123"})
+    assert bad.code == 1
+    assert "sudo_password is wrong" in bad.json["results"][0]["error"]
+    assert "wrong-password-123" not in bad.stdout + bad.stderr
+
+
+def test_secret_given_to_a_task_stays_off_command_lines_and_output(lab: LabEnv) -> None:
+    """Engine level: a task exports a secret to a remote program; output and ps never show it."""
+    from nornir.core.task import Result, Task
+
+    from nr.config import Settings, init_nornir
+    from nr.connection import quote, remote
+    from nr.secrets import Secret
+
+    token = Secret("tok-" + str(time.time_ns()))
+    host = lab.hosts[1]
+
+    def task(task: Task) -> Result:
+        out = remote(task).run(
+            f"export NR_TOKEN={quote(token.reveal())}\nsh -c 'sleep 1.5; echo token=$NR_TOKEN'"
+        )
+        return Result(host=task.host, result=out.stdout)
+
+    nr = init_nornir(Settings(lab.inventory)).filter(name=host)
+    with ProcessSampler(lab, host) as sampler:
+        result = nr.run(task=task)
+    nr.close_connections()
+    assert not result.failed
+    assert result[host][0].result.strip() == "token=********"
+    assert len(sampler.samples) > 5 and any("sleep 1.5" in s for s in sampler.samples)
+    assert not any(token.reveal() in s for s in sampler.samples)
