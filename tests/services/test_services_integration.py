@@ -18,7 +18,7 @@ from redis.cluster import ClusterNode, RedisCluster
 
 from services.adapter.proto_codec import nueva_reserva_a_proto, reserva_desde_proto
 from services.client import roundtrip, sample_reserva
-from services.devtools.procs import json_lines, start_adapter, start_aeroalpes
+from services.devtools.procs import base_env, json_lines, start_adapter, start_aeroalpes
 from services.devtools.redis_cluster import LocalRedisCluster
 from services.vuelos_pb import vuelos_pb2, vuelos_pb2_grpc
 
@@ -199,3 +199,24 @@ def test_client_cli_failure(dead_url: str) -> None:
     )  # fmt: skip
     assert run.returncode == 1
     assert "FAILED: CrearReserva failed: UNAVAILABLE" in run.stderr
+
+
+@pytest.mark.parametrize(
+    ("module", "env", "message"),
+    [
+        ("services.aeroalpes", {}, "REDIS_NODES is required"),
+        ("services.adapter", {"AEROALPES_URL": "ftp://x"}, "AEROALPES_URL must be an http(s) URL"),
+    ],
+)
+def test_bad_configuration_exits_2_with_a_json_log(module: str, env: dict[str, str], message: str) -> None:
+    run = subprocess.run(
+        [sys.executable, "-m", module],
+        env=base_env(**env),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert run.returncode == 2
+    (entry,) = json_lines(run.stderr)
+    assert entry["msg"] == "invalid configuration" and message in str(entry["error"])
