@@ -21,6 +21,7 @@ log = logging.getLogger("aeroalpes.http")
 RESERVA_NO_ENCONTRADA = "ReservaNoEncontrada"
 ALMACEN_NO_DISPONIBLE = "AlmacenamientoNoDisponible"
 MAX_ID_LENGTH = 128
+MAX_BODY_BYTES = 1024 * 1024
 PROBES = frozenset({"/health", "/ready"})  # logged at DEBUG when they succeed
 
 
@@ -43,6 +44,7 @@ def create_app(
     nuevo_id: Callable[[], str] = _new_id,
 ) -> Flask:
     app = Flask("aeroalpes")
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.json.sort_keys = False  # type: ignore[attr-defined]
 
     @app.before_request

@@ -13,13 +13,17 @@ from redis.exceptions import RedisClusterException, RedisError
 
 from services.aeroalpes.codec import reserva_a_json, reserva_desde_json
 from services.aeroalpes.config import RedisSettings
-from services.aeroalpes.domain import Reserva
+from services.aeroalpes.domain import ReglaIncumplida, Reserva
 
 log = logging.getLogger(__name__)
 
 
 class RepositorioNoDisponible(RuntimeError):
     """The store cannot be reached (the message never contains credentials)."""
+
+
+class DocumentoCorrupto(RuntimeError):
+    """A stored document is not a valid reservation (a server-side fault, never the client's)."""
 
 
 class RepositorioReservas(Protocol):
@@ -90,7 +94,10 @@ class RepositorioRedis:
             raise RepositorioNoDisponible(f"cannot read reservation ({_describe(exc)})") from None
         if documento is None:
             return None
-        return reserva_desde_json(json.loads(documento))
+        try:
+            return reserva_desde_json(json.loads(documento))
+        except (ValueError, ReglaIncumplida) as exc:  # ReglaIncumplida is a ValueError; explicit
+            raise DocumentoCorrupto(f"stored reservation {reserva_id!r} is invalid: {exc}") from None
 
     def disponible(self) -> bool:
         """True when a node answers and reports ``cluster_state:ok``."""

@@ -153,3 +153,9 @@ def test_other_http_errors_are_json(client: FlaskClient) -> None:
     assert client.delete("/vuelos/reserva/x").status_code == 405
     assert client.get("/nope").get_json()["error"].startswith("NotFound - ")
     assert client.put("/vuelos/reserva").get_json()["error"].startswith("MethodNotAllowed - ")
+
+
+def test_oversized_body_is_rejected(client: FlaskClient) -> None:
+    answer = post(client, b"[" + b" " * (1024 * 1024) + b"]")
+    assert answer.status_code == 413
+    assert answer.get_json()["error"].startswith("RequestEntityTooLarge - ")
