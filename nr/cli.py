@@ -106,7 +106,8 @@ def _execute(
                     report.console.print(f"  [red]✗ {c.name}[/]: {escape(redact(str(exc)))}")
     finally:
         stats = _ssh_stats(nr)
-        nr.close_connections()
+        for host in nr.inventory.hosts.values():  # directly: nr.close_connections() runs a task
+            host.close_connections()
     return stats
 
 
@@ -342,6 +343,20 @@ def lab_up(count: int, name: str, subnet: str, state_dir: Path) -> None:
     out.print(f"Lab '{name}' is up: {', '.join(info.hosts)}")
     out.print(f"Inventory: {info.inventory}")
     out.print(f"Try:  nr inventory -i {info.inventory}\n      nr run site -i {info.inventory}")
+
+
+@lab.command("image")
+def lab_image() -> None:
+    """Build the lab's base image if missing (debootstrap, cached) and print its name.
+
+    It also serves as an offline base for the service images (Debian bookworm, python3, venv).
+    """
+    from nr.lab import Lab
+
+    try:
+        click.echo(Lab(log=err).ensure_image())
+    except NrError as exc:
+        _bad_input([str(exc)])
 
 
 @lab.command("down")

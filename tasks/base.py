@@ -77,7 +77,7 @@ def facts_commands(spec: BaseSpec) -> dict[str, str]:
     """Read-only shell snippets whose outputs :func:`plan` needs (one round trip in total)."""
     pkgs = " ".join(quote(p) for p in spec.packages)
     sysctl_lines = "; ".join(
-        f"printf '%s=%s\\n' {quote(k)} \"$(cat /proc/sys/{k.replace('.', '/')} 2>/dev/null || echo MISSING)\""
+        f"v=MISSING; {{ read -r v < /proc/sys/{k.replace('.', '/')}; }} 2>/dev/null; printf '%s=%s\\n' {quote(k)} \"$v\""
         for k in spec.sysctls
     )
     module_lines = "; ".join(
@@ -91,6 +91,14 @@ def facts_commands(spec: BaseSpec) -> dict[str, str]:
         "packages": f"dpkg-query -W -f='${{Package}} ${{db:Status-Status}}\\n' {pkgs} 2>/dev/null || true",
         "sysctls": sysctl_lines,
         "modules": module_lines,
+    }
+
+
+def check_commands(spec: BaseSpec) -> dict[str, str]:
+    """What ``nr check`` reads on top of :func:`facts_commands` (kept out of the apply path:
+    timedatectl starts systemd-timedated through D-Bus, which is slow)."""
+    return {
+        **facts_commands(spec),
         "swap": "tail -n +2 /proc/swaps | wc -l",
         "virt": "systemd-detect-virt -c 2>/dev/null || true",
         "timesync": "timedatectl show -p NTPSynchronized --value 2>/dev/null || echo unknown",
@@ -204,7 +212,7 @@ def _converge(task: Task, spec: BaseSpec) -> Result:
 
 
 def _check(task: Task, spec: BaseSpec) -> Result:
-    facts = gather(remote(task), files=[f.path for f in spec.files()], commands=facts_commands(spec))
+    facts = gather(remote(task), files=[f.path for f in spec.files()], commands=check_commands(spec))
     items: list[CheckItem] = []
     problem = os_problem(facts)
     items.append(CheckItem("os supported", problem is None, facts.out("os").strip(), problem or ""))

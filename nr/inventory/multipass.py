@@ -102,7 +102,11 @@ def hosts_from_list(doc: dict[str, Any], options: dict[str, Any]) -> dict[str, A
             groups = list(explicit.get(name, []))
         else:
             groups = [K3S_SERVERS if i < servers else K3S_AGENTS, REDIS]
-        host: dict[str, Any] = {"hostname": addr, "groups": groups, "username": options.get("username", "ubuntu")}
+        host: dict[str, Any] = {
+            "hostname": addr,
+            "groups": groups,
+            "username": options.get("username", "ubuntu"),
+        }
         hosts[name] = host
     if problems:
         raise InventoryError(problems)
