@@ -10,14 +10,25 @@ from __future__ import annotations
 
 import base64
 import difflib
+import functools
+import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from nornir.core.task import Result, Task
 
 from nr.connection import Remote, quote, remote
 from nr.facts import FileState
 from nr.secrets import MASK, redact
+
+
+@dataclass(frozen=True)
+class Upload:
+    """A local file sent over SFTP (as the login user) to ``remote_tmp`` before the scripts run."""
+
+    local: Path
+    remote_tmp: str
 
 
 @dataclass(frozen=True)
@@ -30,6 +41,7 @@ class Change:
     script: str  # shell that makes it so (runs as root, inside `set -e`)
     diff: str = ""  # unified diff or one-line summary shown to the operator
     fix: str = ""  # command that repairs it (default: "nr run <component> --limit <host>")
+    upload: Upload | None = None  # a local file copied over SFTP before ``script`` runs
 
     def summary(self) -> str:
         return self.diff or f"{self.what}: {self.actual} -> {self.expected}"
@@ -60,8 +72,6 @@ class FileSpec:
 
     @property
     def sha256(self) -> str:
-        import hashlib
-
         return hashlib.sha256(self.content).hexdigest()
 
 
@@ -134,6 +144,58 @@ def plan_file(spec: FileSpec, state: FileState) -> Change | None:
     return None
 
 
+@functools.lru_cache(maxsize=64)
+def _file_sha256(path: Path, mtime_ns: int, size: int) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def local_sha256(path: Path) -> str:
+    """sha256 of a local file (cached per path, mtime and size: big binaries are hashed once)."""
+    st = path.stat()
+    return _file_sha256(path.resolve(), st.st_mtime_ns, st.st_size)
+
+
+def plan_upload(
+    local: Path, dest: str, state: FileState, *, mode: int = 0o755, owner: str = "root", group: str = "root"
+) -> Change | None:
+    """Push a local (possibly large, binary) file only when the host's copy differs (pure but for hashing).
+
+    The file travels over SFTP into the login user's home; the apply script checks its hash and
+    installs it atomically with its mode and owner.
+    """
+    digest = local_sha256(local)
+    want_meta = f"{mode:04o} {owner}:{group}"
+    have_meta = (
+        f"{state.mode:04o} {state.owner}:{state.group}" if state.exists and state.mode is not None else ""
+    )
+    if state.exists and state.sha256 == digest and have_meta == want_meta:
+        return None
+    # Relative to the login user's home (SFTP's and the script's working directory): not a
+    # predictable name in a world-writable /tmp. Checked against the local hash before install.
+    tmp = f".nr-upload-{digest[:20]}"
+    d = quote(dest)
+    script = (
+        f"echo '{digest}  {tmp}' | sha256sum -c --quiet - || {{ rm -f {tmp}; echo 'upload of {dest} corrupted' >&2; exit 1; }}\n"
+        f"install -D -m {mode:04o} -o {quote(owner)} -g {quote(group)} {tmp} {d}.nr-new\n"
+        f"mv -f {d}.nr-new {d}\n"
+        f"rm -f {tmp}"
+    )
+    actual = "absent" if not state.exists else f"sha256 {(state.sha256 or '?')[:12]} {have_meta}"
+    verb = "+ install" if not state.exists else "~ replace"
+    return Change(
+        f"file {dest}",
+        f"sha256 {digest[:12]} {want_meta}",
+        actual,
+        script,
+        f"{verb} {dest} from {local} (sha256 {digest[:12]}, {local.stat().st_size} bytes)\n",
+        upload=Upload(local, tmp),
+    )
+
+
 def plan_files(specs: Iterable[FileSpec], states: dict[str, FileState]) -> list[Change]:
     out = []
     for spec in specs:
@@ -169,7 +231,11 @@ def apply_changes(
     """Run every change's script in one round trip (nothing under dry-run); report the diff."""
     diff = changes_diff(changes)
     if changes and not task.is_dry_run():
-        (conn or remote(task)).run(apply_script(changes, after), timeout=timeout)
+        conn = conn or remote(task)
+        for c in changes:
+            if c.upload is not None:
+                conn.put(c.upload.local, c.upload.remote_tmp)
+        conn.run(apply_script(changes, after), timeout=timeout)
     return Result(
         host=task.host,
         changed=bool(changes),

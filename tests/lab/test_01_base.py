@@ -257,3 +257,50 @@ def test_secret_given_to_a_task_stays_off_command_lines_and_output(lab: LabEnv) 
     assert result[host][0].result.strip() == "token=********"
     assert len(sampler.samples) > 5 and any("sleep 1.5" in s for s in sampler.samples)
     assert not any(token.reveal() in s for s in sampler.samples)
+
+
+def test_upload_only_when_the_host_copy_differs(lab: LabEnv, tmp_path: Path) -> None:
+    """Engine level: plan_upload + apply_changes push a large file over SFTP once, as user nr + sudo."""
+    import os
+
+    from nornir.core.task import Result, Task
+
+    from nr.changes import apply_changes, plan_upload
+    from nr.config import Settings, init_nornir
+    from nr.connection import remote
+    from nr.facts import gather
+
+    blob = tmp_path / "tool"
+    blob.write_bytes(os.urandom(3 * 1024 * 1024))
+    dest = "/usr/local/bin/nr-test-tool"
+
+    def task(task: Task) -> Result:
+        conn = remote(task)
+        facts = gather(conn, files=[dest])
+        change = plan_upload(blob, dest, facts.files[dest], mode=0o750)
+        return apply_changes(task, [change] if change else [], conn=conn)
+
+    def run() -> tuple[bool, dict[str, int]]:
+        nr = init_nornir(Settings(lab.inventory))
+        result = nr.run(task=task)
+        stats = {
+            h: nr.inventory.hosts[h].connections["fabric"].connection.stats.transfers
+            for h in nr.inventory.hosts
+        }
+        for h in nr.inventory.hosts.values():
+            h.close_connections()
+        assert not result.failed, {h: r[0].exception for h, r in result.items()}
+        return any(r[0].changed for r in result.values()), stats
+
+    changed, transfers = run()
+    assert changed and set(transfers.values()) == {1}
+    for host in lab.hosts:
+        out = lab.exec(
+            host, f"stat -c '%a %U' {dest}; sha256sum < {dest}; ls -a /home/nr | grep -c nr-upload || true"
+        )
+        mode_owner, digest, leftovers = out.splitlines()
+        assert mode_owner == "750 root"
+        assert digest.split()[0] == __import__("hashlib").sha256(blob.read_bytes()).hexdigest()
+        assert leftovers == "0"
+    changed, transfers = run()
+    assert not changed and set(transfers.values()) == {0}
