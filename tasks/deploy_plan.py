@@ -1,0 +1,132 @@
+"""Pure planning for the ``deploy`` play: the site overlay, the rendered manifests, the Secret.
+
+The kustomize base lives in ``k3s/base``; :func:`overlay` writes the site's overlay (image tags
+or registry, REDIS_NODES, the Redis hosts allowed by the egress policy, the adapter's NodePort) and
+:func:`render` builds it with :mod:`tasks.kustomize`. The Redis password never enters the overlay:
+:func:`secret_manifest` builds the Secret separately, only in memory, for ``kubectl apply -f -``.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tasks.kustomize import build
+
+K3S_DIR = Path(__file__).resolve().parents[1] / "k3s"
+BASE = K3S_DIR / "base"
+NAMESPACE = "aeroalpes"
+SECRET_NAME = "aeroalpes-redis"
+DEFAULT_NODE_PORT = 30051
+DEPLOYMENTS = ("aeroalpes", "aeroalpes-adapter")
+IMAGES = ("aeroalpes", "aeroalpes-adapter")
+
+
+@dataclass(frozen=True)
+class AppSite:
+    """What the overlay needs to know about the site (from the inventory)."""
+
+    tag: str
+    redis_nodes: tuple[tuple[str, int], ...]  # every instance: (address, port)
+    node_port: int = DEFAULT_NODE_PORT
+    registry: str | None = None  # pull from here instead of importing pushed images
+
+    @property
+    def redis_hosts(self) -> list[str]:
+        return list(dict.fromkeys(a for a, _ in self.redis_nodes))
+
+    @property
+    def redis_ports(self) -> list[int]:
+        return sorted({p for _, p in self.redis_nodes})
+
+    def image(self, name: str) -> str:
+        return f"{self.registry.rstrip('/')}/{name}:{self.tag}" if self.registry else f"{name}:{self.tag}"
+
+
+def _cidr(address: str) -> str:
+    return f"{address}/128" if ":" in address else f"{address}/32"
+
+
+def overlay(site: AppSite, base: str = "../../base") -> dict[str, Any]:
+    """The site overlay's kustomization.yaml (pure; valid for ``kubectl kustomize`` too)."""
+    images = []
+    for name in IMAGES:
+        rule: dict[str, Any] = {"name": name, "newTag": site.tag}
+        if site.registry:
+            rule["newName"] = f"{site.registry.rstrip('/')}/{name}"
+        images.append(rule)
+    egress_to = [{"ipBlock": {"cidr": _cidr(a)}} for a in site.redis_hosts]
+    egress_ports = [{"port": p, "protocol": "TCP"} for p in site.redis_ports]
+    nodes = ",".join(f"[{a}]:{p}" if ":" in a else f"{a}:{p}" for a, p in site.redis_nodes)
+    return {
+        "apiVersion": "kustomize.config.k8s.io/v1beta1",
+        "kind": "Kustomization",
+        "resources": [base],
+        "configMapGenerator": [{"name": "aeroalpes-config", "behavior": "replace", "literals": [f"REDIS_NODES={nodes}"]}],
+        "generatorOptions": {"disableNameSuffixHash": True},
+        "images": images,
+        "patches": [
+            {
+                "target": {"kind": "NetworkPolicy", "name": "aeroalpes-egress"},
+                "patch": yaml.safe_dump([
+                    {"op": "replace", "path": "/spec/egress/0/to", "value": egress_to},
+                    {"op": "replace", "path": "/spec/egress/0/ports", "value": egress_ports},
+                ]),
+            },
+            {
+                "target": {"kind": "Service", "name": "aeroalpes-adapter"},
+                "patch": yaml.safe_dump([{"op": "replace", "path": "/spec/ports/0/nodePort", "value": site.node_port}]),
+            },
+        ],
+    }  # fmt: skip
+
+
+class _BlockDumper(yaml.SafeDumper):
+    """Multi-line strings (the patches) as literal blocks, as a person would write them."""
+
+
+def _str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style="|" if "\n" in value else None)
+
+
+_BlockDumper.add_representer(str, _str)
+
+
+def overlay_yaml(site: AppSite, base: str = "../../base") -> str:
+    text = yaml.dump(overlay(site, base), Dumper=_BlockDumper, sort_keys=False)
+    return "# Rendered by nr (deploy play) from the inventory; do not edit.\n" + text
+
+
+def render(site: AppSite, base: Path = BASE) -> list[dict[str, Any]]:
+    """The manifests to apply: the base with the site overlay (pure apart from a temp folder)."""
+    with tempfile.TemporaryDirectory(prefix="nr-overlay-") as tmp:
+        folder = Path(tmp) / "site"
+        folder.mkdir()
+        rel = os.path.relpath(base.resolve(), folder)  # kustomize refuses absolute resource paths
+        (folder / "kustomization.yaml").write_text(overlay_yaml(site, rel))
+        return build(folder)
+
+
+def secret_manifest(password: str) -> dict[str, Any]:
+    """The Secret holding the Redis password (built in memory only; never written to git)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "Opaque",
+        "metadata": {
+            "name": SECRET_NAME,
+            "namespace": NAMESPACE,
+            "labels": {"app.kubernetes.io/part-of": "aeroalpes", "app.kubernetes.io/managed-by": "nr"},
+        },
+        "data": {"password": base64.b64encode(password.encode()).decode()},
+    }
+
+
+def manifests_yaml(objects: list[dict[str, Any]]) -> str:
+    return "".join("---\n" + yaml.safe_dump(o, sort_keys=True) for o in objects)
