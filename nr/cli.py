@@ -185,40 +185,69 @@ def run(
     sys.exit(EXIT_OK if report.ok else EXIT_FAILED)
 
 
+def _select_read_only(names: tuple[str, ...], components: dict[str, Component]) -> list[Component]:
+    if not names:
+        return [c for c in components.values() if getattr(c, "in_site", True)]
+    unknown = [n for n in names if n not in components]
+    if unknown:
+        _bad_input([f"unknown component '{n}' (known: {', '.join(components)})" for n in unknown])
+    return [components[n] for n in names]
+
+
+def _print_checks(report: RunReport, verbose: bool) -> None:
+    shown = [c for c in report.checks if verbose or not c.ok]
+    if shown:
+        table = Table(title="Checks" if verbose else "Checks that did not pass", title_justify="left")
+        for col in ("component", "host", "check", "result", "detail"):
+            table.add_column(col, overflow="fold")
+        for c in shown:
+            mark = "[green]pass[/]" if c.ok else ("[yellow]warn[/]" if c.warning else "[red]FAIL[/]")
+            detail = c.detail + (f" — look at: {c.hint}" if c.hint and not c.ok else "")
+            table.add_row(c.component, c.host, c.name, mark, escape(detail))
+        out.print(table)
+    summary: dict[tuple[str, str], list[int]] = {}
+    for c in report.checks:
+        counts = summary.setdefault((c.component, c.host), [0, 0])
+        counts[0 if c.ok else 1] += 1
+    for (component, host), (passed, failed) in summary.items():
+        style = "green" if not failed else "red"
+        out.print(f"[{style}]{component} {host}[/]: {passed} passed, {failed} not passed")
+
+
 @cli.command()
+@click.argument("components", nargs=-1, metavar="[COMPONENT]...")
 @inventory_opt
 @limit_opt
 @json_opt
+@click.option("-v", "--verbose", is_flag=True, help="List every check, not only those that did not pass.")
 @workers_opt
-def check(inventory: str, limit: tuple[str, ...], json_out: bool, workers: int | None) -> None:
-    """Run the post-deploy checks of every component (read-only). Exit 1 if any check fails."""
-    components = load_components()
+def check(
+    components: tuple[str, ...],
+    inventory: str,
+    limit: tuple[str, ...],
+    json_out: bool,
+    verbose: bool,
+    workers: int | None,
+) -> None:
+    """Run the post-deploy checks (read-only) of every component, or of the ones named.
+
+    Exit 0 all passed (warnings allowed), 1 a check failed or a host could not be checked.
+    """
+    selected = _select_read_only(components, load_components())
     nr = _open(inventory, workers, True)
     report = RunReport("check", dry_run=True, console=_progress(json_out))
-    selected = [c for c in components.values() if getattr(c, "in_site", True)]
     _execute(nr, report, selected, _limit(nr, limit), inventory, lambda c, ctx: c.check(ctx))
     failed = [c for c in report.checks if not c.ok and not c.warning]
     ok = not failed and not report.failed_reasons
     if json_out:
-        click.echo(
-            json.dumps(
-                {
-                    "ok": ok,
-                    "checks": [c.__dict__ for c in report.checks],
-                    "failed_hosts": {h: report.failed_reasons[h] for h in report.failed_hosts},
-                },
-                indent=2,
-            )
-        )
+        doc = {
+            "ok": ok,
+            "checks": [c.__dict__ for c in report.checks],
+            "failed_hosts": {h: report.failed_reasons[h] for h in report.failed_hosts},
+        }
+        click.echo(json.dumps(doc, indent=2))
     else:
-        table = Table(title="Checks", title_justify="left")
-        for col in ("component", "host", "check", "result", "detail"):
-            table.add_column(col, overflow="fold")
-        for c in report.checks:
-            mark = "[green]pass[/]" if c.ok else ("[yellow]warn[/]" if c.warning else "[red]FAIL[/]")
-            detail = c.detail + (f" — {c.hint}" if c.hint and not c.ok else "")
-            table.add_row(c.component, c.host, c.name, mark, escape(detail))
-        out.print(table)
+        _print_checks(report, verbose)
         for h in report.failed_hosts:
             out.print(f"[red]{h}[/]: {escape(report.failed_reasons[h])}")
         out.print("[green]All checks passed[/]" if ok else f"[red]{len(failed)} check(s) failed[/]")
@@ -226,6 +255,7 @@ def check(inventory: str, limit: tuple[str, ...], json_out: bool, workers: int |
 
 
 @cli.command()
+@click.argument("components", nargs=-1, metavar="[COMPONENT]...")
 @inventory_opt
 @limit_opt
 @json_opt
@@ -238,17 +268,23 @@ def check(inventory: str, limit: tuple[str, ...], json_out: bool, workers: int |
 )
 @workers_opt
 def drift(
-    inventory: str, limit: tuple[str, ...], json_out: bool, prom: Path | None, workers: int | None
+    components: tuple[str, ...],
+    inventory: str,
+    limit: tuple[str, ...],
+    json_out: bool,
+    prom: Path | None,
+    workers: int | None,
 ) -> None:
     """Read-only: list every difference between the hosts and the desired state, with the fix.
 
-    Exit 0 no drift, 1 drift, 2 could not check. Schedule it with contrib/nr-drift.timer or cron.
+    All components, or the ones named. Exit 0 no drift, 1 drift, 2 could not check.
+    Schedule it with contrib/nr-drift.timer or cron.
     """
     from nr.drift import drift_exit_code, drift_json, print_drift, prom_text, write_prom
 
     if prom is not None and not prom.name.endswith(".prom"):
         _bad_input([f"--prom {prom}: node_exporter's textfile collector only reads files ending in .prom"])
-    components = load_components()
+    selected = _select_read_only(components, load_components())
     try:
         nr = init_nornir(Settings(Path(inventory), workers, True))
     except InventoryError as exc:
@@ -261,7 +297,6 @@ def drift(
         console=_progress(json_out),
         inventory_arg=None if inventory == DEFAULT_INVENTORY else inventory,
     )
-    selected = [c for c in components.values() if getattr(c, "in_site", True)]
     _execute(nr, report, selected, _limit(nr, limit), inventory, lambda c, ctx: c.drift(ctx))
     if prom is not None:
         write_prom(prom, prom_text(report))

@@ -85,7 +85,7 @@ def test_base_converges_then_second_run_changes_nothing(lab: LabEnv) -> None:
 
 
 def test_check_and_drift_after_converge(lab: LabEnv) -> None:
-    check = lab.nr("check", "--json")
+    check = lab.nr("check", "base", "--json")
     assert check.code == 0, check.stdout
     names = {c["name"] for c in check.json["checks"] if c["host"] == lab.hosts[0]}
     assert {
@@ -95,7 +95,7 @@ def test_check_and_drift_after_converge(lab: LabEnv) -> None:
         "swap off",
         "time synchronised",
     } <= names
-    drift = lab.nr("drift", "--json")
+    drift = lab.nr("drift", "base", "--json")
     assert drift.code == 0, drift.stdout
     assert drift.json["drift"] == []
 
@@ -106,7 +106,7 @@ def test_drift_names_a_hand_made_change_and_the_fix(lab: LabEnv, tmp_path: Path)
         host, "echo 0 > /proc/sys/net/ipv4/ip_forward; echo '# hand edit' >> /etc/modules-load.d/nr.conf"
     )
     prom = tmp_path / "nr.prom"
-    res = lab.nr("drift", "--json", "--prom", str(prom))
+    res = lab.nr("drift", "base", "--json", "--prom", str(prom))
     assert res.code == 1, res.stdout + res.stderr
     items = res.json["drift"]
     assert {
@@ -117,7 +117,7 @@ def test_drift_names_a_hand_made_change_and_the_fix(lab: LabEnv, tmp_path: Path)
     assert f'nr_drift_items{{component="base",host="{host}"}} 2' in prom.read_text()
     fix = lab.nr("run", "base", "--limit", host, "--json")
     assert fix.code == 0 and fix.json["changed"] == 1
-    assert lab.nr("drift").code == 0
+    assert lab.nr("drift", "base").code == 0
 
 
 def test_stopped_host_fails_alone_and_is_named(lab: LabEnv, tmp_path: Path) -> None:
