@@ -113,3 +113,24 @@ def file_digest(env: LabEnv, host: str, path: str) -> str:
 
 def secrets_dir(env: LabEnv) -> Path:
     return env.state_dir / "secrets"
+
+
+def slot_counts(env: LabEnv, host: str) -> dict[str, int]:
+    """Slots served by each master (endpoint -> count), from CLUSTER NODES."""
+    addr = addresses(env)
+    client = redis.Redis(host=addr[host], port=7000, password=password(env), decode_responses=True)
+    text = client.execute_command("CLUSTER", "NODES")
+    client.close()
+    counts: dict[str, int] = {}
+    for line in str(text).splitlines():
+        parts = line.split()
+        if "master" not in parts[2]:
+            continue
+        n = 0
+        for token in parts[8:]:
+            if token.startswith("["):
+                continue
+            lo, _, hi = token.partition("-")
+            n += int(hi or lo) - int(lo) + 1
+        counts[parts[1].split("@")[0]] = n
+    return counts
