@@ -119,7 +119,11 @@ def load_site(ctx: PlayContext) -> RedisSite:
     try:
         validate_password(password)
         layout = plan_layout([RedisHost(h.name, host_address(h)) for h in hosts], master_port, replica_port)
-        options = RedisConfigOptions(cluster_node_timeout_ms=int(timeout))
+        # Each master has exactly one replica, so waiting 5 s (Redis's default) for more replicas to
+        # share a full sync only delays the first sync after forming or repairing the cluster.
+        options = RedisConfigOptions(
+            cluster_node_timeout_ms=int(timeout), extra=(("repl-diskless-sync-delay", "0"),)
+        )
     except PlanError as exc:
         raise NrError(f"redis: {exc}") from None
     configs: dict[str, list[InstanceConfig]] = {}
