@@ -117,3 +117,74 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabEnv]:
     finally:
         if os.environ.get("NR_KEEP_LAB") != "1":
             lab.down()
+
+
+@dataclass
+class Services:
+    """The real AeroAlpes images running as containers on the lab network, backed by the lab's Redis Cluster."""
+
+    aeroalpes: str  # address of the REST container
+    adapter: str  # address of the adapter container
+
+    @property
+    def adapter_target(self) -> str:
+        return f"{self.adapter}:50051"
+
+
+SERVICE_LABEL = "nr.test.services"
+
+
+def _docker(*args: str) -> str:
+    proc = subprocess.run(["docker", *args], capture_output=True, text=True, check=False, timeout=600)
+    if proc.returncode != 0:
+        raise AssertionError(f"docker {' '.join(args[:3])} failed: {proc.stderr}")
+    return proc.stdout
+
+
+@pytest.fixture(scope="session")
+def images() -> list[str]:
+    """Both service images, built offline on the lab's base image (or $BASE_IMAGE)."""
+    from services.images import build_images
+
+    base = os.environ.get("BASE_IMAGE") or Lab().ensure_image()
+    return build_images(base_image=base)
+
+
+@pytest.fixture(scope="session")
+def services(lab: LabEnv, images: list[str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
+    for play in ("base", "redis"):  # the Redis Cluster the services keep reservations in
+        res = lab.nr("run", play)
+        assert res.code == 0, res.stdout + res.stderr
+    statuses = lab.lab.status()
+    nodes = ",".join(f"{h.address}:{p}" for h in statuses[:3] for p in (7000, 7003))
+    secret = tmp_path_factory.mktemp("svc") / "redis-password"
+    secret.write_text((lab.state_dir / "secrets" / "redis_password").read_text())
+    secret.chmod(0o444)  # read by the container's uid 10001 (a Kubernetes Secret volume does the same)
+    net = lab.lab.network
+    base = statuses[0].address.rsplit(".", 1)[0]
+    api_ip, adapter_ip = f"{base}.60", f"{base}.61"
+    _docker("rm", "-f", "nrt-svc-api", "nrt-svc-adapter")
+    aeroalpes, adapter = images
+    _docker("run", "-d", "--name", "nrt-svc-api", "--label", SERVICE_LABEL, "--network", net, "--ip", api_ip,
+            "-e", f"REDIS_NODES={nodes}", "-e", "REDIS_PASSWORD_FILE=/run/secrets/redis",
+            "-v", f"{secret}:/run/secrets/redis:ro", "--read-only", "--tmpfs=/tmp", aeroalpes)  # fmt: skip
+    _docker("run", "-d", "--name", "nrt-svc-adapter", "--label", SERVICE_LABEL, "--network", net, "--ip", adapter_ip,
+            "-e", f"AEROALPES_URL=http://{api_ip}:5000", "--read-only", "--tmpfs=/tmp", adapter)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            states = _docker(
+                "inspect", "-f", "{{.State.Health.Status}}", "nrt-svc-api", "nrt-svc-adapter"
+            ).split()
+            if states == ["healthy", "healthy"]:
+                break
+            time.sleep(1)
+        else:
+            logs = _docker("logs", "--tail", "20", "nrt-svc-api")
+            raise AssertionError(f"service containers not healthy: {states}\n{logs}")
+        yield Services(api_ip, adapter_ip)
+    finally:
+        if os.environ.get("NR_KEEP_LAB") != "1":
+            subprocess.run(
+                ["docker", "rm", "-f", "nrt-svc-api", "nrt-svc-adapter"], capture_output=True, check=False
+            )
