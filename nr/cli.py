@@ -23,7 +23,7 @@ from nr import __version__
 from nr.config import DEFAULT_INVENTORY, Settings, init_nornir
 from nr.errors import NrError
 from nr.inventory.validate import InventoryError
-from nr.play import COMMANDS_GROUP, Component, PlayContext, host_groups, load_components, roles
+from nr.play import COMMANDS_GROUP, Component, PlayContext, host_groups, load_components, load_plays, roles
 from nr.report import RunReport
 from nr.secrets import redact
 
@@ -65,10 +65,17 @@ def _limit(nr: Nornir, values: tuple[str, ...]) -> set[str] | None:
 
 
 def _select(play: str, components: dict[str, Component]) -> list[Component]:
+    plays = load_plays()
+    if play in plays:
+        missing = [n for n in plays[play] if n not in components]
+        if missing:
+            _bad_input([f"play '{play}' names unknown component(s): {', '.join(missing)}"])
+        return [components[n] for n in plays[play]]
     if play == "site":
         return [c for c in components.values() if getattr(c, "in_site", True)]
     if play not in components:
-        _bad_input([f"unknown play '{play}' (known: site, {', '.join(components)})"])
+        known = ", ".join(dict.fromkeys([*plays, "site", *components]))
+        _bad_input([f"unknown play '{play}' (known: {known})"])
     return [components[play]]
 
 

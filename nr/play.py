@@ -28,6 +28,7 @@ from nr.errors import NrError
 from nr.inventory.schema import K3S_AGENTS, K3S_SERVERS, REDIS
 
 COMPONENTS_GROUP = "nr.components"
+PLAYS_GROUP = "nr.plays"  # a play: an ordered tuple of component names (e.g. "site")
 COMMANDS_GROUP = "nr.commands"
 
 
@@ -79,6 +80,17 @@ def load_components() -> dict[str, Component]:
             raise NrError(f"entry point {ep.name} = {ep.value} is not a component")
         found.append(obj)
     return {c.name: c for c in sorted(found, key=lambda c: c.order)}
+
+
+def load_plays() -> dict[str, tuple[str, ...]]:
+    """Registered plays (name -> component names in order)."""
+    plays: dict[str, tuple[str, ...]] = {}
+    for ep in entry_points(group=PLAYS_GROUP):
+        value = ep.load()
+        if not isinstance(value, tuple) or not all(isinstance(v, str) for v in value):
+            raise NrError(f"entry point {ep.name} = {ep.value} is not a tuple of component names")
+        plays[ep.name] = value
+    return plays
 
 
 def host_groups(host: Host) -> set[str]:

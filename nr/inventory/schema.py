@@ -80,4 +80,5 @@ DATA_KEYS: dict[str, Field] = {
     # deploy
     "adapter_node_port": Field(Kind.PORT, "NodePort of the gRPC adapter (default 30051)"),
     "image_registry": Field(Kind.STR, "registry to pull the service images from instead of pushing them"),
+    "image_base": Field(Kind.STR, "base image for building the service images (default python:3.11-slim)"),
 }

@@ -1,0 +1,129 @@
+"""The ``checks`` step of the site: prove that the application is deployed and reachable.
+
+* the app's Deployments are available (``k3s kubectl get deployments`` on the first server);
+* routing: from this machine, the gRPC client creates a reservation and reads it back through the
+  adapter's NodePort on EVERY k3s node (kube-proxy must route from any node to the pods), and
+  through the Traefik ingress (port 80 of the first server);
+* nodes (registered with the expected role and version, Ready) and the kube-system workloads are
+  checked by the k3s component's ``check``, which ``nr check`` runs too.
+
+``nr run site`` ends with these checks (a failure fails the host it names); ``nr check`` runs them
+read-only; ``nr drift`` reports a failing route as drift with the command that repairs it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from nornir.core.inventory import Host
+from nornir.core.task import Result, Task
+
+from nr.changes import Change
+from nr.inventory.schema import K3S_AGENTS, K3S_SERVERS
+from nr.play import CheckItem, PlayContext
+from tasks.deploy import deployments_status
+from tasks.deploy_plan import DEFAULT_NODE_PORT, DEPLOYMENTS
+
+INGRESS_PORT = 80
+RPC_TIMEOUT = 10.0
+
+
+@dataclass(frozen=True)
+class Route:
+    name: str  # "NodePort 30051" / "ingress :80"
+    target: str  # host:port
+
+
+def address(host: Host) -> str:
+    return str(host.get("node_ip") or host.hostname)
+
+
+def routes_for(host: Host, first_server: Host) -> list[Route]:
+    port = int(host.get("adapter_node_port") or DEFAULT_NODE_PORT)
+    routes = [Route(f"NodePort {port}", f"{address(host)}:{port}")]
+    if host is first_server:
+        routes.append(Route(f"ingress :{INGRESS_PORT}", f"{address(host)}:{INGRESS_PORT}"))
+    return routes
+
+
+def route_item(route: Route) -> CheckItem:
+    """The client's create-then-get round trip through ``route`` (a real gRPC call)."""
+    from services.client import roundtrip
+
+    result = roundtrip(route.target, RPC_TIMEOUT, wait_for_ready=False)
+    hint = (
+        "look at: the adapter pods (k3s kubectl get pods -n aeroalpes), the Service's endpoints, "
+        "kube-proxy on this node, and a firewall in front of the port"
+    )
+    return CheckItem(f"routing via {route.name}", result.ok, f"{route.target}: {result.message}", hint)
+
+
+def _deployments_item(task: Task) -> CheckItem:
+    status = deployments_status(task)
+    missing = [d for d in DEPLOYMENTS if d not in status]
+    bad = {d: s for d, s in status.items() if d in DEPLOYMENTS and (s[1] == 0 or s[0] < s[1])}
+    ok = not missing and not bad
+    detail = ", ".join(f"{d} {r}/{w} ready" for d, (r, w) in sorted(status.items()) if d in DEPLOYMENTS)
+    if missing:
+        detail += f"; missing: {', '.join(missing)}"
+    hint = "nr run deploy; then k3s kubectl describe deployment -n aeroalpes (events, image pulls, probes)"
+    return CheckItem("app deployments available", ok, detail or "none", hint)
+
+
+def _check(task: Task, first_server: Host) -> Result:
+    items: list[CheckItem] = []
+    if task.host is first_server:
+        items.append(_deployments_item(task))
+    items += [route_item(r) for r in routes_for(task.host, first_server)]
+    return Result(host=task.host, result=f"{sum(i.ok for i in items)}/{len(items)} passed", checks=items)
+
+
+def _as_site_step(task: Task, first_server: Host) -> Result:
+    result = _check(task, first_server)
+    failed = [i for i in result.checks if not i.ok]  # type: ignore[attr-defined]
+    if failed:
+        text = "; ".join(f"{i.name}: {i.detail}" for i in failed)
+        return Result(host=task.host, failed=True, result=text, checks=result.checks)  # type: ignore[attr-defined]
+    return result
+
+
+def _as_drift(task: Task, first_server: Host) -> Result:
+    result = _check(task, first_server)
+    changes = [
+        Change(i.name, "passes", i.detail, "", f"{i.name}: {i.detail}", fix="nr run deploy && nr check")
+        for i in result.checks  # type: ignore[attr-defined]
+        if not i.ok
+    ]
+    return Result(host=task.host, changed=bool(changes), changes=changes)
+
+
+class ChecksComponent:
+    name = "checks"
+    order = 50
+    in_site = True
+    description = "the app is available and answers through every node's NodePort and the ingress"
+
+    def validate(self, ctx: PlayContext) -> list[str]:
+        return []
+
+    def _hosts(self, ctx: PlayContext) -> list[Host]:
+        servers, agents = ctx.all_hosts(K3S_SERVERS), ctx.all_hosts(K3S_AGENTS)
+        return [h for h in ctx.hosts() if h in servers or h in agents]
+
+    def apply(self, ctx: PlayContext) -> None:
+        if ctx.all_hosts(K3S_SERVERS) and not ctx.dry_run:
+            first = ctx.all_hosts(K3S_SERVERS)[0]
+            ctx.run("verify", lambda task: _as_site_step(task, first), hosts=self._hosts(ctx))
+
+    def check(self, ctx: PlayContext) -> None:
+        if ctx.all_hosts(K3S_SERVERS):
+            first = ctx.all_hosts(K3S_SERVERS)[0]
+            ctx.run("app", lambda task: _check(task, first), hosts=self._hosts(ctx))
+
+    def drift(self, ctx: PlayContext) -> None:
+        if ctx.all_hosts(K3S_SERVERS):
+            first = ctx.all_hosts(K3S_SERVERS)[0]
+            ctx.run("app", lambda task: _as_drift(task, first), hosts=self._hosts(ctx))
+
+
+component = ChecksComponent()
