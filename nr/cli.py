@@ -374,12 +374,33 @@ def lab() -> None:
     show_default=True,
     help="Where the key, known_hosts and inventory are written (git-ignored).",
 )
-def lab_up(count: int, name: str, subnet: str, state_dir: Path) -> None:
+@click.option(
+    "--k3s-binary",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="A local k3s binary the k3s play pushes to the hosts (data.k3s_binary), as for air-gapped hosts.",
+)
+@click.option(
+    "--docker-socket/--no-docker-socket",
+    default=None,
+    help="Mount this machine's Docker socket into the hosts (new hosts only; remembered).",
+)
+def lab_up(
+    count: int, name: str, subnet: str, state_dir: Path, k3s_binary: Path | None, docker_socket: bool | None
+) -> None:
     """Start N lab hosts and write an inventory for them (in --dir)."""
     from nr.lab import Lab
 
     try:
-        info = Lab(name=name, subnet=subnet, state_dir=state_dir, log=err).up(count)
+        lab = Lab(
+            name=name,
+            subnet=subnet,
+            state_dir=state_dir,
+            log=err,
+            k3s_binary=k3s_binary,
+            docker_socket=docker_socket,
+        )
+        info = lab.up(count)
     except NrError as exc:
         _bad_input([str(exc)])
     out.print(f"Lab '{name}' is up: {', '.join(info.hosts)}")

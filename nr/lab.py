@@ -118,7 +118,35 @@ def check_subnet(subnet: str) -> None:
         raise NrError(f"--subnet {subnet}: lab networks must be inside 198.18.0.0/15 (benchmarking range)")
 
 
-def lab_inventory(hosts: list[tuple[str, str]], state_dir: Path) -> dict[str, dict[str, Any]]:
+@dataclass(frozen=True)
+class LabOptions:
+    """Choices made at `nr lab up`, remembered in <state dir>/lab.json for later `up`s."""
+
+    k3s_binary: str | None = None  # a local k3s binary for the k3s play (air-gapped delivery path)
+    docker_socket: bool = False  # mount the Docker engine's socket into the hosts
+
+    @classmethod
+    def load(cls, state_dir: Path) -> LabOptions:
+        path = state_dir / "lab.json"
+        if not path.exists():
+            return cls()
+        doc = json.loads(path.read_text())
+        return cls(doc.get("k3s_binary"), bool(doc.get("docker_socket")))
+
+    def merged(self, k3s_binary: str | None, docker_socket: bool | None) -> LabOptions:
+        return LabOptions(
+            k3s_binary if k3s_binary is not None else self.k3s_binary,
+            docker_socket if docker_socket is not None else self.docker_socket,
+        )
+
+    def save(self, state_dir: Path) -> None:
+        doc = {"k3s_binary": self.k3s_binary, "docker_socket": self.docker_socket}
+        (state_dir / "lab.json").write_text(json.dumps(doc, indent=1) + "\n")
+
+
+def lab_inventory(
+    hosts: list[tuple[str, str]], state_dir: Path, options: LabOptions = LabOptions()
+) -> dict[str, dict[str, Any]]:
     """hosts/groups/defaults documents for the lab (pure). First host is the k3s server."""
     out_hosts: dict[str, Any] = {}
     for i, (name, address) in enumerate(hosts):
@@ -128,7 +156,12 @@ def lab_inventory(hosts: list[tuple[str, str]], state_dir: Path) -> dict[str, di
         out_hosts[name] = {"hostname": address, "groups": groups}
     defaults = {
         "username": USER,
-        "data": {"site_name": "lab", "redis_password": "file:../secrets/redis_password"},
+        "data": {
+            "site_name": "lab",
+            "redis_password": "file:../secrets/redis_password",
+            "image_base": IMAGE,  # the service images build offline on the lab's own base image
+            **({"k3s_binary": options.k3s_binary} if options.k3s_binary else {}),
+        },
         "connection_options": {
             "fabric": {"extras": {"key_filename": "../id_ed25519", "known_hosts": "../known_hosts"}}
         },
@@ -173,7 +206,12 @@ class Lab:
         subnet: str = "198.18.0.0/24",
         state_dir: Path = Path(".nr-lab"),
         log: Console | None = None,
+        k3s_binary: Path | None = None,
+        docker_socket: bool | None = None,
     ) -> None:
+        self.options = LabOptions.load(state_dir).merged(
+            str(k3s_binary.resolve()) if k3s_binary is not None else None, docker_socket
+        )
         self.name = name
         self.subnet = subnet
         self.state_dir = state_dir
@@ -283,6 +321,8 @@ class Lab:
         address = host_address(self.subnet, index)
         labels = ["--label", f"{LABEL}={self.name}", "--label", f"nr.lab.address={address}"]
         net = ["--network", self.network, "--ip", address]
+        if self.options.docker_socket:
+            net += ["--volume", "/var/run/docker.sock:/var/run/docker.sock"]
         docker(
             "run",
             "-d",
@@ -307,6 +347,8 @@ class Lab:
 
     def up(self, count: int) -> LabInfo:
         check_subnet(self.subnet)
+        if self.options.k3s_binary and not Path(self.options.k3s_binary).is_file():
+            raise NrError(f"--k3s-binary {self.options.k3s_binary}: no such file")
         docker("info", timeout=30)
         self.ensure_image()
         self._ensure_network()
@@ -343,7 +385,8 @@ class Lab:
             write_secret_file(secret, secrets.token_urlsafe(24))
         inv_dir = self.state_dir / "inventory"
         inv_dir.mkdir(parents=True, exist_ok=True)
-        docs = lab_inventory(pairs, self.state_dir)
+        self.options.save(self.state_dir)
+        docs = lab_inventory(pairs, self.state_dir, self.options)
         header = f"# Written by `nr lab up` for lab '{self.name}'; rewritten on every `nr lab up`.\n"
         for fname, doc in docs.items():
             (inv_dir / f"{fname}.yaml").write_text(header + yaml.safe_dump(doc, sort_keys=False))
