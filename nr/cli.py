@@ -7,6 +7,7 @@ arguments) or, for ``drift``, a host that could not be checked.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable, Iterable
 from importlib.metadata import entry_points
@@ -107,11 +108,15 @@ def _execute(
         for c in selected:
             try:
                 action(c, ctx.for_component(c.name))
-            except NrError as exc:
-                report.failed_reasons.setdefault(f"({c.name})", redact(str(exc)))
+            except NrError as exc:  # a failure of the component as a whole (not of one host)
+                report.errors.append(f"{c.name}: {redact(str(exc))}")
                 if report.console is not None:
                     report.console.print(f"  [red]✗ {c.name}[/]: {escape(redact(str(exc)))}")
+                break  # later components build on this one
     finally:
+        if report.tracebacks and os.environ.get("NR_DEBUG") == "1":
+            for tb in report.tracebacks:
+                err.print(tb, markup=False, highlight=False)
         stats = _ssh_stats(nr)
         for host in nr.inventory.hosts.values():  # directly: nr.close_connections() runs a task
             host.close_connections()
@@ -245,18 +250,21 @@ def check(
     report = RunReport("check", dry_run=True, console=_progress(json_out))
     _execute(nr, report, selected, _limit(nr, limit), inventory, lambda c, ctx: c.check(ctx))
     failed = [c for c in report.checks if not c.ok and not c.warning]
-    ok = not failed and not report.failed_reasons
+    ok = not failed and report.ok
     if json_out:
         doc = {
             "ok": ok,
             "checks": [c.__dict__ for c in report.checks],
             "failed_hosts": {h: report.failed_reasons[h] for h in report.failed_hosts},
+            "errors": report.errors,
         }
         click.echo(json.dumps(doc, indent=2))
     else:
         _print_checks(report, verbose)
         for h in report.failed_hosts:
             out.print(f"[red]{h}[/]: {escape(report.failed_reasons[h])}")
+        for e in report.errors:
+            out.print(f"[red]{escape(e)}[/]")
         out.print("[green]All checks passed[/]" if ok else f"[red]{len(failed)} check(s) failed[/]")
     sys.exit(EXIT_OK if ok else EXIT_FAILED)
 
@@ -296,7 +304,7 @@ def drift(
         nr = init_nornir(Settings(Path(inventory), workers, True))
     except InventoryError as exc:
         if prom is not None:
-            write_prom(prom, prom_text(RunReport("drift", failed_reasons={"(inventory)": "invalid"})))
+            write_prom(prom, prom_text(RunReport("drift", errors=["the inventory is invalid"])))
         _bad_input(exc.issues)
     report = RunReport(
         "drift",

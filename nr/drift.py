@@ -25,7 +25,7 @@ EXIT_NO_DRIFT, EXIT_DRIFT, EXIT_UNCHECKED = 0, 1, 2
 
 
 def drift_exit_code(report: RunReport) -> int:
-    if report.failed_reasons:
+    if report.failed_reasons or report.errors:
         return EXIT_UNCHECKED
     return EXIT_DRIFT if report.drift else EXIT_NO_DRIFT
 
@@ -36,6 +36,7 @@ def drift_json(report: RunReport) -> dict[str, Any]:
         "ok": code == EXIT_NO_DRIFT,
         "drift": [asdict(d) for d in report.drift],
         "unchecked_hosts": {h: report.failed_reasons[h] for h in report.failed_hosts},
+        "errors": report.errors,
         "exit_code": code,
     }
 
@@ -50,6 +51,8 @@ def print_drift(report: RunReport, out: Console) -> None:
         out.print(table)
     for h in report.failed_hosts:
         out.print(f"[red]could not check {h}[/]: {escape(report.failed_reasons[h])}", highlight=False)
+    for e in report.errors:
+        out.print(f"[red]could not check {escape(e)}[/]", highlight=False)
     code = drift_exit_code(report)
     if code == EXIT_NO_DRIFT:
         out.print("[green]No drift[/]: every host matches the desired state")
@@ -84,6 +87,9 @@ def prom_text(report: RunReport, now: float | None = None) -> str:
         "# HELP nr_drift_hosts_unreachable Hosts that could not be checked in the last run.",
         "# TYPE nr_drift_hosts_unreachable gauge",
         f"nr_drift_hosts_unreachable {len(report.failed_hosts)}",
+        "# HELP nr_drift_errors Components that could not be checked at all in the last run.",
+        "# TYPE nr_drift_errors gauge",
+        f"nr_drift_errors {len(report.errors)}",
         "# HELP nr_drift_last_run_timestamp_seconds When the last drift check finished (Unix time).",
         "# TYPE nr_drift_last_run_timestamp_seconds gauge",
         f"nr_drift_last_run_timestamp_seconds {ts:.3f}",

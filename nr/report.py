@@ -84,7 +84,8 @@ class RunReport:
     notes: list[str] = field(default_factory=list)
     failed_reasons: dict[str, str] = field(default_factory=dict)
     unreachable: set[str] = field(default_factory=set)
-    tracebacks: list[str] = field(default_factory=list)
+    tracebacks: list[str] = field(default_factory=list)  # unexpected exceptions (printed with NR_DEBUG=1)
+    errors: list[str] = field(default_factory=list)  # failures of a whole component, not of one host
     inventory_arg: str | None = None  # how the operator named the inventory (for fix commands)
 
     def default_fix(self, component: str, host: str) -> str:
@@ -177,7 +178,7 @@ class RunReport:
 
     @property
     def ok(self) -> bool:
-        return not self.failed_reasons
+        return not self.failed_reasons and not self.errors
 
     def hosts(self) -> list[str]:
         seen: dict[str, None] = {}
@@ -194,6 +195,8 @@ class RunReport:
             "failed_hosts": self.failed_hosts,
             "results": [asdict(r) for r in self.rows],
         }
+        if self.errors:
+            doc["errors"] = self.errors
         if self.notes:
             doc["notes"] = self.notes
         if ssh is not None:
@@ -225,10 +228,12 @@ class RunReport:
                     color = "green" if line.startswith("+") else "red" if line.startswith("-") else None
                     text = escape(line)
                     out.print(f"    [{color}]{text}[/]" if color else f"    {text}", highlight=False)
-        if self.failed_reasons:
+        if self.failed_reasons or self.errors:
             out.print("[bold red]Failed:[/]")
             for h in self.failed_hosts:
                 out.print(f"  [red]{h}[/]: {escape(self.failed_reasons[h])}", highlight=False)
+            for e in self.errors:
+                out.print(f"  [red]{escape(e)}[/]", highlight=False)
         total = self.changed
         verdict = "[red]FAILED[/]" if not self.ok else "[green]OK[/]"
         what = "would change" if self.dry_run else "changed"
