@@ -1,0 +1,200 @@
+"""The k3s stand-in (tests/fakes/k3s) itself: its YAML reader and its server logic, in process.
+
+The lab tests run it for real under systemd; these pin down the behaviour it imitates.
+"""
+
+from __future__ import annotations
+
+import importlib.machinery
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+import yaml
+
+from tasks.k3s_plan import HostInfo, Role, build_cluster, render_config
+
+FAKE = Path(__file__).resolve().parents[1] / "fakes" / "k3s"
+
+
+@pytest.fixture
+def k3s(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    loader = importlib.machinery.SourceFileLoader("k3s_standin", str(FAKE))
+    spec = importlib.util.spec_from_loader("k3s_standin", loader)
+    assert spec is not None
+    module = importlib.util.module_from_spec(spec)
+    loader.exec_module(module)
+    monkeypatch.setattr(module, "STATE", str(tmp_path / "db" / "state.json"))
+    monkeypatch.setattr(module, "IMAGES_DB", str(tmp_path / "images.json"))
+    return module
+
+
+def test_version_output_and_unknown_commands() -> None:
+    out = subprocess.run(
+        [sys.executable, str(FAKE), "--version"], capture_output=True, text=True, check=True
+    ).stdout
+    first, second = out.splitlines()
+    assert first.startswith("k3s version v1.31.4+k3s1 (") and second.startswith("go version go1.")
+    bad = subprocess.run(
+        [sys.executable, str(FAKE), "etcd-snapshot"], capture_output=True, text=True, check=False
+    )
+    assert bad.returncode == 1 and "not imitated by the k3s stand-in" in bad.stderr
+
+
+DOCS: list[dict[str, Any]] = [
+    {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "api", "labels": {"app": "api"}},
+     "spec": {"replicas": 2, "template": {"spec": {"containers": [
+         {"name": "c", "image": "aeroalpes:0.1.0", "args": ["--x", "y: z", "w " * 50], "env": [{"name": "A", "value": "1"}],
+          "ports": [{"containerPort": 8000}]}]}}}},
+    {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cm", "namespace": "ns"},
+     "data": {"multi": "line1\nline2\n", "empty": "", "quote": "it's # no comment", "num": "1.5", "bool": "true"}},
+    {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "ns"}, "spec": {"finalizers": []}},
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "dump",
+    [
+        lambda d: yaml.safe_dump_all(d, sort_keys=False),
+        lambda d: yaml.safe_dump_all(d, width=30, allow_unicode=True),
+        lambda d: yaml.dump_all(d, indent=4),
+        lambda d: "\n---\n".join(json.dumps(x) for x in d),
+    ],
+)
+def test_yaml_reader_reads_what_pyyaml_and_json_write(k3s: ModuleType, dump: Any) -> None:
+    assert k3s.load_yaml(dump(DOCS)) == DOCS
+
+
+def test_yaml_reader_reads_nr_config_and_hand_written_yaml(k3s: ModuleType) -> None:
+    inv = [HostInfo("s1", "10.0.0.1", Role.SERVER, {"k3s_disable": ["traefik"], "k3s_node_labels": ["a=b"]}),
+           HostInfo("s2", "10.0.0.2", Role.SERVER, {"k3s_disable": ["traefik"]}),
+           HostInfo("s3", "10.0.0.3", Role.SERVER, {"k3s_disable": ["traefik"]})]  # fmt: skip
+    cluster = build_cluster(inv)
+    for node in cluster.nodes:
+        text = render_config(cluster, node, 'tok"en\\x')
+        assert k3s.load_yaml(text) == [yaml.safe_load(text)]
+    text = "a:\n  - x: 1\n    y: [1, 'two']\n  -\n    z: ~\nb: |\n  hello\n    world\nc: {k: v, n: 3}  # c\nd: 'x # y'\n"
+    assert k3s.load_yaml(text) == [yaml.safe_load(text)]
+
+
+def cfg(token: str = "secret", **extra: Any) -> dict[str, Any]:
+    return {"token": token, "node-name": "s1", "node-ip": "10.0.0.1", **extra}
+
+
+def facts(k3s: ModuleType, role: str, name: str, token: str = "secret", **extra: Any) -> dict[str, Any]:
+    me: dict[str, Any] = k3s.node_facts(
+        {"token": token, "node-name": name, "node-ip": "10.0.0.9", **extra}, role
+    )
+    return me
+
+
+def test_registration_checks_the_token_and_the_critical_values(k3s: ModuleType) -> None:
+    primary = k3s.Primary(cfg(**{"cluster-init": True, "disable": ["traefik"]}))
+    assert (
+        primary.call(
+            "register", facts(k3s, "server", "s1", **{"cluster-init": True, "disable": ["traefik"]}), None
+        )[0]
+        == 200
+    )
+    code, reply = primary.call("register", facts(k3s, "agent", "a1", token="wrong"), None)
+    assert code == 401 and "token" in reply["message"]
+    code, reply = primary.call("register", facts(k3s, "server", "s2", server="https://10.0.0.1:6443"), None)
+    assert (
+        code == 409 and reply["message"] == "critical configuration value mismatch between servers: disable"
+    )
+    ok = facts(k3s, "server", "s2", server="https://10.0.0.1:6443", disable=["traefik"])
+    code, reply = primary.call("register", ok, None)
+    assert code == 200
+    node_token = f"K10{k3s.ca_hash(reply['ca'])}::server:secret"
+    assert primary.call("register", facts(k3s, "agent", "a1", token=node_token), None)[0] == 200
+    assert (
+        primary.call("register", facts(k3s, "agent", "a2", token="K10" + "0" * 64 + "::server:secret"), None)[
+            0
+        ]
+        == 401
+    )
+    single = k3s.Primary.__new__(k3s.Primary)
+    single.__dict__.update(primary.__dict__, cfg=cfg())
+    assert single.op_register(ok)[0] == 409  # no cluster-init: no embedded etcd to join
+
+
+def test_nodes_in_the_kubectl_shape_and_stale_heartbeats(
+    k3s: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    primary = k3s.Primary(cfg())
+    primary.call("register", facts(k3s, "server", "s1"), None)
+    primary.call(
+        "register",
+        facts(k3s, "agent", "a1", **{"node-label": ["zone=a"], "node-taint": ["gpu=yes:NoSchedule"]}),
+        None,
+    )
+    code, doc = primary.call("get", {"kind": "node"}, "secret")
+    assert code == 200 and doc["kind"] == "List"
+    by = {i["metadata"]["name"]: i for i in doc["items"]}
+    assert by["s1"]["metadata"]["labels"]["node-role.kubernetes.io/control-plane"] == "true"
+    assert by["s1"]["metadata"]["labels"]["node-role.kubernetes.io/master"] == "true"
+    assert "node-role.kubernetes.io/control-plane" not in by["a1"]["metadata"]["labels"]
+    assert by["a1"]["metadata"]["labels"]["zone"] == "a"
+    assert by["a1"]["spec"]["taints"] == [{"key": "gpu", "value": "yes", "effect": "NoSchedule"}]
+    assert by["a1"]["status"]["nodeInfo"]["kubeletVersion"] == k3s.VERSION
+    assert {a["type"] for a in by["a1"]["status"]["addresses"]} == {"InternalIP", "Hostname"}
+    assert by["a1"]["status"]["conditions"][0]["status"] == "True"
+    primary.seen["a1"] -= k3s.STALE + 1
+    code, node = primary.call("get", {"kind": "node", "name": "a1"}, "secret")
+    assert node["status"]["conditions"][0]["status"] == "Unknown"
+    assert primary.call("heartbeat", {"name": "a1", "version": "v9.9.9+k3s1"}, "secret")[0] == 200
+    code, node = primary.call("get", {"kind": "node", "name": "a1"}, "secret")
+    assert (
+        node["status"]["conditions"][0]["status"] == "True"
+        and node["status"]["nodeInfo"]["kubeletVersion"] == "v9.9.9+k3s1"
+    )
+    assert primary.call("get", {"kind": "node"}, "wrong")[0] == 401
+
+
+def test_a_server_refuses_to_start_with_another_token(k3s: ModuleType) -> None:
+    k3s.Primary(cfg("first"))
+    with pytest.raises(SystemExit):
+        k3s.Primary(cfg("second"))
+
+
+def test_apply_get_diff_like_kubectl(k3s: ModuleType) -> None:
+    primary = k3s.Primary(cfg(disable=["traefik"]))
+    docs = json.loads(json.dumps(DOCS))
+    code, reply = primary.call("apply", {"docs": docs, "namespace": None}, "secret")
+    assert reply["lines"] == ["deployment.apps/api created", "configmap/cm created", "namespace/ns created"]
+    again = json.loads(json.dumps(DOCS))
+    assert primary.call("apply", {"docs": again, "diff": True}, "secret")[1]["diff"] == ""
+    assert (
+        primary.call("apply", {"docs": json.loads(json.dumps(DOCS))}, "secret")[1]["lines"][0]
+        == "deployment.apps/api unchanged"
+    )
+    changed = json.loads(json.dumps(DOCS))
+    changed[0]["spec"]["replicas"] = 3
+    diff = primary.call("apply", {"docs": json.loads(json.dumps(changed)), "diff": True}, "secret")[1]["diff"]
+    assert '-    "replicas": 2' in diff and '+    "replicas": 3' in diff
+    assert (
+        primary.call("apply", {"docs": changed}, "secret")[1]["lines"][0] == "deployment.apps/api configured"
+    )
+    code, dep = primary.call("get", {"kind": "deployment", "namespace": "default", "name": "api"}, "secret")
+    assert dep["status"]["readyReplicas"] == 3 and dep["metadata"]["generation"] == 2
+    code, listed = primary.call("get", {"kind": "deployment", "namespace": "kube-system"}, "secret")
+    assert sorted(i["metadata"]["name"] for i in listed["items"]) == [
+        "coredns",
+        "local-path-provisioner",
+        "metrics-server",
+    ]
+    code, reply = primary.call(
+        "get", {"kind": "deployment", "namespace": "default", "name": "nope"}, "secret"
+    )
+    assert code == 404 and reply["message"] == 'deployments.apps "nope" not found'
+
+
+def test_image_refs_like_containerd(k3s: ModuleType) -> None:
+    assert k3s.normalize("aeroalpes:0.1.0") == "docker.io/library/aeroalpes:0.1.0"
+    assert k3s.normalize("me/app") == "docker.io/me/app:latest"
+    assert k3s.normalize("registry.lan:5000/app:1") == "registry.lan:5000/app:1"
