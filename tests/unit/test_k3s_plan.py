@@ -1,0 +1,565 @@
+"""The k3s play's pure parts: config and units per role, refusals, secrets, plans, order, status, kubeconfig."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from nr.changes import FileSpec
+from nr.facts import Facts, FileState, Output
+from tasks.k3s import (
+    DEPLOY_CMD,
+    NODES_CMD,
+    PROBE_CMD,
+    RESET_SCRIPT,
+    ServiceProbe,
+    cluster_checks,
+    facts_request,
+    service_checks,
+)
+from tasks.k3s_plan import (
+    BINARY,
+    CONFIG,
+    DEFAULT_VERSION,
+    SERVICES_CMD,
+    BinarySource,
+    ExpectedNode,
+    HostInfo,
+    K3sPlanError,
+    Role,
+    Stage,
+    build_cluster,
+    cluster_problems,
+    config_spec,
+    deployment_problems,
+    merge_kubeconfig,
+    node_problems,
+    parse_nodes,
+    plan_host,
+    render_config,
+    render_unit,
+    rewrite_kubeconfig,
+    rollout,
+)
+
+TOKEN = "s3cr3t-cluster-token-0123456789"
+
+
+def hosts(servers: int, agents: int, **data: object) -> list[HostInfo]:
+    out = [HostInfo(f"s{i + 1}", f"10.0.0.{i + 1}", Role.SERVER, dict(data)) for i in range(servers)]
+    out += [HostInfo(f"a{i + 1}", f"10.0.1.{i + 1}", Role.AGENT, dict(data)) for i in range(agents)]
+    return out
+
+
+def config(cluster_hosts: list[HostInfo], name: str, token: str = TOKEN) -> dict[str, object]:
+    cluster = build_cluster(cluster_hosts)
+    text = render_config(cluster, cluster.node(name), token)
+    doc = yaml.safe_load(text)
+    assert isinstance(doc, dict)
+    return doc
+
+
+# -- config.yaml per role ------------------------------------------------------------------------------
+def test_single_server_has_no_cluster_init() -> None:
+    doc = config(hosts(1, 2), "s1")
+    assert doc == {
+        "token": TOKEN,
+        "node-name": "s1",
+        "node-ip": "10.0.0.1",
+        "tls-san": ["10.0.0.1"],
+        "cluster-cidr": "10.42.0.0/16",
+        "service-cidr": "10.43.0.0/16",
+    }
+
+
+def test_first_server_of_several_initialises_the_embedded_etcd() -> None:
+    doc = config(hosts(3, 0), "s1")
+    assert doc["cluster-init"] is True
+    assert "server" not in doc
+
+
+def test_joining_server_points_at_the_first_and_shares_the_critical_values() -> None:
+    data = {
+        "k3s_disable": ["traefik", "servicelb"],
+        "k3s_cluster_cidr": "10.50.0.0/16",
+        "k3s_tls_san": ["k3s.lan"],
+    }
+    first, second = config(hosts(3, 0, **data), "s1"), config(hosts(3, 0, **data), "s2")
+    assert second["server"] == "https://10.0.0.1:6443"
+    assert "cluster-init" not in second
+    assert second["tls-san"] == [
+        "10.0.0.1",
+        "k3s.lan",
+    ]  # the first server's address: the kubeconfig's endpoint
+    for key in ("cluster-cidr", "service-cidr", "disable"):
+        assert first[key] == second[key]
+    assert second["disable"] == ["servicelb", "traefik"]  # sorted: identical text on every server
+
+
+def test_agent_gets_server_and_token_and_no_server_settings() -> None:
+    doc = config(hosts(1, 2, k3s_node_labels=["zone=a"], k3s_node_taints=["gpu=yes:NoSchedule"]), "a2")
+    assert doc == {
+        "token": TOKEN,
+        "node-name": "a2",
+        "node-ip": "10.0.1.2",
+        "server": "https://10.0.0.1:6443",
+        "node-label": ["zone=a"],
+        "node-taint": ["gpu=yes:NoSchedule"],
+    }
+
+
+def test_node_ip_and_flannel_iface_for_multi_nic_hosts() -> None:
+    inv = [
+        HostInfo("s1", "192.168.64.11", Role.SERVER, {"node_ip": "10.9.0.1", "k3s_flannel_iface": "enp0s8"}),
+        HostInfo("a1", "192.168.64.12", Role.AGENT, {"node_ip": "10.9.0.2", "k3s_flannel_iface": "enp0s8"}),
+    ]
+    server, agent = config(inv, "s1"), config(inv, "a1")
+    assert server["node-ip"] == "10.9.0.1" and server["flannel-iface"] == "enp0s8"
+    assert server["tls-san"] == ["192.168.64.11"]  # what the operator connects to
+    assert agent["server"] == "https://10.9.0.1:6443"  # the first server's node-ip
+
+
+def test_ipv6_server_url_is_bracketed() -> None:
+    inv = [HostInfo("s1", "fd00::1", Role.SERVER), HostInfo("a1", "fd00::2", Role.AGENT)]
+    assert config(inv, "a1")["server"] == "https://[fd00::1]:6443"
+
+
+def test_token_with_quotes_survives_yaml() -> None:
+    assert config(hosts(1, 0), "s1", token='a"b\\c: d')["token"] == 'a"b\\c: d'
+
+
+# -- refusals ------------------------------------------------------------------------------------------
+def test_refuses_cluster_critical_values_that_differ_between_servers() -> None:
+    inv = hosts(3, 1)
+    inv[1] = HostInfo("s2", "10.0.0.2", Role.SERVER, {"k3s_service_cidr": "10.99.0.0/16"})
+    inv[2] = HostInfo("s3", "10.0.0.3", Role.SERVER, {"k3s_disable": ["traefik"]})
+    with pytest.raises(K3sPlanError) as err:
+        build_cluster(inv)
+    problems = err.value.problems
+    assert len(problems) == 2
+    assert problems[0].startswith(
+        "host s2: k3s_service_cidr is '10.99.0.0/16' but the first server s1 has '10.43.0.0/16'"
+    )
+    assert problems[1].startswith("host s3: k3s_disable")
+    assert all("critical configuration value mismatch" in p for p in problems)
+
+
+def test_defaults_equal_explicit_defaults_and_disable_order_is_irrelevant() -> None:
+    inv = hosts(3, 0)
+    inv[1] = HostInfo("s2", "10.0.0.2", Role.SERVER, {"k3s_cluster_cidr": "10.42.0.0/16"})
+    inv[0] = HostInfo("s1", "10.0.0.1", Role.SERVER, {"k3s_disable": ["traefik", "metrics-server"]})
+    inv[1] = HostInfo("s2", "10.0.0.2", Role.SERVER, {"k3s_disable": ["metrics-server", "traefik"]})
+    inv[2] = HostInfo(
+        "s3", "10.0.0.3", Role.SERVER, {"k3s_disable": ["traefik", "metrics-server", "traefik"]}
+    )
+    assert cluster_problems(inv) == []
+
+
+def test_refuses_servers_with_different_tokens_without_showing_them() -> None:
+    inv = hosts(3, 1, k3s_token="env:A")
+    inv[2] = HostInfo("s3", "10.0.0.3", Role.SERVER, {"k3s_token": "env:B"})
+    problems = cluster_problems(inv)
+    assert problems == [
+        "host s3: k3s_token is (set) but the first server s1 has (set); it must be identical on every k3s "
+        "server (k3s refuses the join: critical configuration value mismatch)"
+    ]
+    inv[3] = HostInfo(
+        "a1", "10.0.1.1", Role.AGENT, {"k3s_token": "env:C"}
+    )  # agents may differ (agent tokens)
+    assert len(cluster_problems(inv)) == 1
+
+
+def test_other_inventory_problems_are_named_by_host() -> None:
+    inv = [
+        HostInfo("s1", "k3s-1.lan", Role.SERVER, {"k3s_version": "1.31"}),
+        HostInfo("a1", "10.0.1.1", Role.AGENT, {"k3s_version": "v1.31.4+k3s1", "k3s_node_taints": ["bad"]}),
+        HostInfo("a2", "10.0.1.2", Role.AGENT, {"k3s_node_labels": ["novalue"], "k3s_disable": ["nginx"]}),
+    ]
+    text = "\n".join(cluster_problems(inv))
+    assert "host s1: address 'k3s-1.lan' is not an IP address; set data.node_ip" in text
+    assert "host s1: k3s_version '1.31' is not a k3s release name" in text
+    assert "host a1: k3s_version is 'v1.31.4+k3s1' but s1 has '1.31'" in text
+    assert "host a1: k3s_node_taints: 'bad'" in text
+    assert "host a2: k3s_node_labels: 'novalue' is not key=value" in text
+    assert "host a2: k3s_disable: unknown component(s) nginx" in text
+    assert cluster_problems([HostInfo("a1", "10.0.1.1", Role.AGENT)]) == [
+        "k3s_agents (a1) need at least one host in k3s_servers"
+    ]
+
+
+# -- units and secrets ------------------------------------------------------------------------------
+@pytest.mark.parametrize("role", [Role.SERVER, Role.AGENT])
+def test_unit_runs_the_binary_with_nothing_but_the_subcommand(role: Role) -> None:
+    unit = render_unit(role)
+    exec_lines = [line for line in unit.splitlines() if line.startswith("ExecStart=")]
+    assert exec_lines == [f"ExecStart=/usr/local/bin/k3s {role.value}"]
+    for setting in (
+        "Type=exec",
+        "KillMode=process",
+        "Delegate=yes",
+        "LimitNOFILE=1048576",
+        "Restart=always",
+        "RestartSec=5s",
+        "ExecStartPre=-/sbin/modprobe br_netfilter",
+        "ExecStartPre=-/sbin/modprobe overlay",
+        "WantedBy=multi-user.target",
+    ):
+        assert setting in unit.splitlines()
+    assert "EnvironmentFile" not in unit and "Environment=" not in unit
+    # systemd has no trailing comments: every comment is a line of its own
+    assert all(line.startswith("#") or "#" not in line for line in unit.splitlines())
+
+
+def empty_facts(*, arch: str = "x86_64") -> Facts:
+    return Facts(outputs={"arch": Output(0, arch), "services": Output(0, ""), "version": Output(0, "")})
+
+
+def binary_source(tmp_path: Path, content: bytes = b"k3s binary") -> BinarySource:
+    path = tmp_path / "k3s"
+    path.write_bytes(content)
+    return BinarySource(hashlib.sha256(content).hexdigest(), "test binary", path)
+
+
+def test_token_travels_only_inside_config_yaml(tmp_path: Path) -> None:
+    inv = hosts(3, 2)
+    cluster = build_cluster(inv)
+    encoded = base64.b64encode(render_config(cluster, cluster.node("a1"), TOKEN).encode()).decode()
+    for node in cluster.nodes:
+        plan = plan_host(cluster, node, TOKEN, empty_facts(), binary_source(tmp_path))
+        texts = [plan.after] + [c.script for c in plan.changes] + [c.diff for c in plan.changes]
+        texts += [c.expected + c.actual + c.what for c in plan.changes]
+        assert all(TOKEN not in t for t in texts), node.name  # plain: nowhere, not even a script
+        config_changes = [c for c in plan.changes if c.what == f"file {CONFIG}"]
+        assert len(config_changes) == 1
+        assert "********" in config_changes[0].diff  # the diff shows it masked
+        others = [c.script for c in plan.changes if c is not config_changes[0]]
+        assert all("base64 -d" not in s or CONFIG not in s for s in others)
+        assert "<<'NR_EOF'" in config_changes[0].script  # content on the script's stdin, never argv
+        assert TOKEN not in render_unit(node.role)
+    assert encoded[:40] in "".join(
+        c.script.replace("\n", "")
+        for c in plan_host(cluster, cluster.node("a1"), TOKEN, empty_facts(), binary_source(tmp_path)).changes
+    )
+    for command in (NODES_CMD, DEPLOY_CMD, PROBE_CMD, SERVICES_CMD, RESET_SCRIPT):
+        assert "token" not in command.lower()
+    _files, commands = facts_request(cluster.first, True)
+    assert all("token" not in c for c in commands.values())
+
+
+def test_config_mode_and_masking_of_an_old_token() -> None:
+    cluster = build_cluster(hosts(1, 0))
+    old = 'token: "the-old-cluster-token"\nnode-name: "s1"\n'
+    spec = config_spec(cluster, cluster.first, TOKEN, old)
+    assert isinstance(spec, FileSpec) and spec.mode == 0o600 and spec.owner == "root"
+    assert "the-old-cluster-token" in spec.secrets and TOKEN in spec.secrets
+    facts = empty_facts()
+    facts.files[CONFIG] = FileState(CONFIG, True, 0o600, "root", "root", len(old), "0" * 64, old.encode())
+    plan = plan_host(cluster, cluster.first, TOKEN, facts, BinarySource("0" * 64, "x", None))
+    diff = next(c.diff for c in plan.changes if c.what == f"file {CONFIG}")
+    assert "the-old-cluster-token" not in diff and TOKEN not in diff and "********" in diff
+
+
+# -- plans: idempotency and restarts ------------------------------------------------------------------
+def converged_facts(
+    tmp_path: Path, role: Role = Role.AGENT, *, active: str = "active"
+) -> tuple[Facts, BinarySource]:
+    source = binary_source(tmp_path)
+    cluster = build_cluster(hosts(1, 1))
+    node = cluster.node("a1" if role is Role.AGENT else "s1")
+    facts = empty_facts()
+    for path, content, mode in (
+        (CONFIG, render_config(cluster, node, TOKEN).encode(), 0o600),
+        (role.unit_path, render_unit(role).encode(), 0o644),
+        (BINARY, b"k3s binary", 0o755),
+    ):
+        facts.files[path] = FileState(
+            path, True, mode, "root", "root", len(content), hashlib.sha256(content).hexdigest(), content
+        )
+    facts.outputs["services"] = Output(0, f"{role.unit} {active} enabled\n{role.other.unit} inactive ")
+    return facts, source
+
+
+def test_converged_host_has_no_changes_and_no_restart(tmp_path: Path) -> None:
+    cluster = build_cluster(hosts(1, 1))
+    facts, source = converged_facts(tmp_path)
+    plan = plan_host(cluster, cluster.node("a1"), TOKEN, facts, source)
+    assert plan.changes == () and not plan.restart and not plan.upgrade and plan.after == ""
+
+
+def test_config_change_restarts_and_a_stopped_service_only_starts(tmp_path: Path) -> None:
+    cluster = build_cluster(hosts(1, 1))
+    facts, source = converged_facts(tmp_path)
+    plan = plan_host(cluster, cluster.node("a1"), "another-token-value", facts, source)
+    assert plan.restart and "systemctl restart k3s-agent" in plan.after
+    assert "daemon-reload" not in plan.after  # the unit did not change
+    facts, source = converged_facts(tmp_path, active="failed")
+    plan = plan_host(cluster, cluster.node("a1"), TOKEN, facts, source)
+    assert not plan.restart
+    assert [c.what for c in plan.changes] == ["service k3s-agent active"]
+    assert plan.after.splitlines() == [
+        "systemctl reset-failed k3s-agent 2>/dev/null || true",
+        "systemctl start k3s-agent",
+    ]
+
+
+def test_new_binary_is_an_upgrade_and_restarts(tmp_path: Path) -> None:
+    cluster = build_cluster(hosts(1, 1))
+    facts, _ = converged_facts(tmp_path)
+    facts.outputs["version"] = Output(0, "k3s version v1.31.4+k3s1 (abc)")
+    plan = plan_host(cluster, cluster.node("a1"), TOKEN, facts, binary_source(tmp_path, b"k3s v2"))
+    assert plan.upgrade and plan.restart
+    change = plan.changes[0]
+    assert change.what == f"file {BINARY}" and change.upload is not None
+    assert "from test binary" in change.diff and "(was: k3s version v1.31.4+k3s1 (abc))" in change.diff
+
+
+def test_fresh_install_reloads_enables_and_restarts(tmp_path: Path) -> None:
+    cluster = build_cluster(hosts(1, 1))
+    plan = plan_host(cluster, cluster.first, TOKEN, empty_facts(), binary_source(tmp_path))
+    assert not plan.upgrade
+    assert plan.after.splitlines() == [
+        "systemctl daemon-reload",
+        "systemctl enable --quiet k3s",
+        "systemctl reset-failed k3s 2>/dev/null || true",
+        "systemctl restart k3s",
+    ]
+
+
+def test_role_switch_removes_the_other_unit(tmp_path: Path) -> None:
+    cluster = build_cluster(hosts(1, 1))
+    facts, source = converged_facts(tmp_path, Role.AGENT)
+    facts.files[Role.SERVER.unit_path] = FileState(
+        Role.SERVER.unit_path, True, 0o644, "root", "root", 1, "x", b"x"
+    )
+    plan = plan_host(cluster, cluster.node("a1"), TOKEN, facts, source)
+    removal = [c for c in plan.changes if c.what == "service k3s"]
+    assert removal and "systemctl disable --now k3s" in removal[0].script
+    assert "systemctl daemon-reload" in plan.after
+
+
+def test_not_downloaded_release_is_planned_from_its_hash_only() -> None:
+    cluster = build_cluster(hosts(1, 0))
+    plan = plan_host(
+        cluster, cluster.first, TOKEN, empty_facts(), BinarySource("ab" * 32, "k3s v1 (release)", None)
+    )
+    change = plan.changes[0]
+    assert (
+        change.upload is None and "was not downloaded" in change.script and "k3s v1 (release)" in change.diff
+    )
+
+
+# -- order ----------------------------------------------------------------------------------------------
+def test_order_one_server_two_agents() -> None:
+    assert rollout(["s1"], ["a1", "a2"], upgrade=False) == [
+        Stage("first-server", ("s1",), False, True),
+        Stage("agents", ("a1", "a2"), False, False),
+    ]
+
+
+def test_order_three_servers_no_agents() -> None:
+    assert rollout(["s1", "s2", "s3"], [], upgrade=False) == [
+        Stage("first-server", ("s1",), False, True),
+        Stage("join-servers", ("s2", "s3"), True, True),
+    ]
+
+
+def test_order_three_servers_two_agents() -> None:
+    assert [
+        (s.step, s.hosts, s.serial) for s in rollout(["s1", "s2", "s3"], ["a1", "a2"], upgrade=False)
+    ] == [
+        ("first-server", ("s1",), False),
+        ("join-servers", ("s2", "s3"), True),
+        ("agents", ("a1", "a2"), False),
+    ]
+
+
+def test_upgrade_order_servers_then_agents_one_at_a_time() -> None:
+    assert rollout(["s1", "s2", "s3"], ["a1", "a2"], upgrade=True) == [
+        Stage("upgrade-servers", ("s1", "s2", "s3"), True, True),
+        Stage("upgrade-agents", ("a1", "a2"), True, True),
+    ]
+
+
+# -- cluster status -------------------------------------------------------------------------------------
+def node(
+    name: str, ready: str = "True", version: str = DEFAULT_VERSION, server: bool = False
+) -> dict[str, object]:
+    labels = {"kubernetes.io/hostname": name}
+    if server:
+        labels |= {"node-role.kubernetes.io/control-plane": "true", "node-role.kubernetes.io/master": "true"}
+    return {
+        "kind": "Node",
+        "metadata": {"name": name, "labels": labels},
+        "status": {
+            "conditions": [
+                {"type": "MemoryPressure", "status": "False"},
+                {"type": "Ready", "status": ready, "reason": "X", "message": "why"},
+            ],
+            "nodeInfo": {"kubeletVersion": version},
+        },
+    }
+
+
+def nodes_json(*items: dict[str, object]) -> str:
+    return json.dumps({"apiVersion": "v1", "kind": "List", "items": list(items)})
+
+
+def test_node_problems() -> None:
+    status = parse_nodes(
+        nodes_json(
+            node("s1", server=True),
+            node("a1", ready="Unknown"),
+            node("a2", version="v1.30.0+k3s1"),
+            node("a3", server=True),
+        )
+    )
+    want = [
+        ExpectedNode("s1", Role.SERVER, DEFAULT_VERSION),
+        ExpectedNode("a1", Role.AGENT, DEFAULT_VERSION),
+        ExpectedNode("a2", Role.AGENT, DEFAULT_VERSION),
+        ExpectedNode("a3", Role.AGENT, None),
+        ExpectedNode("a4", Role.AGENT, None),
+    ]
+    assert node_problems(status, want) == {
+        "a1": "NotReady (Ready=Unknown: why)",
+        "a2": f"runs v1.30.0+k3s1, expected {DEFAULT_VERSION}",
+        "a3": "registered as a control-plane node, expected an agent",
+        "a4": "not registered with the cluster",
+    }
+    assert node_problems(parse_nodes(nodes_json(node("s1"))), want[:1]) == {
+        "s1": "registered without the control-plane role (is it an agent?)"
+    }
+
+
+def test_deployment_problems() -> None:
+    doc = {
+        "items": [
+            {"metadata": {"name": "coredns"}, "spec": {"replicas": 1}, "status": {"availableReplicas": 1}},
+            {"metadata": {"name": "traefik"}, "spec": {"replicas": 2}, "status": {"availableReplicas": 1}},
+        ]
+    }
+    assert deployment_problems(json.dumps(doc), ["coredns", "traefik", "metrics-server"]) == {
+        "traefik": "1/2 replicas available",
+        "metrics-server": "not deployed (yet)",
+    }
+
+
+def test_cluster_and_service_checks_name_host_and_what_to_look_at() -> None:
+    cluster = build_cluster(hosts(1, 2, k3s_disable=["traefik"]))
+    deploy = {
+        "items": [
+            {"metadata": {"name": n}, "spec": {"replicas": 1}, "status": {"availableReplicas": 1}}
+            for n in ("coredns", "metrics-server", "local-path-provisioner")
+        ]
+    }
+    facts = Facts(
+        outputs={
+            "nodes": Output(0, nodes_json(node("s1", server=True), node("a1", ready="Unknown"))),
+            "deploy": Output(0, json.dumps(deploy)),
+        }
+    )
+    items = {i.name: i for i in cluster_checks(cluster, facts, list(cluster.nodes))}
+    assert items["k3s API on s1"].ok and items["node s1 (server)"].ok
+    assert not items["node a1 (agent)"].ok and "a1" in items["node a1 (agent)"].hint
+    assert "journalctl -u k3s-agent" in items["node a1 (agent)"].hint
+    assert items["node a2 (agent)"].detail == "not registered with the cluster"
+    assert "kube-system deployment traefik" not in items  # disabled
+    assert items["kube-system deployment coredns"].ok
+    down = Facts(
+        outputs={"nodes": Output(1, "The connection to the server was refused"), "deploy": Output(3, "")}
+    )
+    assert [(i.name, i.ok) for i in cluster_checks(cluster, down, list(cluster.nodes))] == [
+        ("k3s API on s1", False)
+    ]
+    svc = Facts(
+        outputs={"services": Output(0, "k3s inactive \nk3s-agent active enabled"), "version": Output(0, "")}
+    )
+    result = {i.name: i for i in service_checks(cluster.node("a1"), svc)}
+    assert result["k3s-agent active"].ok and result["k3s-agent enabled"].ok
+    assert (
+        not result["k3s version"].ok
+        and result["k3s version"].detail == f"not installed (want {DEFAULT_VERSION})"
+    )
+
+
+def test_service_probe() -> None:
+    text = "NRestarts=3\nActiveState=activating\nSubState=auto-restart\nUp=40\n"
+    probe = ServiceProbe.parse("k3s-agent", text)
+    assert probe.restarts == 3 and not probe.running
+    assert probe.verdict() == "k3s-agent keeps exiting (restarted 3 times by systemd)"
+    ok = ServiceProbe.parse("k3s", "NRestarts=0\nActiveState=active\nSubState=running\nUp=7\n")
+    assert ok.running and ok.up == 7 and ok.verdict() is None
+    assert (
+        ServiceProbe.parse("k3s", "NRestarts=0\nActiveState=inactive\nSubState=dead\n").verdict()
+        == "k3s is inactive"
+    )
+    assert ServiceProbe("k3s", error="timed out").verdict() == "its host cannot be reached: timed out"
+
+
+# -- kubeconfig -----------------------------------------------------------------------------------------
+FETCHED = """apiVersion: v1
+clusters:
+- cluster:
+    certificate-authority-data: Q0E=
+    server: https://127.0.0.1:6443
+  name: default
+contexts:
+- context:
+    cluster: default
+    user: default
+  name: default
+current-context: default
+kind: Config
+preferences: {}
+users:
+- name: default
+  user:
+    client-certificate-data: Q0VSVA==
+    client-key-data: S0VZ
+"""
+
+EXISTING = {
+    "apiVersion": "v1",
+    "kind": "Config",
+    "clusters": [{"name": "work", "cluster": {"server": "https://work:6443"}}],
+    "users": [{"name": "work-admin", "user": {"token": "abc"}}],
+    "contexts": [{"name": "work", "context": {"cluster": "work", "user": "work-admin"}}],
+    "current-context": "work",
+}
+
+
+def test_rewrite_kubeconfig_names_and_server() -> None:
+    doc = rewrite_kubeconfig(yaml.safe_load(FETCHED), "https://10.0.0.1:6443", "homelab")
+    assert doc["clusters"] == [
+        {
+            "cluster": {"certificate-authority-data": "Q0E=", "server": "https://10.0.0.1:6443"},
+            "name": "homelab",
+        }
+    ]
+    assert doc["contexts"] == [{"context": {"cluster": "homelab", "user": "homelab"}, "name": "homelab"}]
+    assert doc["users"][0]["name"] == "homelab" and doc["users"][0]["user"]["client-key-data"] == "S0VZ"
+    assert doc["current-context"] == "homelab"
+
+
+def test_merge_keeps_other_entries_and_current_context_and_is_idempotent() -> None:
+    new = rewrite_kubeconfig(yaml.safe_load(FETCHED), "https://10.0.0.1:6443", "homelab")
+    merged = merge_kubeconfig(EXISTING, new, "homelab")
+    assert merged["current-context"] == "work"
+    assert [c["name"] for c in merged["clusters"]] == ["work", "homelab"]
+    assert [u["name"] for u in merged["users"]] == ["work-admin", "homelab"]
+    assert [c["name"] for c in merged["contexts"]] == ["work", "homelab"]
+    assert merged["users"][0] == EXISTING["users"][0]
+    assert merge_kubeconfig(merged, new, "homelab") == merged
+    moved = rewrite_kubeconfig(yaml.safe_load(FETCHED), "https://10.0.0.9:6443", "homelab")
+    again = merge_kubeconfig(merged, moved, "homelab")
+    assert [c["cluster"]["server"] for c in again["clusters"]] == [
+        "https://work:6443",
+        "https://10.0.0.9:6443",
+    ]
+    fresh = merge_kubeconfig(None, new, "homelab")
+    assert fresh["current-context"] == "homelab" and fresh["kind"] == "Config"
