@@ -64,6 +64,7 @@ DOCS: list[dict[str, Any]] = [
         lambda d: yaml.safe_dump_all(d, width=30, allow_unicode=True),
         lambda d: yaml.dump_all(d, indent=4),
         lambda d: "\n---\n".join(json.dumps(x) for x in d),
+        lambda d: "".join("---\n" + yaml.safe_dump(x, sort_keys=True) for x in d),  # what deploy sends
     ],
 )
 def test_yaml_reader_reads_what_pyyaml_and_json_write(k3s: ModuleType, dump: Any) -> None:
@@ -167,6 +168,12 @@ def test_apply_get_diff_like_kubectl(k3s: ModuleType) -> None:
     docs = json.loads(json.dumps(DOCS))
     code, reply = primary.call("apply", {"docs": docs, "namespace": None}, "secret")
     assert reply["lines"] == ["deployment.apps/api created", "configmap/cm created", "namespace/ns created"]
+    ingress = {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": {"name": "web"}}
+    assert primary.call("apply", {"docs": [ingress]}, "secret")[1]["lines"] == [
+        "ingress.networking.k8s.io/web created"
+    ]
+    code, reply = primary.call("get", {"kind": "ingress", "namespace": "default", "name": "nope"}, "secret")
+    assert reply["message"] == 'ingresses.networking.k8s.io "nope" not found'
     again = json.loads(json.dumps(DOCS))
     assert primary.call("apply", {"docs": again, "diff": True}, "secret")[1]["diff"] == ""
     assert (
