@@ -187,6 +187,10 @@ def _norm(key: str, value: Any) -> Any:
     return value
 
 
+def _show(value: Any) -> str:
+    return repr(list(value)) if isinstance(value, tuple) else repr(value)
+
+
 def cluster_problems(hosts: Sequence[HostInfo]) -> list[str]:
     """Everything about these hosts that k3s would refuse later (pure; empty when fine)."""
     problems: list[str] = []
@@ -204,7 +208,7 @@ def cluster_problems(hosts: Sequence[HostInfo]) -> list[str]:
                 if mine != theirs:
                     shown = ("(set)" if mine else "(unset)", "(set)" if theirs else "(unset)")
                     if key != "k3s_token":
-                        shown = (repr(mine), repr(theirs))
+                        shown = (_show(mine), _show(theirs))
                     problems.append(
                         f"host {h.name}: {key} is {shown[0]} but the first server {first.name} has "
                         f"{shown[1]}; it must be identical on every k3s server (k3s refuses the join: "

@@ -145,7 +145,7 @@ def test_refuses_cluster_critical_values_that_differ_between_servers() -> None:
     assert problems[0].startswith(
         "host s2: k3s_service_cidr is '10.99.0.0/16' but the first server s1 has '10.43.0.0/16'"
     )
-    assert problems[1].startswith("host s3: k3s_disable")
+    assert problems[1].startswith("host s3: k3s_disable is ['traefik'] but the first server s1 has []")
     assert all("critical configuration value mismatch" in p for p in problems)
 
 
