@@ -346,13 +346,16 @@ class K3sComponent:
         stages = rollout([n.name for n in cluster.servers], [n.name for n in cluster.agents], upgrade=upgrade)
         timeout = ready_timeout(prep.hosts[cluster.first.name])
         halt: str | None = None  # why the remaining stages do not start
+        if ctx.failed(cluster.first.name):
+            halt = f"the first server {cluster.first.name} could not be read or planned"
         for stage in stages:
             names = [n for n in stage.hosts if n in prep.plans and not ctx.failed(n)]
             if not names:
                 continue
             if halt is not None:
                 for n in names:
-                    ctx.fail_host(prep.hosts[n], stage.step, f"not started: {halt}")
+                    if prep.plans[n].changed:  # a host with nothing to change is left alone
+                        ctx.fail_host(prep.hosts[n], stage.step, f"not started: {halt}")
                 continue
             bad = self._run_stage(ctx, prep, stage, names, timeout)
             if upgrade and bad:
