@@ -15,6 +15,7 @@ Relative paths in plugin options are resolved from the inventory folder.
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,10 @@ from nornir.core import Nornir
 from nornir.core.exceptions import PluginNotRegistered
 
 from nr.inventory.validate import InventoryError, load_yaml
+
+# Nornir logs every failed task with its traceback; with logging disabled those records would reach
+# Python's last-resort handler (stderr, unredacted). The run report shows failures instead.
+logging.getLogger("nornir").addHandler(logging.NullHandler())
 
 DEFAULT_INVENTORY = "inventory"
 DEFAULT_WORKERS = 20

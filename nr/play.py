@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from importlib.metadata import entry_points
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from nornir.core import Nornir
@@ -138,6 +139,13 @@ class PlayContext:
     @property
     def nornir(self) -> Nornir:
         return self._nr
+
+    @property
+    def inventory_dir(self) -> Path:
+        """The inventory folder (where hosts.yaml or config.yaml is): secrets plays generate are kept there."""
+        options = self._nr.config.inventory.options or {}
+        raw = options.get("path") or options.get("base_dir") or "inventory"
+        return Path(str(raw)).expanduser().resolve()
 
     @property
     def dry_run(self) -> bool:

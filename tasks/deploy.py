@@ -139,7 +139,13 @@ def image_facts(images: list[LocalImage]) -> dict[str, str]:
 
 
 def _normalize(ref: str) -> str:
-    return ref if "/" in ref.split(":", maxsplit=1)[0] else f"docker.io/library/{ref}"
+    """containerd's full name for an image ref (what `ctr images ls -q` lists)."""
+    first, _, rest = ref.partition("/")
+    if not rest:
+        return f"docker.io/library/{ref}"
+    if "." in first or ":" in first or first == "localhost":
+        return ref  # a registry host
+    return f"docker.io/{ref}"
 
 
 def plan_images(images: list[LocalImage], facts: Facts) -> list[Change]:

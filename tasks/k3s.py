@@ -94,7 +94,6 @@ STABLE_SECONDS = 6.0  # a restarted service must stay up this long (the API may 
 JOURNAL_LINES = 20
 
 # Data keys the component reads beyond the schema's k3s keys, once the engine knows them.
-EXTRA_KEYS = ("k3s_kubeconfig", "k3s_ready_timeout")
 
 NODES_CMD = f"{BINARY} kubectl get nodes -o json --request-timeout=10s"
 DEPLOY_CMD = f"{BINARY} kubectl get deploy -n kube-system -o json --request-timeout=10s"
@@ -111,15 +110,12 @@ def k3s_hosts(ctx: PlayContext) -> list[Host]:
 
 def host_info(host: Host) -> HostInfo:
     role = Role.SERVER if K3S_SERVERS in host_groups(host) else Role.AGENT
-    data = {k: host.get(k) for k in (*DATA_KEYS, *EXTRA_KEYS) if host.get(k) is not None}
+    data = {k: host.get(k) for k in DATA_KEYS if host.get(k) is not None}
     return HostInfo(host.name, str(host.hostname or ""), role, data)
 
 
 def inventory_dir(ctx: PlayContext) -> Path:
-    """The inventory folder (where hosts.yaml is), from the inventory plugin's options."""
-    options = ctx.nornir.config.inventory.options or {}
-    raw = options.get("path") or options.get("base_dir") or ctx.inventory_arg or "inventory"
-    return Path(str(raw)).expanduser().resolve()
+    return ctx.inventory_dir
 
 
 def host_remote(ctx: PlayContext, name: str) -> Remote:

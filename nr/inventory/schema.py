@@ -77,6 +77,11 @@ DATA_KEYS: dict[str, Field] = {
     "k3s_flannel_iface": Field(Kind.STR, "network interface flannel uses"),
     "k3s_disable": Field(Kind.STR_LIST, "packaged components to disable (identical on all servers)"),
     "k3s_registries": Field(Kind.PATH, "local registries.yaml pushed to every node"),
+    "k3s_kubeconfig": Field(
+        Kind.PATH,
+        "kubeconfig the cluster's context is merged into (default: first path of $KUBECONFIG, ~/.kube/config)",
+    ),
+    "k3s_ready_timeout": Field(Kind.INT, "seconds to wait for nodes to be Ready (default 300)"),
     # deploy
     "adapter_node_port": Field(Kind.PORT, "NodePort of the gRPC adapter (default 30051)"),
     "image_registry": Field(Kind.STR, "registry to pull the service images from instead of pushing them"),

@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from nr.lab import Lab
+from tests.conftest import REPO
 
 LAB_NAME = "nrt"
 LAB_SUBNET = "198.18.1.0/24"
@@ -109,7 +110,9 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabEnv]:
             pytest.fail("NR_REQUIRE_LAB=1 but no Docker engine answers `docker info`")
         pytest.skip("no Docker engine: lab tests need one (scripts/bootstrap starts dockerd)")
     state_dir = tmp_path_factory.mktemp("lab")
-    lab = Lab(name=LAB_NAME, subnet=LAB_SUBNET, state_dir=state_dir)
+    lab = Lab(
+        name=LAB_NAME, subnet=LAB_SUBNET, state_dir=state_dir, k3s_binary=REPO / "tests" / "fakes" / "k3s"
+    )
     lab.down()  # leftovers of an interrupted run
     info = lab.up(3)
     try:
