@@ -60,6 +60,9 @@ def route_item(route: Route) -> CheckItem:
 
 def _deployments_item(task: Task) -> CheckItem:
     status = deployments_status(task)
+    if status is None:
+        return CheckItem("app deployments available", False, f"k3s is not installed on {task.host.name}",
+                         "nr run k3s && nr run deploy")  # fmt: skip
     missing = [d for d in DEPLOYMENTS if d not in status]
     bad = {d: s for d, s in status.items() if d in DEPLOYMENTS and (s[1] == 0 or s[0] < s[1])}
     ok = not missing and not bad

@@ -199,10 +199,22 @@ def _apply_script(doc: str, verb: str) -> str:
     )
 
 
+NO_K3S = "NR-NO-K3S"
+NO_K3S_GUARD = f"[ -x {K3S} ] || {{ echo {NO_K3S}; exit 0; }}\n"
+
+
 def _apply(task: Task, site: AppSite, password: str) -> Result:
     conn = remote(task)
     doc = manifests(site, password)
-    probe = conn.run(_apply_script(doc, f'rc=0; {K3S} kubectl diff -f "$m" || rc=$?; echo "NR-DIFF-RC=$rc"'))
+    diff = f'{NO_K3S_GUARD}rc=0; {K3S} kubectl diff -f "$m" || rc=$?; echo "NR-DIFF-RC=$rc"'
+    probe = conn.run(_apply_script(doc, diff))
+    if probe.stdout.strip() == NO_K3S:
+        change = Change("the app (namespace aeroalpes)", "deployed", f"k3s is not installed on {task.host.name}",
+                        "", f"k3s is not installed on {task.host.name}: nothing can be applied yet\n",
+                        fix="nr run k3s && nr run deploy")  # fmt: skip
+        if not task.is_dry_run():
+            raise NrError(f"k3s is not installed on {task.host.name}: run `nr run k3s` first")
+        return Result(host=task.host, changed=True, diff=change.diff, changes=[change])
     rc = probe.stdout.rsplit("NR-DIFF-RC=", 1)[-1].strip()
     if rc == "0":
         return Result(host=task.host, changed=False, changes=[])
@@ -220,9 +232,12 @@ def _apply(task: Task, site: AppSite, password: str) -> Result:
     return Result(host=task.host, changed=True, diff=change.diff, changes=[change])
 
 
-def deployments_status(task: Task) -> dict[str, tuple[int, int]]:
-    """name -> (ready replicas, wanted replicas) of the app's Deployments, read on this (first) server."""
-    out = remote(task).run(f"{K3S} kubectl get deployments -n {NAMESPACE} -o json").stdout
+def deployments_status(task: Task) -> dict[str, tuple[int, int]] | None:
+    """name -> (ready replicas, wanted replicas) of the app's Deployments, read on this (first) server;
+    None when k3s is not installed there."""
+    out = remote(task).run(f"{NO_K3S_GUARD}{K3S} kubectl get deployments -n {NAMESPACE} -o json").stdout
+    if out.strip() == NO_K3S:
+        return None
     status = {}
     for item in json.loads(out).get("items", []):
         spec, st = item.get("spec", {}), item.get("status", {})

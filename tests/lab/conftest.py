@@ -111,7 +111,11 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabEnv]:
         pytest.skip("no Docker engine: lab tests need one (scripts/bootstrap starts dockerd)")
     state_dir = tmp_path_factory.mktemp("lab")
     lab = Lab(
-        name=LAB_NAME, subnet=LAB_SUBNET, state_dir=state_dir, k3s_binary=REPO / "tests" / "fakes" / "k3s"
+        name=LAB_NAME,
+        subnet=LAB_SUBNET,
+        state_dir=state_dir,
+        k3s_binary=REPO / "tests" / "fakes" / "k3s",
+        docker_socket=True,
     )
     lab.down()  # leftovers of an interrupted run
     info = lab.up(3)

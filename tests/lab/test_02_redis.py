@@ -32,9 +32,9 @@ def test_redis_forms_the_planned_layout_then_changes_nothing(lab: LabEnv) -> Non
         out = lab.exec(host, "stat -c '%a %U:%G' /etc/redis/redis-7000.conf /etc/redis/redis-7003.conf; "
                              "systemctl is-enabled redis-server; systemctl is-active redis-server@7000 redis-server@7003 || true")  # fmt: skip
         assert out.split("\n")[:5] == ["640 redis:redis", "640 redis:redis", "disabled", "active", "active"]
-    check = lab.nr("check", "--json")
+    check = lab.nr("check", "redis", "--json")
     assert check.code == 0, [c for c in check.json["checks"] if not c["ok"]]
-    assert lab.nr("drift").code == 0
+    assert lab.nr("drift", "redis").code == 0
 
 
 def test_password_never_on_a_command_line_or_in_output(lab: LabEnv) -> None:
@@ -42,7 +42,7 @@ def test_password_never_on_a_command_line_or_in_output(lab: LabEnv) -> None:
     with ProcessSampler(lab, lab.hosts[0]) as sampler:
         res = lab.nr("run", "redis", "--json")
         dry = lab.nr("run", "redis", "--dry-run")
-        drift = lab.nr("drift", "--json")
+        drift = lab.nr("drift", "redis", "--json")
     assert res.code == 0 and dry.code == 0 and drift.code == 0
     for blob in (res.stdout, res.stderr, dry.stdout, dry.stderr, drift.stdout, *sampler.samples):
         assert secret not in blob
@@ -65,7 +65,7 @@ def test_failover_drift_and_repair(lab: LabEnv) -> None:
         layout_table(lab, hosts).get((victim, 7000)) != "replica of shard 2" and time.monotonic() < deadline
     ):
         time.sleep(1)
-    drift = lab.nr("drift", "--json")
+    drift = lab.nr("drift", "redis", "--json")
     assert drift.code == 1, drift.stdout + drift.stderr
     items = drift.json["drift"]
     swapped = [d for d in items if d["what"] == "shard 2: master"]
@@ -77,7 +77,7 @@ def test_failover_drift_and_repair(lab: LabEnv) -> None:
     cluster = next(r for r in repair.json["results"] if r["task"] == "redis.cluster")
     assert f"FAILOVER on {victim}:7000" in cluster["diff"]
     assert layout_table(lab, hosts) == planned_table(hosts)
-    assert lab.nr("drift").code == 0
+    assert lab.nr("drift", "redis").code == 0
     assert read_keys(lab, hosts[0], 1000) == []
 
 
