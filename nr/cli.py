@@ -134,8 +134,9 @@ def cli() -> None:
 
     \b
     Plays (nr run PLAY): site runs every component in order (base, redis, k3s,
-    deploy); or run one component by name. `nr check` proves the result,
-    `nr drift` compares hosts with the desired state (read-only).
+    deploy, checks); or run one component by name (also k3s-reset, which
+    uninstalls k3s). `nr check` proves the result, `nr drift` compares hosts
+    with the desired state (read-only).
     \b
     Exit codes: 0 ok; 1 a host failed (drift: drift found);
     2 bad input (inventory, config, arguments; drift: could not check).

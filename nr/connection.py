@@ -120,14 +120,17 @@ class _RejectPolicy(paramiko.MissingHostKeyPolicy):
 
 
 def _fabric_config(ssh_config: str | None) -> Config:
-    """One Fabric ``Config`` per ssh_config path (loading it per host would be slow)."""
+    """A Fabric ``Config`` for one connection: a copy of the one loaded per ssh_config path (loading
+    it per host would be slow; sharing one between threads is not safe: invoke's config objects are
+    not thread-safe, and concurrent use showed up as spurious "no config key 'port'" errors)."""
     with _fabric_configs_lock:
         cfg = _fabric_configs.get(ssh_config)
         if cfg is None:
             cfg = Config(runtime_ssh_path=ssh_config) if ssh_config else Config()
             cfg.load_ssh_config()
             _fabric_configs[ssh_config] = cfg
-        return cfg
+        copy: Config = cfg.clone()
+        return copy
 
 
 class Remote:

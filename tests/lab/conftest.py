@@ -117,6 +117,8 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabEnv]:
         k3s_binary=REPO / "tests" / "fakes" / "k3s",
         docker_socket=True,
     )
+    # the k3s play merges the cluster into $KUBECONFIG: keep the tests out of the operator's ~/.kube
+    os.environ["KUBECONFIG"] = str(state_dir / "kubeconfig")
     lab.down()  # leftovers of an interrupted run
     info = lab.up(3)
     try:
