@@ -116,6 +116,8 @@ def test_a_killed_pod_comes_back_and_routing_recovers(site: LabEnv) -> None:
     ).stdout.split()  # fmt: skip
     assert len(pods) == 4
     subprocess.run(["docker", "rm", "-f", *pods], capture_output=True, check=True)
+    down = site.nr("check", "checks", "--json")
+    assert down.code == 1 and not down.json["ok"]  # the check sees the outage: it is a real round trip
     deadline = time.monotonic() + 90
     while site.nr("check", "checks").code != 0:
         assert time.monotonic() < deadline, "the app did not come back within 90 s"
