@@ -12,6 +12,7 @@ or, from Python: ``build_images(base_image=..., tag=...) -> list of image refs``
 from __future__ import annotations
 
 import argparse
+import hashlib
 import importlib.metadata
 import re
 import shutil
@@ -69,6 +70,25 @@ def project_version(project_dir: Path | None = None) -> str:
         raise ImageBuildError(
             f"cannot tell the version: no {init} and {DIST_NAME} is not installed"
         ) from None
+
+
+def source_tag(project_dir: Path | None = None) -> str:
+    """``<version>-<12 hex>``: the version and a digest of what the images are built from
+    (``services/``, ``protos/``, ``pyproject.toml``). A changed source gets a new tag, so a deploy
+    rolls the pods to it even when the version was not bumped; the same source, the same tag."""
+    root = project_dir or SERVICES_DIR.parent
+    files = [root / "pyproject.toml"]
+    for folder in ("services", "protos"):
+        files += sorted(
+            p
+            for p in (root / folder).rglob("*")
+            if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"
+        )
+    digest = hashlib.sha256()
+    for path in files:
+        if path.is_file():
+            digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return f"{project_version(project_dir)}-{digest.hexdigest()[:12]}"
 
 
 def find_project_dir(start: Path | None = None) -> Path:

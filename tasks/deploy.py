@@ -1,7 +1,10 @@
 """The ``deploy`` play: ship the AeroAlpes images to the cluster and apply ``k3s/``.
 
 1. images (controller): without ``data.image_registry`` the images are built here with Docker
-   (offline, from wheels; :mod:`services.images`) and saved as tarballs in ``~/.cache/nr/images``;
+   (offline, from wheels; :mod:`services.images`) and saved as tarballs in ``~/.cache/nr/images``.
+   Their tag is the version plus a digest of their sources (:func:`services.images.source_tag`):
+   a changed source is a new tag in the manifests, so the pods roll to it; the same source is
+   never rebuilt;
 2. images (every k3s node, in parallel): a node that lacks the image (its ``.id`` marker differs from
    the image ID, or containerd does not list the ref) gets the tarball over SFTP and imports it with
    ``k3s ctr images import``; a node that has it is left alone;
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -33,6 +37,7 @@ from nr.facts import Facts, FileState, gather
 from nr.inventory.schema import K3S_AGENTS, K3S_SERVERS, REDIS
 from nr.play import PlayContext
 from nr.secrets import REDACTOR, SecretError, SecretRef
+from services.images import source_tag
 from tasks.deploy_plan import (
     DEFAULT_NODE_PORT,
     DEPLOYMENTS,
@@ -73,11 +78,14 @@ def app_site(ctx: PlayContext) -> AppSite:
     first = ctx.all_hosts()[0]
     ports = first.get("redis_ports") or [7000, 7003]
     nodes = tuple((str(h.get("node_ip") or h.hostname), int(p)) for h in ctx.all_hosts(REDIS) for p in ports)
+    registry = first.get("image_registry") or None
     return AppSite(
-        tag=project_version(),
+        # images built here get a tag per source content (a code change rolls the pods); a registry
+        # holds what the operator pushed there: the released version
+        tag=project_version() if registry else source_tag(),
         redis_nodes=nodes,
         node_port=int(first.get("adapter_node_port") or DEFAULT_NODE_PORT),
-        registry=first.get("image_registry") or None,
+        registry=registry,
     )
 
 
@@ -127,6 +135,9 @@ def local_images(site: AppSite, base_image: str, dry_run: bool) -> list[LocalIma
             tmp = tarball.with_suffix(".tmp")
             docker("save", "-o", str(tmp), ref)
             tmp.replace(tarball)
+            for old in CACHE.glob(f"{name}-*.tar"):  # earlier builds: only the current one is pushed
+                if old != tarball and re.fullmatch(rf"{re.escape(name)}-\d[^/]*\.tar", old.name):
+                    old.unlink(missing_ok=True)
         out.append(LocalImage(name, ref, ids[ref], tarball))
     return out
 

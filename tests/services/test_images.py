@@ -198,3 +198,25 @@ def test_images_serve_the_round_trip_on_host_network(
     wait_healthy(adapter)
     result = roundtrip(f"127.0.0.1:{grpc_port}", timeout=10, wait_for_ready=True)
     assert result.ok, result.message
+
+
+def test_source_tag_follows_the_sources_the_images_are_built_from(tmp_path: Path) -> None:
+    (tmp_path / "nr").mkdir()
+    (tmp_path / "nr" / "__init__.py").write_text('__version__ = "2.0.1"\n')
+    (tmp_path / "pyproject.toml").write_text('[project]\nname = "nr-orchestrator"\n')
+    (tmp_path / "services" / "aeroalpes").mkdir(parents=True)
+    app = tmp_path / "services" / "aeroalpes" / "app.py"
+    app.write_text("print('v1')\n")
+    (tmp_path / "protos").mkdir()
+    (tmp_path / "protos" / "vuelos.proto").write_text('syntax = "proto3";\n')
+    first = images.source_tag(tmp_path)
+    assert re.fullmatch(r"2\.0\.1-[0-9a-f]{12}", first)
+    (tmp_path / "services" / "__pycache__").mkdir()
+    (tmp_path / "services" / "__pycache__" / "x.pyc").write_bytes(b"\0")
+    (tmp_path / "nr" / "engine.py").write_text("# not part of the images' sources\n")
+    assert images.source_tag(tmp_path) == first
+    app.write_text("print('v2')\n")
+    second = images.source_tag(tmp_path)
+    assert second != first and second.startswith("2.0.1-")
+    (tmp_path / "protos" / "vuelos.proto").write_text('syntax = "proto3";\npackage vuelos;\n')
+    assert images.source_tag(tmp_path) not in (first, second)
