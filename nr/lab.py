@@ -373,6 +373,14 @@ class Lab:
         names = [self.host_name(i) for i in range(1, count + 1)]
         if started:
             self._say(f"Started {', '.join(started)}")
+        first = self.host_name(1)
+        if self.options.docker_socket and first in existing:
+            mounts = docker("inspect", "-f", "{{range .Mounts}}{{.Destination}} {{end}}", first).split()
+            if "/var/run/docker.sock" not in mounts:
+                self._say(
+                    f"[yellow]{first} was started without --docker-socket: run `nr lab down` and `nr lab up` "
+                    "again for the k3s stand-in to run the app's pods[/yellow]"
+                )
         with ThreadPoolExecutor(max_workers=max(1, len(names))) as pool:
             hostkeys = list(pool.map(lambda n: self._prepare(n, pubkey), names))
         pairs = [(n, host_address(self.subnet, i + 1)) for i, n in enumerate(names)]
