@@ -89,8 +89,9 @@ class TransportStats:
 
 
 _known_hosts_lock = threading.Lock()
-_fabric_configs: dict[str | None, Config] = {}
-_fabric_configs_lock = threading.Lock()
+_ssh_configs: dict[str | None, paramiko.SSHConfig] = {}
+_ssh_configs_lock = threading.Lock()
+SSH_CONFIG_FILES = ("/etc/ssh/ssh_config", "~/.ssh/config")
 
 
 class _AcceptNewPolicy(paramiko.MissingHostKeyPolicy):
@@ -119,18 +120,25 @@ class _RejectPolicy(paramiko.MissingHostKeyPolicy):
         )
 
 
+def _ssh_config(path: str | None) -> paramiko.SSHConfig:
+    """The parsed ssh_config (``path``, else the system's and the user's files), parsed once per run."""
+    with _ssh_configs_lock:
+        parsed = _ssh_configs.get(path)
+        if parsed is None:
+            parsed = paramiko.SSHConfig()
+            for name in [path] if path else SSH_CONFIG_FILES:
+                file = Path(name).expanduser()
+                if file.is_file():
+                    with file.open(encoding="utf-8") as fh:
+                        parsed.parse(fh)
+            _ssh_configs[path] = parsed
+        return parsed
+
+
 def _fabric_config(ssh_config: str | None) -> Config:
-    """A Fabric ``Config`` for one connection: a copy of the one loaded per ssh_config path (loading
-    it per host would be slow; sharing one between threads is not safe: invoke's config objects are
-    not thread-safe, and concurrent use showed up as spurious "no config key 'port'" errors)."""
-    with _fabric_configs_lock:
-        cfg = _fabric_configs.get(ssh_config)
-        if cfg is None:
-            cfg = Config(runtime_ssh_path=ssh_config) if ssh_config else Config()
-            cfg.load_ssh_config()
-            _fabric_configs[ssh_config] = cfg
-        copy: Config = cfg.clone()
-        return copy
+    """A Fabric ``Config`` of its own for one connection (invoke's config objects are not safe to
+    share between threads), on the ssh_config parsed once (lookups do not change it)."""
+    return Config(ssh_config=_ssh_config(ssh_config))
 
 
 class Remote:
