@@ -97,7 +97,7 @@ def test_schema_validation_catches_mistakes(objects: list[dict[str, Any]]) -> No
 @pytest.mark.parametrize("name", ["aeroalpes", "aeroalpes-adapter"])
 def test_workload_policy(objects: list[dict[str, Any]], name: str) -> None:
     deploy = by(objects, "Deployment", name)
-    assert deploy["spec"]["replicas"] == 2
+    assert "replicas" not in deploy["spec"]  # the HPA owns it: 2 to 6
     spec = pod_spec(deploy)
     assert spec["securityContext"]["runAsNonRoot"] is True
     assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
@@ -113,6 +113,7 @@ def test_workload_policy(objects: list[dict[str, Any]], name: str) -> None:
         assert sc["capabilities"]["drop"] == ["ALL"]
     hpa = by(objects, "HorizontalPodAutoscaler", name)
     assert hpa["spec"]["scaleTargetRef"]["name"] == name
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (2, 6)
     assert hpa["spec"]["metrics"][0]["resource"]["name"] == "cpu"
 
 
