@@ -20,7 +20,9 @@
 from __future__ import annotations
 
 import base64
+import ipaddress
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -46,6 +48,7 @@ from tasks.deploy_plan import (
     AppSite,
     manifests_yaml,
     render,
+    with_config_digest,
 )
 from tasks.deploy_plan import secret_manifest as build_secret
 
@@ -74,10 +77,16 @@ def k3s_hosts(ctx: PlayContext) -> list[Host]:
     return [h for h in ctx.all_hosts() if h in ctx.all_hosts(K3S_SERVERS) or h in ctx.all_hosts(K3S_AGENTS)]
 
 
+def redis_address(host: Host) -> str:
+    return str(host.get("node_ip") or host.hostname)
+
+
 def app_site(ctx: PlayContext) -> AppSite:
-    first = ctx.all_hosts()[0]
-    ports = first.get("redis_ports") or [7000, 7003]
-    nodes = tuple((str(h.get("node_ip") or h.hostname), int(p)) for h in ctx.all_hosts(REDIS) for p in ports)
+    """The app's settings: Redis ports from the redis hosts, the rest from the first k3s server."""
+    first = (ctx.all_hosts(K3S_SERVERS) or ctx.all_hosts())[0]
+    redis_hosts = ctx.all_hosts(REDIS)
+    ports = (redis_hosts[0].get("redis_ports") if redis_hosts else None) or [7000, 7003]
+    nodes = tuple((redis_address(h), int(p)) for h in redis_hosts for p in ports)
     registry = first.get("image_registry") or None
     return AppSite(
         # images built here get a tag per source content (a code change rolls the pods); a registry
@@ -131,8 +140,8 @@ def local_images(site: AppSite, base_image: str, dry_run: bool) -> list[LocalIma
     CACHE.mkdir(parents=True, exist_ok=True)
     for name, ref in zip(IMAGES, refs, strict=True):
         tarball = CACHE / f"{name}-{site.tag}-{ids[ref].removeprefix('sha256:')[:16]}.tar"
-        if not tarball.exists():
-            tmp = tarball.with_suffix(".tmp")
+        if not tarball.exists() and not dry_run:  # a dry run (and drift) writes nothing, here either
+            tmp = tarball.with_name(f"{tarball.name}.{os.getpid()}.tmp")
             docker("save", "-o", str(tmp), ref)
             tmp.replace(tarball)
             for old in CACHE.glob(f"{name}-*.tar"):  # earlier builds: only the current one is pushed
@@ -169,20 +178,23 @@ def plan_images(images: list[LocalImage], facts: Facts) -> list[Change]:
             continue
         dest = f"{IMAGE_DIR}/{img.name}.tar"
         # the tarball is only compared when the marker says the image is missing: hashing big files on
-        # every run would cost more than it saves
-        upload = plan_upload(img.tarball, dest, FileState(dest, False), mode=0o600)
+        # every run would cost more than it saves. A dry run may have no tarball: nothing to upload then
+        saved = img.tarball.exists()
+        upload = plan_upload(img.tarball, dest, FileState(dest, False), mode=0o600) if saved else None
         script = (
-            (upload.script + "\n" if upload else "")
+            f'[ -x {K3S} ] || {{ echo "k3s is not installed on this node: run nr run k3s first" >&2; exit 1; }}\n'
+            + (upload.script + "\n" if upload else "")
             + f"{K3S} ctr images import {quote(dest)} >/dev/null\n"
             + f"echo {quote(img.image_id)} > {IMAGE_DIR}/{img.name}.id"
         )
+        size = f"{img.tarball.stat().st_size // 1024} KiB" if saved else "not saved yet"
         changes.append(
             Change(
                 f"image {img.ref}",
                 f"imported ({img.image_id[:19]})",
                 f"{have_id[:19] or 'absent'}",
                 script,
-                f"+ import image {img.ref} ({img.image_id[:19]}, {img.tarball.stat().st_size // 1024} KiB)\n",
+                f"+ import image {img.ref} ({img.image_id[:19]}, {size})\n",
                 upload=upload.upload if upload else None,
             )
         )
@@ -196,7 +208,7 @@ def _images(task: Task, images: list[LocalImage]) -> Result:
 
 
 def manifests(site: AppSite, password: str) -> str:
-    return manifests_yaml([*render(site), build_secret(password)])
+    return manifests_yaml([*with_config_digest(render(site), password), build_secret(password)])
 
 
 def _apply_script(doc: str, verb: str) -> str:
@@ -217,7 +229,10 @@ NO_K3S_GUARD = f"[ -x {K3S} ] || {{ echo {NO_K3S}; exit 0; }}\n"
 def _apply(task: Task, site: AppSite, password: str) -> Result:
     conn = remote(task)
     doc = manifests(site, password)
-    diff = f'{NO_K3S_GUARD}rc=0; {K3S} kubectl diff -f "$m" || rc=$?; echo "NR-DIFF-RC=$rc"'
+    diff = (
+        f'{NO_K3S_GUARD}rc=0; {K3S} kubectl diff -f "$m" || rc=$?; echo "NR-DIFF-RC=$rc"\n'
+        f"{K3S} kubectl get deployments -n {NAMESPACE} -o json 2>/dev/null || echo '{{}}'\n"
+    )
     probe = conn.run(_apply_script(doc, diff))
     if probe.stdout.strip() == NO_K3S:
         change = Change("the app (namespace aeroalpes)", "deployed", f"k3s is not installed on {task.host.name}",
@@ -226,21 +241,44 @@ def _apply(task: Task, site: AppSite, password: str) -> Result:
         if not task.is_dry_run():
             raise NrError(f"k3s is not installed on {task.host.name}: run `nr run k3s` first")
         return Result(host=task.host, changed=True, diff=change.diff, changes=[change])
-    rc = probe.stdout.rsplit("NR-DIFF-RC=", 1)[-1].strip()
-    if rc == "0":
-        return Result(host=task.host, changed=False, changes=[])
-    if rc != "1":
+    text, _, tail = probe.stdout.rpartition("NR-DIFF-RC=")
+    rc, _, status_json = tail.partition("\n")
+    text, rc = text.strip(), rc.strip()
+    if rc not in ("0", "1") or (rc == "1" and not text):
         raise NrError(f"kubectl diff failed (exit {rc}): {probe.stderr.strip()[-800:]}")
-    text = probe.stdout.rsplit("NR-DIFF-RC=", 1)[0].strip()
+    if rc == "0":
+        unavailable = _unavailable(parse_deployments(status_json))
+        if unavailable and not task.is_dry_run():  # applied earlier, but the rollout never completed
+            waits = "\n".join(_rollout_status(d) for d in unavailable)
+            try:
+                conn.run(waits, timeout=ROLLOUT_TIMEOUT * 3)
+            except NrError as exc:
+                raise NrError(f"the manifests are applied but {', '.join(unavailable)} never became "
+                              f"available: {exc}") from None  # fmt: skip
+        return Result(host=task.host, changed=False, changes=[])
     change = Change("manifests (namespace aeroalpes)", "as rendered from k3s/", "differs (kubectl diff)", "",
                     text + "\n", fix="nr run deploy")  # fmt: skip
     if not task.is_dry_run():
-        waits = "\n".join(
-            f"{K3S} kubectl rollout status deployment/{d} -n {NAMESPACE} --timeout={ROLLOUT_TIMEOUT}s"
-            for d in DEPLOYMENTS
-        )
+        waits = "\n".join(_rollout_status(d) for d in DEPLOYMENTS)
         conn.run(_apply_script(doc, f'{K3S} kubectl apply -f "$m"\n{waits}'), timeout=ROLLOUT_TIMEOUT * 3)
     return Result(host=task.host, changed=True, diff=change.diff, changes=[change])
+
+
+def _rollout_status(deployment: str) -> str:
+    return f"{K3S} kubectl rollout status deployment/{deployment} -n {NAMESPACE} --timeout={ROLLOUT_TIMEOUT}s"
+
+
+def parse_deployments(out: str) -> dict[str, tuple[int, int]]:
+    """``kubectl get deployments -o json`` -> name -> (ready replicas, wanted replicas)."""
+    status = {}
+    for item in json.loads(out or "{}").get("items", []):
+        spec, st = item.get("spec", {}), item.get("status", {})
+        status[item["metadata"]["name"]] = (int(st.get("readyReplicas") or 0), int(spec.get("replicas") or 0))
+    return status
+
+
+def _unavailable(status: dict[str, tuple[int, int]]) -> list[str]:
+    return [d for d in DEPLOYMENTS if d in status and status[d][0] < status[d][1]]
 
 
 def deployments_status(task: Task) -> dict[str, tuple[int, int]] | None:
@@ -249,11 +287,7 @@ def deployments_status(task: Task) -> dict[str, tuple[int, int]] | None:
     out = remote(task).run(f"{NO_K3S_GUARD}{K3S} kubectl get deployments -n {NAMESPACE} -o json").stdout
     if out.strip() == NO_K3S:
         return None
-    status = {}
-    for item in json.loads(out).get("items", []):
-        spec, st = item.get("spec", {}), item.get("status", {})
-        status[item["metadata"]["name"]] = (int(st.get("readyReplicas") or 0), int(spec.get("replicas") or 0))
-    return status
+    return parse_deployments(out)
 
 
 class DeployComponent:
@@ -275,6 +309,14 @@ class DeployComponent:
                 redis_password(ctx)
             except NrError as exc:
                 problems.append(str(exc))
+            for host in ctx.all_hosts(REDIS):
+                try:
+                    ipaddress.ip_address(redis_address(host))
+                except ValueError:
+                    problems.append(
+                        f"deploy: redis host {host.name}: address {redis_address(host)!r} is not an IP address; "
+                        "the app's NetworkPolicy allows Redis by IP: set data.node_ip"
+                    )
         if not app_site(ctx).registry and shutil.which("docker") is None:
             problems.append(
                 "deploy: Docker is needed on this machine to build the images (or set data.image_registry to pull "

@@ -9,6 +9,8 @@ or registry, REDIS_NODES, the Redis hosts allowed by the egress policy, the adap
 from __future__ import annotations
 
 import base64
+import hashlib
+import json
 import os
 import tempfile
 from dataclasses import dataclass
@@ -126,6 +128,31 @@ def secret_manifest(password: str) -> dict[str, Any]:
         },
         "data": {"password": base64.b64encode(password.encode()).decode()},
     }
+
+
+CONFIG_DIGEST = "nr.io/config-digest"
+
+
+def config_digest(config: dict[str, str], password: str) -> str:
+    """A digest of what the aeroalpes pods read only when they start (its ConfigMap and the Redis
+    password). The password enters through PBKDF2, so the digest does not give it away."""
+    key = hashlib.pbkdf2_hmac("sha256", password.encode(), b"nr/aeroalpes/config-digest", 100_000)
+    return hashlib.sha256(json.dumps(config, sort_keys=True).encode() + key).hexdigest()[:16]
+
+
+def with_config_digest(objects: list[dict[str, Any]], password: str) -> list[dict[str, Any]]:
+    """The objects, the aeroalpes Deployment's pod template annotated with :func:`config_digest`:
+    a new password or Redis node list is then a template change, and the pods roll to it (a
+    ConfigMap or Secret change alone restarts nothing in Kubernetes)."""
+    config = next(
+        o["data"] for o in objects if o["kind"] == "ConfigMap" and o["metadata"]["name"] == "aeroalpes-config"
+    )
+    out: list[dict[str, Any]] = json.loads(json.dumps(objects))
+    for obj in out:
+        if obj["kind"] == "Deployment" and obj["metadata"]["name"] == "aeroalpes":
+            meta = obj["spec"]["template"].setdefault("metadata", {})
+            meta.setdefault("annotations", {})[CONFIG_DIGEST] = config_digest(config, password)
+    return out
 
 
 def manifests_yaml(objects: list[dict[str, Any]]) -> str:
