@@ -3,7 +3,9 @@
 * the app's Deployments are available (``k3s kubectl get deployments`` on the first server);
 * routing: from this machine, the gRPC client creates a reservation and reads it back through the
   adapter's NodePort on EVERY k3s node (kube-proxy must route from any node to the pods), and
-  through the Traefik ingress (port 80 of the first server);
+  through the Traefik ingress (port 80 of the first server). ``nr drift`` is read-only: it looks up
+  an id that cannot exist instead, and NOT_FOUND (from Redis, through the adapter and AeroAlpes)
+  proves the same path;
 * nodes (registered with the expected role and version, Ready) and the kube-system workloads are
   checked by the k3s component's ``check``, which ``nr check`` runs too.
 
@@ -19,6 +21,7 @@ from nornir.core.inventory import Host
 from nornir.core.task import Result, Task
 
 from nr.changes import Change
+from nr.errors import NrError
 from nr.inventory.schema import K3S_AGENTS, K3S_SERVERS
 from nr.play import CheckItem, PlayContext
 from tasks.deploy import deployments_status
@@ -38,19 +41,29 @@ def address(host: Host) -> str:
     return str(host.get("node_ip") or host.hostname)
 
 
+def target(addr: str, port: int) -> str:
+    return f"[{addr}]:{port}" if ":" in addr else f"{addr}:{port}"
+
+
 def routes_for(host: Host, first_server: Host) -> list[Route]:
-    port = int(host.get("adapter_node_port") or DEFAULT_NODE_PORT)
-    routes = [Route(f"NodePort {port}", f"{address(host)}:{port}")]
+    """The routes to try from this machine: the NodePort on every node (the Service's port, one for
+    the cluster: the first server's setting, as deploy renders it), the ingress on the first server."""
+    port = int(first_server.get("adapter_node_port") or DEFAULT_NODE_PORT)
+    routes = [Route(f"NodePort {port}", target(address(host), port))]
     if host is first_server:
-        routes.append(Route(f"ingress :{INGRESS_PORT}", f"{address(host)}:{INGRESS_PORT}"))
+        routes.append(Route(f"ingress :{INGRESS_PORT}", target(address(host), INGRESS_PORT)))
     return routes
 
 
-def route_item(route: Route) -> CheckItem:
-    """The client's create-then-get round trip through ``route`` (a real gRPC call)."""
-    from services.client import roundtrip
+def route_item(route: Route, read_only: bool = False) -> CheckItem:
+    """The client's create-then-get round trip through ``route`` (real gRPC calls); ``read_only``
+    (drift): a lookup of an id that cannot exist, which must come back NOT_FOUND from Redis."""
+    from services.client import lookup_probe, roundtrip
 
-    result = roundtrip(route.target, RPC_TIMEOUT, wait_for_ready=False)
+    if read_only:
+        result = lookup_probe(route.target, RPC_TIMEOUT)
+    else:
+        result = roundtrip(route.target, RPC_TIMEOUT, wait_for_ready=False)
     hint = (
         "look at: the adapter pods (k3s kubectl get pods -n aeroalpes), the Service's endpoints, "
         "kube-proxy on this node, and a firewall in front of the port"
@@ -59,7 +72,11 @@ def route_item(route: Route) -> CheckItem:
 
 
 def _deployments_item(task: Task) -> CheckItem:
-    status = deployments_status(task)
+    try:
+        status = deployments_status(task)
+    except NrError as exc:  # the API does not answer: a failed check, and the routes are still tried
+        return CheckItem("app deployments available", False, f"cannot read them: {exc}",
+                         f"systemctl status k3s on {task.host.name}; nr check k3s")  # fmt: skip
     if status is None:
         return CheckItem("app deployments available", False, f"k3s is not installed on {task.host.name}",
                          "nr run k3s && nr run deploy")  # fmt: skip
@@ -73,11 +90,11 @@ def _deployments_item(task: Task) -> CheckItem:
     return CheckItem("app deployments available", ok, detail or "none", hint)
 
 
-def _check(task: Task, first_server: Host) -> Result:
+def _check(task: Task, first_server: Host, read_only: bool = False) -> Result:
     items: list[CheckItem] = []
     if task.host is first_server:
         items.append(_deployments_item(task))
-    items += [route_item(r) for r in routes_for(task.host, first_server)]
+    items += [route_item(r, read_only) for r in routes_for(task.host, first_server)]
     return Result(host=task.host, result=f"{sum(i.ok for i in items)}/{len(items)} passed", checks=items)
 
 
@@ -91,7 +108,7 @@ def _as_site_step(task: Task, first_server: Host) -> Result:
 
 
 def _as_drift(task: Task, first_server: Host) -> Result:
-    result = _check(task, first_server)
+    result = _check(task, first_server, read_only=True)  # drift writes nothing, not even a reservation
     changes = [
         Change(i.name, "passes", i.detail, "", f"{i.name}: {i.detail}", fix="nr run deploy && nr check")
         for i in result.checks  # type: ignore[attr-defined]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -121,3 +122,22 @@ def roundtrip(
         fetched=_as_dict(fetched),
         seconds=seconds,
     )
+
+
+def lookup_probe(target: str, timeout: float = 10.0) -> RoundTripResult:
+    """Read-only: ConsultarReserva of an id no reservation can have (ids are UUIDs). NOT_FOUND proves
+    the whole path (adapter -> AeroAlpes -> Redis Cluster) without writing anything."""
+    probe_id = f"nr-probe-{uuid.uuid4().hex}"
+    started = time.perf_counter()
+    with grpc.insecure_channel(target) as channel:
+        stub = vuelos_pb2_grpc.VuelosStub(channel)
+        try:
+            stub.ConsultarReserva(vuelos_pb2.QueryReserva(id=probe_id), timeout=timeout)
+        except grpc.RpcError as exc:
+            seconds = {"consultar": round(time.perf_counter() - started, 6)}
+            if exc.code() == grpc.StatusCode.NOT_FOUND:
+                return RoundTripResult(
+                    True, f"unknown id {probe_id} answered NOT_FOUND (read-only)", seconds=seconds
+                )
+            return RoundTripResult(False, _rpc_error("ConsultarReserva", exc), seconds=seconds)
+    return RoundTripResult(False, f"ConsultarReserva({probe_id}) found a reservation that cannot exist")

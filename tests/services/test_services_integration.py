@@ -17,7 +17,7 @@ from aeroalpes_testdata import two_itineraries, two_itineraries_json
 from redis.cluster import ClusterNode, RedisCluster
 
 from services.adapter.proto_codec import nueva_reserva_a_proto, reserva_desde_proto
-from services.client import roundtrip, sample_reserva
+from services.client import lookup_probe, roundtrip, sample_reserva
 from services.devtools.procs import base_env, json_lines, start_adapter, start_aeroalpes
 from services.devtools.redis_cluster import LocalRedisCluster
 from services.vuelos_pb import vuelos_pb2, vuelos_pb2_grpc
@@ -104,6 +104,18 @@ def test_adapter_not_found(adapter: str) -> None:
     assert err.value.details().startswith("ReservaNoEncontrada - ")
 
 
+def test_lookup_probe_is_read_only_and_proves_the_path(
+    adapter: str, redis_cluster: LocalRedisCluster
+) -> None:
+    def keys() -> int:
+        return sum(int(redis_cluster.client(port).dbsize()) for _, port in redis_cluster.nodes)
+
+    before = keys()
+    result = lookup_probe(adapter, timeout=10)
+    assert result.ok and "NOT_FOUND" in result.message, result.message
+    assert keys() == before  # nothing written
+
+
 @pytest.mark.parametrize(
     ("mutate", "rule"),
     [
@@ -133,6 +145,8 @@ def test_adapter_unavailable_when_aeroalpes_is_down(dead_url: str, logs_dir: Pat
         result = roundtrip(target, timeout=5)
         assert not result.ok
         assert result.message.startswith("CrearReserva failed: UNAVAILABLE")
+        probe = lookup_probe(target, timeout=5)
+        assert not probe.ok and probe.message.startswith("ConsultarReserva failed: UNAVAILABLE")
     finally:
         assert proc.stop() == 0  # graceful exit on SIGTERM
     messages = [e.get("msg") for e in json_lines(proc.log_text())]
