@@ -409,9 +409,9 @@ class Lab:
             docker("rm", "-f", *names, timeout=120)
         nets = docker("network", "ls", "--filter", f"name=^{self.network}$", "--format", "{{.Name}}").split()
         if self.network in nets:
-            # whatever else the hosts started on the lab network (pods run through the Docker socket)
-            attached = docker("network", "inspect", self.network, "--format",
-                              "{{range $id, $c := .Containers}}{{$id}} {{end}}", check=False).split()  # fmt: skip
+            # whatever else the hosts started on the lab network (pods run through the Docker socket),
+            # running or not
+            attached = docker("ps", "-aq", "--filter", f"network={self.network}", check=False).split()
             if attached:
                 docker("rm", "-f", *attached, timeout=120, check=False)
             docker("network", "rm", self.network, check=False)
