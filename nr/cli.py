@@ -242,9 +242,10 @@ def check(
     verbose: bool,
     workers: int | None,
 ) -> None:
-    """Run the post-deploy checks (read-only) of every component, or of the ones named.
+    """Run the post-deploy checks of every component, or of the ones named.
 
-    Exit 0 all passed (warnings allowed), 1 a check failed or a host could not be checked.
+    They change nothing on the hosts; the app's routing check creates one test reservation
+    per route (create, then read back). Exit 0 all passed (warnings allowed), 1 a check failed or a host could not be checked.
     """
     selected = _select_read_only(components, load_components())
     nr = _open(inventory, workers, True)
