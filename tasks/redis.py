@@ -199,18 +199,7 @@ def plan_host(site: RedisSite, host: str, facts: Facts) -> HostPlan:
     restart: list[str] = []
     for c in configs:
         active, _, enabled = facts.out(f"unit {c.port}").strip().partition(" ")
-        if enabled != "enabled" or active != "active":
-            start.append(c.unit)
-            changes.append(
-                Change(
-                    f"service {c.unit}",
-                    "enabled, running",
-                    f"{active or 'unknown'}, {enabled or 'not enabled'}",
-                    "",
-                    f"+ enable and start {c.unit}",
-                )
-            )
-        elif c.conf_path in changed_confs:
+        if active == "active" and c.conf_path in changed_confs:
             restart.append(c.unit)
             changes.append(
                 Change(
@@ -221,6 +210,17 @@ def plan_host(site: RedisSite, host: str, facts: Facts) -> HostPlan:
                     f"~ restart {c.unit} (config changed; one host at a time)",
                 )
             )
+        elif enabled != "enabled" or active != "active":
+            start.append(c.unit)  # `enable --now`: a running instance is not bounced
+            changes.append(
+                Change(
+                    f"service {c.unit}",
+                    "enabled, running",
+                    f"{active or 'unknown'}, {enabled or 'not enabled'}",
+                    "",
+                    f"+ enable and start {c.unit}",
+                )
+            )
     return HostPlan(changes, start, restart)
 
 
@@ -228,7 +228,7 @@ def _start_script(units: list[str]) -> str:
     if not units:
         return ""
     names = " ".join(units)
-    return f"systemctl daemon-reload\nsystemctl enable {names} >/dev/null 2>&1\nsystemctl restart {names}"
+    return f"systemctl daemon-reload\nsystemctl enable --now {names} >/dev/null 2>&1"
 
 
 def _install(task: Task, site: RedisSite) -> Result:
@@ -241,14 +241,33 @@ def _install(task: Task, site: RedisSite) -> Result:
     return result
 
 
-def _restart(task: Task, units: list[str], ports: list[int], password: str) -> Result:
-    """Restart ``units`` and wait until each instance answers PING again (the password goes in the env)."""
-    waits = "\n".join(
-        f"for i in $(seq 1 100); do redis-cli -p {p} -h 127.0.0.1 ping 2>/dev/null | grep -q PONG && break; "
-        f"sleep 0.2; done"
-        for p in ports
-    )
-    script = f"export REDISCLI_AUTH={quote(password)}\nsystemctl restart {' '.join(units)}\n{waits}"
+RESTART_WAIT_S = 30
+
+
+def restart_script(units: list[str], instances: list[tuple[str, int]]) -> str:
+    """Restart ``units``, then for each instance (address, port): wait until it answers PING, and, if it
+    belongs to a formed cluster, until it sees cluster_state:ok again; fail after RESTART_WAIT_S.
+    REDISCLI_AUTH must be in the environment (the caller puts it there from stdin, never argv)."""
+    tries = RESTART_WAIT_S * 5
+    lines = [f"systemctl enable {' '.join(units)} >/dev/null 2>&1", f"systemctl restart {' '.join(units)}"]
+    for address, port in instances:
+        cli = f"redis-cli -h {quote(address)} -p {port}"
+        where = f"{address}:{port}"
+        lines += [
+            f"ok=; for i in $(seq 1 {tries}); do {cli} ping 2>/dev/null | grep -q PONG && {{ ok=1; break; }}; sleep 0.2; done",
+            f'[ -n "$ok" ] || {{ echo "redis-server {where} does not answer PING {RESTART_WAIT_S} s after its restart" >&2; exit 1; }}',
+            f"ok=; for i in $(seq 1 {tries}); do info=$({cli} cluster info 2>/dev/null | tr -d '\\r'); "
+            "echo \"$info\" | grep -qx 'cluster_state:ok' && { ok=1; break; }; "
+            "echo \"$info\" | grep -qx 'cluster_known_nodes:1' && { ok=1; break; }; sleep 0.2; done",
+            f'[ -n "$ok" ] || {{ echo "the cluster is not ok as seen from {where} {RESTART_WAIT_S} s after its restart: '
+            'no further host is restarted" >&2; exit 1; }',
+        ]
+    return "\n".join(lines)
+
+
+def _restart(task: Task, units: list[str], instances: list[tuple[str, int]], password: str) -> Result:
+    """Restart ``units`` on this host and wait until its instances are back in a healthy cluster."""
+    script = f"export REDISCLI_AUTH={quote(password)}\n{restart_script(units, instances)}"
     remote(task).run(script)
     return Result(host=task.host, changed=True, diff="".join(f"~ restarted {u}\n" for u in units))
 
@@ -400,15 +419,18 @@ class RedisComponent:
             return
         installed = ctx.run("install", lambda task: _install(task, site), hosts=hosts)
         pending = {h: getattr(r[0], "restart", []) for h, r in installed.items() if not r.failed}
-        for host in hosts:
+        for host in hosts:  # one host at a time, each back in a healthy cluster before the next
             units = pending.get(host.name) or []
             if units and not ctx.dry_run:
-                ports = [c.port for c in site.configs[host.name] if c.unit in units]
+                inst = [(c.address, c.port) for c in site.configs[host.name] if c.unit in units]
                 ctx.run(
                     "restart",
-                    lambda task, u=units, p=ports: _restart(task, u, p, site.password),
+                    lambda task, u=units, i=inst: _restart(task, u, i, site.password),
                     hosts=[host],
                 )
+                if ctx.failed(host):
+                    ctx.note(f"restarts stopped at {host.name}: the hosts after it keep their old config")
+                    break
         failed = [h.name for h in ctx.all_hosts(REDIS) if ctx.failed(h)]
         first = ctx.all_hosts(REDIS)[0]
         if failed:

@@ -105,3 +105,28 @@ def test_bad_redis_inventory_is_refused(lab: LabEnv, tmp_path: Path) -> None:
     res = lab.nr("run", "redis", inventory=inv)
     assert res.code == 2
     assert "one is the other's cluster bus port" in res.stderr
+
+
+def test_a_config_change_restarts_one_host_at_a_time_into_a_healthy_cluster(
+    lab: LabEnv, tmp_path: Path
+) -> None:
+    hosts = lab.hosts
+    write_keys(lab, hosts[0], 300, prefix="restart")
+    inv = copy_inventory(lab, tmp_path)
+    groups = yaml.safe_load((inv / "groups.yaml").read_text())
+    groups["redis"]["data"]["redis_node_timeout"] = 6000
+    (inv / "groups.yaml").write_text(yaml.safe_dump(groups))
+    pids = {h: lab.exec(h, "systemctl show -p MainPID --value redis-server@7000").strip() for h in hosts}
+    res = lab.nr("run", "redis", "--json", inventory=inv)
+    assert res.code == 0, res.stdout[-3000:] + res.stderr
+    restarts = [r["host"] for r in res.json["results"] if r["task"] == "redis.restart"]
+    assert restarts == hosts  # in inventory order, each back in a healthy cluster before the next
+    for h in hosts:
+        assert lab.exec(h, "systemctl show -p MainPID --value redis-server@7000").strip() != pids[h]
+        conf = lab.exec(h, "grep '^cluster-node-timeout' /etc/redis/redis-7000.conf").split()
+        assert conf == ["cluster-node-timeout", "6000"]
+    assert layout_table(lab, hosts) == planned_table(hosts)
+    assert read_keys(lab, hosts[0], 300, prefix="restart") == []
+    assert lab.nr("run", "redis", "--json", inventory=inv).json["changed"] == 0
+    back = lab.nr("run", "redis")  # the shared inventory again (5000 ms) for the tests after this one
+    assert back.code == 0, back.stdout[-2000:]
