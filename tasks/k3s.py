@@ -30,7 +30,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import yaml
@@ -79,6 +79,7 @@ from tasks.k3s_plan import (
     node_problems,
     parse_nodes,
     parse_services,
+    pinned_flannel_iface,
     plan_host,
     rewrite_kubeconfig,
     rollout,
@@ -149,6 +150,8 @@ def facts_request(node: NodeSpec, first: bool) -> tuple[list[str], dict[str, str
         files.append(f"{IMAGES_DIR}/{Path(node.airgap_images).name}")
     commands = {
         "arch": "uname -m",
+        "addrs": "ip -o addr show 2>/dev/null || true",
+        "routes": "ip route show default 2>/dev/null || true",
         "services": SERVICES_CMD,
         "version": f"if [ -x {BINARY} ]; then {BINARY} --version 2>/dev/null | head -n1; fi",
     }
@@ -263,7 +266,7 @@ class K3sComponent:
                 prep.tokens[node.name] = SecretRef.parse(ref).resolve()
                 continue
             if default is None:
-                default = self._default_token(ctx, running_token)
+                default = self._default_token(ctx, running_token, readable=first.name in prep.facts)
             prep.tokens[node.name] = default
         want = prep.tokens[first.name]
         if running_token is not None and running_token != want:
@@ -273,7 +276,7 @@ class K3sComponent:
                 f"cluster with {ctx.fix_command('k3s-reset')} and {ctx.fix_command()}"
             )
 
-    def _default_token(self, ctx: PlayContext, running: Secret | None) -> Secret:
+    def _default_token(self, ctx: PlayContext, running: Secret | None, readable: bool = True) -> Secret:
         inv = inventory_dir(ctx)
         path = token_path(inv)
         try:
@@ -288,6 +291,11 @@ class K3sComponent:
             verb = "would be stored" if ctx.dry_run else "stored"
             ctx.note(f"the running cluster's token (from {CONFIG}) {verb} in {path} (0600)")
             return running
+        if not readable:  # k3s may well run there: a new token now would be kept and later refused
+            raise NrError(
+                f"k3s token: no token is kept in {path} and the first server could not be read, so it is "
+                "unknown whether a cluster (with its own token) runs there: make it reachable, or set data.k3s_token"
+            )
         token = new_token()
         if ctx.dry_run:
             ctx.note(f"a cluster token would be generated and stored in {path} (0600)")
@@ -301,8 +309,8 @@ class K3sComponent:
 
     def _plan(self, ctx: PlayContext, prep: Prepared) -> None:
         sources: dict[tuple[str, str], BinarySource] = {}
-        for node in prep.targets:
-            facts = prep.facts.get(node.name)
+        for target in prep.targets:
+            node, facts = target, prep.facts.get(target.name)
             if facts is None:
                 continue
             try:
@@ -319,6 +327,13 @@ class K3sComponent:
                 if node.airgap_images:
                     p = Path(node.airgap_images)
                     images = BinarySource(local_sha256(p), f"local file {p}", p)
+                if node.node_ip and not node.flannel_iface and "addrs" in facts.outputs:
+                    iface = pinned_flannel_iface(node.node_ip, facts.out("addrs"), facts.out("routes"))
+                    if iface:
+                        node = replace(node, flannel_iface=iface)
+                        ctx.note(
+                            f"{node.name}: flannel pinned to {iface}, the interface of node-ip {node.node_ip}"
+                        )
                 registries = Path(node.registries).read_bytes() if node.registries else None
                 prep.plans[node.name] = plan_host(
                     prep.cluster,

@@ -105,6 +105,41 @@ class HostInfo:
     data: Mapping[str, Any] = field(default_factory=dict)
 
 
+def host_addresses(ip_addr: str) -> dict[str, str]:
+    """``ip -o addr show`` -> {address: interface}."""
+    out = {}
+    for line in ip_addr.splitlines():
+        parts = line.split()
+        if len(parts) >= 4 and parts[2] in ("inet", "inet6"):
+            out[parts[3].split("/")[0]] = parts[1].split("@")[0]
+    return out
+
+
+def default_interface(routes: str) -> str | None:
+    """``ip route show default`` -> the interface of the default route."""
+    parts = routes.split()
+    return parts[parts.index("dev") + 1] if "dev" in parts[:-1] else None
+
+
+def pinned_flannel_iface(node_ip: str, ip_addr: str, routes: str) -> str | None:
+    """The interface flannel must be pinned to: the node IP's, when it is not the default route's
+    (k3s's flannel otherwise picks the default route's interface even with node-ip set: pod traffic
+    between nodes breaks on multi-NIC VMs). ValueError when the host does not have ``node_ip``."""
+    addresses = host_addresses(ip_addr)
+    if not addresses:
+        return None  # `ip` gave nothing: cannot tell
+    iface = addresses.get(node_ip)
+    if iface is None:
+        have = ", ".join(
+            f"{a} ({i})" for a, i in addresses.items() if not a.startswith(("127.", "::1", "fe80:"))
+        )
+        raise ValueError(
+            f"node-ip {node_ip} is not an address of this host (it has {have or 'no other address'}); the "
+            "kubelet would not start: set data.node_ip to one of them (e.g. behind NAT or a floating IP)"
+        )
+    return iface if iface != default_interface(routes) else None
+
+
 @dataclass(frozen=True)
 class NodeSpec:
     name: str

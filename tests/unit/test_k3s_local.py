@@ -176,3 +176,19 @@ def test_update_kubeconfig_writes_0600_only_when_it_differs(tmp_path: Path) -> N
     assert (
         update_kubeconfig(fresh, new, "lab") and yaml.safe_load(fresh.read_text())["current-context"] == "lab"
     )
+
+
+def test_no_token_is_made_up_while_the_first_server_cannot_be_read(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from nr.errors import NrError
+    from tasks.k3s import component
+
+    notes: list[str] = []
+    ctx = SimpleNamespace(inventory_dir=tmp_path, dry_run=False, note=notes.append)
+    with pytest.raises(NrError, match="the first server could not be read"):
+        component._default_token(ctx, None, readable=False)  # type: ignore[arg-type]
+    assert load_token(tmp_path) is None and notes == []  # nothing stored
+    made = component._default_token(ctx, None, readable=True)  # type: ignore[arg-type]
+    kept = load_token(tmp_path)
+    assert kept is not None and kept.reveal() == made.reveal() and "generated" in notes[0]

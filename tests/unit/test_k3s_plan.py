@@ -40,6 +40,7 @@ from tasks.k3s_plan import (
     merge_kubeconfig,
     node_problems,
     parse_nodes,
+    pinned_flannel_iface,
     plan_host,
     render_config,
     render_unit,
@@ -563,3 +564,25 @@ def test_merge_keeps_other_entries_and_current_context_and_is_idempotent() -> No
     ]
     fresh = merge_kubeconfig(None, new, "homelab")
     assert fresh["current-context"] == "homelab" and fresh["kind"] == "Config"
+
+
+IP_ADDR = """1: lo    inet 127.0.0.1/8 scope host lo\\       valid_lft forever preferred_lft forever
+2: enp0s3    inet 10.0.2.15/24 brd 10.0.2.255 scope global dynamic enp0s3\\       valid_lft 86000sec
+3: enp0s8    inet 192.168.56.11/24 brd 192.168.56.255 scope global enp0s8\\       valid_lft forever
+3: enp0s8    inet6 fe80::a00:27ff:fe4e:66a1/64 scope link \\       valid_lft forever preferred_lft forever
+"""
+DEFAULT_ROUTE = "default via 10.0.2.2 dev enp0s3 proto dhcp src 10.0.2.15 metric 100\n"
+
+
+def test_flannel_is_pinned_to_the_node_ip_interface_on_multi_nic_hosts() -> None:
+    # Vagrant/VirtualBox: NAT NIC with the default route, the inventory address on the host-only NIC
+    assert pinned_flannel_iface("192.168.56.11", IP_ADDR, DEFAULT_ROUTE) == "enp0s8"
+    assert pinned_flannel_iface("10.0.2.15", IP_ADDR, DEFAULT_ROUTE) is None  # the default: nothing to pin
+    assert pinned_flannel_iface("10.0.2.15", "", DEFAULT_ROUTE) is None  # no `ip` output: cannot tell
+
+
+def test_a_node_ip_the_host_does_not_have_is_refused_naming_what_it_has() -> None:
+    with pytest.raises(ValueError, match=r"node-ip 203\.0\.113\.7 is not an address of this host") as err:
+        pinned_flannel_iface("203.0.113.7", IP_ADDR, DEFAULT_ROUTE)  # a floating / NAT address
+    assert "10.0.2.15 (enp0s3), 192.168.56.11 (enp0s8)" in str(err.value)
+    assert "127.0.0.1" not in str(err.value)
