@@ -865,6 +865,14 @@ class K3sResetComponent:
     description = "uninstall k3s: stop and remove services, processes, binary, configuration and data"
 
     def validate(self, ctx: PlayContext) -> list[str]:
+        chosen, every = ctx.hosts(K3S_SERVERS), ctx.all_hosts(K3S_SERVERS)
+        if chosen and len(chosen) < len(every):
+            names = ", ".join(h.name for h in chosen)
+            return [
+                f"k3s-reset --limit {names}: resetting some servers of a cluster leaves their Node and etcd "
+                f"member behind (one failure from losing quorum). Take them out first with `k3s kubectl delete "
+                f"node NAME` on a remaining server, or reset the whole cluster (no --limit)"
+            ]
         return []
 
     def apply(self, ctx: PlayContext) -> None:

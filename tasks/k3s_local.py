@@ -180,7 +180,10 @@ def update_kubeconfig(path: Path, new: Mapping[str, Any], name: str) -> bool:
         raise NrError(f"{path}: not a valid kubeconfig ({exc}); not touching it") from None
     if not isinstance(existing, dict):
         raise NrError(f"{path}: not a kubeconfig mapping; not touching it")
-    merged = merge_kubeconfig(existing, new, name)
+    try:
+        merged = merge_kubeconfig(existing, new, name)
+    except ValueError as exc:
+        raise NrError(f"kubeconfig {path}: {exc}") from None
     if merged == existing and old_text and (path.stat().st_mode & 0o077) == 0:
         return False
     text = yaml.safe_dump(merged, default_flow_style=False, sort_keys=False)

@@ -740,8 +740,23 @@ def merge_kubeconfig(existing: Mapping[str, Any] | None, new: Mapping[str, Any],
     """``existing`` with the cluster, user and context ``name`` taken from ``new`` (pure).
 
     Every other cluster, user and context is kept as it is; current-context is set only when the
-    existing file has none.
+    existing file has none. The same cluster moved (same CA) or rebuilt at the same address is
+    replaced; a cluster ``name`` with another server AND another CA is another site with the same
+    name: ValueError, nothing is replaced.
     """
+
+    def entry(doc: Mapping[str, Any]) -> tuple[str, str] | None:
+        found = [e.get("cluster") or {} for e in doc.get("clusters") or [] if e.get("name") == name]
+        return (
+            (str(found[0].get("server")), str(found[0].get("certificate-authority-data"))) if found else None
+        )
+
+    old, now = entry(existing or {}), entry(new)
+    if old and now and old[0] != now[0] and old[1] != now[1]:
+        raise ValueError(
+            f"it already has a cluster named {name!r} for another cluster ({old[0]}, another CA): give this "
+            "site another data.site_name, or remove that entry"
+        )
     out: dict[str, Any] = copy.deepcopy(dict(existing or {}))
     out.setdefault("apiVersion", "v1")
     out.setdefault("kind", "Config")

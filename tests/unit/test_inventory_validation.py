@@ -322,3 +322,16 @@ def test_inventory_folder_missing(tmp_path: Path) -> None:
     res = CliRunner().invoke(cli, ["inventory", "-i", str(tmp_path / "nope")])
     assert res.exit_code == 2
     assert "inventory folder not found" in res.output
+
+
+def test_k3s_reset_of_some_servers_only_is_refused_before_any_connection(tmp_path: Path) -> None:
+    hosts = hosts_with(
+        **{f"vm{i}": {"hostname": f"10.0.0.{i}", "groups": ["k3s_servers", "redis"]} for i in (1, 2, 3)}
+    )
+    folder = write(tmp_path / "inv", hosts)
+    res = CliRunner().invoke(cli, ["run", "k3s-reset", "-i", str(folder), "--limit", "vm2"])
+    assert res.exit_code == 2 and "k3s-reset --limit vm2: resetting some servers" in res.output
+    res = CliRunner().invoke(
+        cli, ["run", "k3s-reset", "-i", str(folder), "--limit", "vm1,vm2,vm3", "--dry-run"]
+    )
+    assert "resetting some servers" not in res.output  # the whole cluster may be reset

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import copy
 import hashlib
 import json
 from pathlib import Path
@@ -562,6 +563,10 @@ def test_merge_keeps_other_entries_and_current_context_and_is_idempotent() -> No
         "https://work:6443",
         "https://10.0.0.9:6443",
     ]
+    other = copy.deepcopy(moved)  # another site also named homelab: another server and another CA
+    other["clusters"][0]["cluster"]["certificate-authority-data"] = "T1RIRVI="
+    with pytest.raises(ValueError, match="already has a cluster named 'homelab' for another cluster"):
+        merge_kubeconfig(merged, other, "homelab")
     fresh = merge_kubeconfig(None, new, "homelab")
     assert fresh["current-context"] == "homelab" and fresh["kind"] == "Config"
 
