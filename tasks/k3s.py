@@ -84,6 +84,7 @@ from tasks.k3s_plan import (
     rewrite_kubeconfig,
     rollout,
     secrets_in_config,
+    version_change_problem,
 )
 
 READY_TIMEOUT = 300.0
@@ -327,6 +328,9 @@ class K3sComponent:
                 if node.airgap_images:
                     p = Path(node.airgap_images)
                     images = BinarySource(local_sha256(p), f"local file {p}", p)
+                problem = version_change_problem(binary_version(facts), node.version)
+                if problem:
+                    raise NrError(problem)
                 if node.node_ip and not node.flannel_iface and "addrs" in facts.outputs:
                     iface = pinned_flannel_iface(node.node_ip, facts.out("addrs"), facts.out("routes"))
                     if iface:

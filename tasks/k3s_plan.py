@@ -105,6 +105,27 @@ class HostInfo:
     data: Mapping[str, Any] = field(default_factory=dict)
 
 
+def _minor(version: str) -> tuple[int, int] | None:
+    m = re.match(r"v?(\d+)\.(\d+)\.", version.strip())
+    return (int(m[1]), int(m[2])) if m else None
+
+
+def version_change_problem(current: str, target: str | None) -> str | None:
+    """Why going from k3s ``current`` to ``target`` is refused (Kubernetes supports upgrades one minor
+    version at a time, and no downgrade of the minor version), or None."""
+    now, want = _minor(current), _minor(target or "")
+    if now is None or want is None or now == want:
+        return None
+    if want < now:
+        return f"k3s {current} -> {target} is a downgrade of the Kubernetes minor version, which is not supported"
+    if want[0] == now[0] and want[1] - now[1] > 1:
+        step = f"v{now[0]}.{now[1] + 1}"
+        return (
+            f"k3s {current} -> {target} skips a Kubernetes minor version: upgrade to a {step}.x release first"
+        )
+    return None
+
+
 def host_addresses(ip_addr: str) -> dict[str, str]:
     """``ip -o addr show`` -> {address: interface}."""
     out = {}

@@ -47,6 +47,7 @@ from tasks.k3s_plan import (
     render_unit,
     rewrite_kubeconfig,
     rollout,
+    version_change_problem,
 )
 
 TOKEN = "s3cr3t-cluster-token-0123456789"
@@ -591,3 +592,14 @@ def test_a_node_ip_the_host_does_not_have_is_refused_naming_what_it_has() -> Non
         pinned_flannel_iface("203.0.113.7", IP_ADDR, DEFAULT_ROUTE)  # a floating / NAT address
     assert "10.0.2.15 (enp0s3), 192.168.56.11 (enp0s8)" in str(err.value)
     assert "127.0.0.1" not in str(err.value)
+
+
+def test_version_changes_go_one_minor_at_a_time_and_never_down() -> None:
+    assert version_change_problem("v1.31.4+k3s1", "v1.31.6+k3s1") is None  # a patch release
+    assert version_change_problem("v1.31.4+k3s1", "v1.32.0+k3s1") is None  # the next minor
+    assert version_change_problem("", "v1.33.0+k3s1") is None  # not installed yet
+    assert version_change_problem("v1.31.4+k3s1", None) is None  # whatever the given binary is
+    skip = version_change_problem("v1.30.2+k3s1", "v1.32.0+k3s1")
+    assert skip is not None and "upgrade to a v1.31.x release first" in skip
+    down = version_change_problem("v1.32.0+k3s1", "v1.31.4+k3s1")
+    assert down is not None and "downgrade" in down
