@@ -365,18 +365,10 @@ def inventory_cmd(inventory: str, json_out: bool) -> None:
     out.print(table)
 
 
-@cli.group()
-def lab() -> None:
-    """The local lab: Docker containers that behave like small VMs (systemd, sshd)."""
-
-
-@lab.command("up")
-@click.option("--hosts", "count", type=click.IntRange(1, 50), default=3, show_default=True)
-@click.option("--name", default="nr-lab", show_default=True, help="Prefix of containers, network and image.")
-@click.option(
-    "--subnet", default="198.18.0.0/24", show_default=True, help="Lab network (198.18.0.0/15 range)."
+LAB_NAME = click.option(
+    "--name", default="nr-lab", show_default=True, help="Prefix of containers, network and image."
 )
-@click.option(
+LAB_DIR = click.option(
     "--dir",
     "state_dir",
     type=click.Path(file_okay=False, path_type=Path),
@@ -384,6 +376,20 @@ def lab() -> None:
     show_default=True,
     help="Where the key, known_hosts and inventory are written (git-ignored).",
 )
+
+
+@cli.group()
+def lab() -> None:
+    """The local lab: Docker containers that behave like small VMs (systemd, sshd)."""
+
+
+@lab.command("up")
+@click.option("--hosts", "count", type=click.IntRange(1, 50), default=3, show_default=True)
+@LAB_NAME
+@click.option(
+    "--subnet", default="198.18.0.0/24", show_default=True, help="Lab network (198.18.0.0/15 range)."
+)
+@LAB_DIR
 @click.option(
     "--k3s-binary",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -433,14 +439,8 @@ def lab_image() -> None:
 
 
 @lab.command("down")
-@click.option("--name", default="nr-lab", show_default=True)
-@click.option(
-    "--dir",
-    "state_dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path(".nr-lab"),
-    show_default=True,
-)
+@LAB_NAME
+@LAB_DIR
 def lab_down(name: str, state_dir: Path) -> None:
     """Remove the lab's containers and network (the cached base image is kept)."""
     from nr.lab import Lab
@@ -450,14 +450,8 @@ def lab_down(name: str, state_dir: Path) -> None:
 
 
 @lab.command("status")
-@click.option("--name", default="nr-lab", show_default=True)
-@click.option(
-    "--dir",
-    "state_dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path(".nr-lab"),
-    show_default=True,
-)
+@LAB_NAME
+@LAB_DIR
 def lab_status(name: str, state_dir: Path) -> None:
     """List the lab's hosts, their addresses and state."""
     from nr.lab import Lab
