@@ -76,6 +76,7 @@ from tasks.k3s_plan import (
     build_cluster,
     cluster_problems,
     deployment_problems,
+    missing_node_metadata,
     node_problems,
     parse_nodes,
     parse_services,
@@ -605,6 +606,20 @@ class K3sComponent:
                 node_changes.setdefault(name, []).append(
                     Change(f"node {name}", want, why, "", fix=ctx.fix_command(host=name))
                 )
+            try:
+                status = parse_nodes(ff.out("nodes")) if ff.rc("nodes") == 0 else {}
+            except ValueError:
+                status = {}
+            for node in prep.targets:
+                registered = status.get(node.name)
+                if registered is None or node.name in problems:
+                    continue
+                for what, cmd in missing_node_metadata(registered, node, f"{BINARY} kubectl"):
+                    why = "absent (k3s applies it only at registration)"
+                    change = Change(
+                        f"node {node.name} {what}", "present", why, "", fix=f"{cmd}  # on {first.name}"
+                    )
+                    node_changes.setdefault(node.name, []).append(change)
 
         def report(task: Task) -> Result:
             name = task.host.name
@@ -738,6 +753,16 @@ def cluster_checks(cluster: ClusterSpec, facts: Facts, nodes: Sequence[NodeSpec]
                 f"on {node.name}; nr run k3s --limit {node.name}",
             )
         )
+        if n is not None and (node.labels or node.taints):
+            missing = missing_node_metadata(n, node, f"{BINARY} kubectl")
+            items.append(
+                CheckItem(
+                    f"node {node.name} labels and taints",
+                    not missing,
+                    "; ".join(f"missing {what}" for what, _ in missing) or "as configured",
+                    "; ".join(cmd for _, cmd in missing) + f" (on {first.name})" if missing else "",
+                )
+            )
     try:
         dep = (
             deployment_problems(facts.out("deploy"), cluster.expected_deployments)

@@ -671,6 +671,29 @@ class NodeStatus:
     version: str
     control_plane: bool
     labels: Mapping[str, str]
+    taints: tuple[str, ...] = ()  # key=value:Effect (key:Effect without a value)
+
+
+def _taint_text(t: Mapping[str, Any]) -> str:
+    value = f"={t['value']}" if t.get("value") else ""
+    return f"{t.get('key', '')}{value}:{t.get('effect', '')}"
+
+
+def missing_node_metadata(status: NodeStatus, node: NodeSpec, kubectl: str) -> list[tuple[str, str]]:
+    """(what is missing, the command that adds it) for the node's configured labels and taints.
+
+    k3s applies node-label/node-taint from config.yaml only when a node registers, so a later change
+    to them never reaches the Node: it is reported with the ``kubectl`` command that applies it.
+    """
+    out = []
+    for label in node.labels:
+        key, _, value = label.partition("=")
+        if status.labels.get(key) != value:
+            out.append((f"label {label}", f"{kubectl} label node {node.name} {label} --overwrite"))
+    for taint in node.taints:
+        if taint not in status.taints:
+            out.append((f"taint {taint}", f"{kubectl} taint node {node.name} {taint} --overwrite"))
+    return out
 
 
 def parse_nodes(text: str) -> dict[str, NodeStatus]:
@@ -691,6 +714,7 @@ def parse_nodes(text: str) -> dict[str, NodeStatus]:
             version=str((status.get("nodeInfo") or {}).get("kubeletVersion", "")),
             control_plane=labels.get("node-role.kubernetes.io/control-plane") == "true",
             labels=labels,
+            taints=tuple(_taint_text(t) for t in (item.get("spec") or {}).get("taints") or []),
         )
     return out
 

@@ -294,3 +294,28 @@ def test_back_to_one_server_and_two_agents_for_later_tests(site: Site) -> None:
     assert res.code == 0, res.stdout + res.stderr
     assert site.nr("check", "k3s").code == 0
     assert sorted(site.nodes()) == sorted(site.hosts)
+
+
+def test_a_label_added_later_is_drift_with_the_kubectl_fix(site: Site) -> None:
+    server, a1, a2 = site.hosts
+    site.edit(
+        "groups.yaml",
+        lambda d: d["k3s_agents"].setdefault("data", {}).update(k3s_node_labels=["nr.io/tier=edge"]),
+    )
+    assert site.nr("run", "k3s").code == 0  # config.yaml gets it; k3s itself ignores it after registration
+    drift = site.nr("drift", "k3s", "--json")
+    assert drift.code == 1, drift.stdout
+    items = {(d["host"], d["what"]): d["fix"] for d in drift.json["drift"]}
+    assert set(items) == {(a, f"node {a} label nr.io/tier=edge") for a in (a1, a2)}
+    check = site.nr("check", "k3s", "--json")
+    assert check.code == 1
+    assert {c["name"] for c in check.json["checks"] if not c["ok"]} == {
+        f"node {a1} labels and taints",
+        f"node {a2} labels and taints",
+    }
+    for fix in items.values():  # the fix, as printed, run on the first server
+        command, _, where = fix.partition("  # on ")
+        assert where == server
+        site.env.exec(server, command)
+    assert site.nr("drift", "k3s").code == 0
+    assert site.nodes()[a1]["metadata"]["labels"]["nr.io/tier"] == "edge"

@@ -32,6 +32,7 @@ from tasks.k3s_plan import (
     ExpectedNode,
     HostInfo,
     K3sPlanError,
+    NodeSpec,
     Role,
     Stage,
     build_cluster,
@@ -39,6 +40,7 @@ from tasks.k3s_plan import (
     config_spec,
     deployment_problems,
     merge_kubeconfig,
+    missing_node_metadata,
     node_problems,
     parse_nodes,
     pinned_flannel_iface,
@@ -603,3 +605,23 @@ def test_version_changes_go_one_minor_at_a_time_and_never_down() -> None:
     assert skip is not None and "upgrade to a v1.31.x release first" in skip
     down = version_change_problem("v1.32.0+k3s1", "v1.31.4+k3s1")
     assert down is not None and "downgrade" in down
+
+
+def test_missing_labels_and_taints_come_with_the_kubectl_command_that_adds_them() -> None:
+    nodes = parse_nodes(json.dumps({"items": [{
+        "metadata": {"name": "vm2", "labels": {"nr.io/role": "agent", "kubernetes.io/os": "linux"}},
+        "spec": {"taints": [{"key": "dedicated", "value": "db", "effect": "NoSchedule"},
+                            {"key": "spot", "effect": "PreferNoSchedule"}]},
+        "status": {"conditions": [{"type": "Ready", "status": "True"}]},
+    }]}))  # fmt: skip
+    assert nodes["vm2"].taints == ("dedicated=db:NoSchedule", "spot:PreferNoSchedule")
+    node = NodeSpec(
+        "vm2", "10.0.0.2", Role.AGENT, "10.0.0.2",
+        labels=("nr.io/role=agent", "nr.io/tier=edge"), taints=("dedicated=db:NoSchedule", "gpu=yes:NoExecute"),
+    )  # fmt: skip
+    assert missing_node_metadata(nodes["vm2"], node, "k3s kubectl") == [
+        ("label nr.io/tier=edge", "k3s kubectl label node vm2 nr.io/tier=edge --overwrite"),
+        ("taint gpu=yes:NoExecute", "k3s kubectl taint node vm2 gpu=yes:NoExecute --overwrite"),
+    ]
+    same = NodeSpec("vm2", "10.0.0.2", Role.AGENT, "10.0.0.2", labels=("nr.io/role=agent",))
+    assert missing_node_metadata(nodes["vm2"], same, "k3s kubectl") == []
