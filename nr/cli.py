@@ -245,7 +245,8 @@ def check(
     """Run the post-deploy checks of every component, or of the ones named.
 
     They change nothing on the hosts; the app's routing check creates one test reservation
-    per route (create, then read back). Exit 0 all passed (warnings allowed), 1 a check failed or a host could not be checked.
+    per route (create, then read back).
+    Exit 0 all passed (warnings allowed), 1 a check failed or a host could not be checked.
     """
     selected = _select_read_only(components, load_components())
     nr = _open(inventory, workers, True)
