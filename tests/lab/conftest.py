@@ -1,7 +1,9 @@
 """Fixtures for tests against the local lab: real containers running systemd and sshd.
 
 One lab (3 hosts on 198.18.1.0/24) is shared by the whole session; modules run in file order
-(test_01_base first, while the hosts are still fresh). Without a Docker engine the lab tests are
+(test_01_base first, while the hosts are still fresh). NR_TEST_LAB and NR_TEST_SUBNET give the lab
+another name and network, so that several test sessions (e.g. in separate worktrees) can run on one
+machine at once. Without a Docker engine the lab tests are
 skipped, unless NR_REQUIRE_LAB=1 (set by scripts/test in CI), where that is an error.
 """
 
@@ -23,8 +25,10 @@ import pytest
 from nr.lab import Lab
 from tests.conftest import REPO
 
-LAB_NAME = "nrt"
-LAB_SUBNET = "198.18.1.0/24"
+LAB_NAME = os.environ.get("NR_TEST_LAB", "nrt")
+LAB_SUBNET = os.environ.get("NR_TEST_SUBNET", "198.18.1.0/24")
+SVC_API = f"{LAB_NAME}-svc-api"
+SVC_ADAPTER = f"{LAB_NAME}-svc-adapter"
 
 
 def docker_ok() -> bool:
@@ -172,28 +176,28 @@ def services(lab: LabEnv, images: list[str], tmp_path_factory: pytest.TempPathFa
     net = lab.lab.network
     base = statuses[0].address.rsplit(".", 1)[0]
     api_ip, adapter_ip = f"{base}.60", f"{base}.61"
-    _docker("rm", "-f", "nrt-svc-api", "nrt-svc-adapter")
+    _docker("rm", "-f", SVC_API, SVC_ADAPTER)
     aeroalpes, adapter = images
-    _docker("run", "-d", "--name", "nrt-svc-api", "--label", SERVICE_LABEL, "--network", net, "--ip", api_ip,
+    _docker("run", "-d", "--name", SVC_API, "--label", SERVICE_LABEL, "--network", net, "--ip", api_ip,
             "-e", f"REDIS_NODES={nodes}", "-e", "REDIS_PASSWORD_FILE=/run/secrets/redis",
             "-v", f"{secret}:/run/secrets/redis:ro", "--read-only", "--tmpfs=/tmp", aeroalpes)  # fmt: skip
-    _docker("run", "-d", "--name", "nrt-svc-adapter", "--label", SERVICE_LABEL, "--network", net, "--ip", adapter_ip,
+    _docker("run", "-d", "--name", SVC_ADAPTER, "--label", SERVICE_LABEL, "--network", net, "--ip", adapter_ip,
             "-e", f"AEROALPES_URL=http://{api_ip}:5000", "--read-only", "--tmpfs=/tmp", adapter)  # fmt: skip
     try:
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
             states = _docker(
-                "inspect", "-f", "{{.State.Health.Status}}", "nrt-svc-api", "nrt-svc-adapter"
+                "inspect", "-f", "{{.State.Health.Status}}", SVC_API, SVC_ADAPTER
             ).split()
             if states == ["healthy", "healthy"]:
                 break
             time.sleep(1)
         else:
-            logs = _docker("logs", "--tail", "20", "nrt-svc-api")
+            logs = _docker("logs", "--tail", "20", SVC_API)
             raise AssertionError(f"service containers not healthy: {states}\n{logs}")
         yield Services(api_ip, adapter_ip)
     finally:
         if os.environ.get("NR_KEEP_LAB") != "1":
             subprocess.run(
-                ["docker", "rm", "-f", "nrt-svc-api", "nrt-svc-adapter"], capture_output=True, check=False
+                ["docker", "rm", "-f", SVC_API, SVC_ADAPTER], capture_output=True, check=False
             )

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.lab.conftest import LabEnv
+from tests.lab.conftest import LAB_SUBNET, LabEnv
 
 pytestmark = pytest.mark.lab
 
@@ -136,7 +136,7 @@ def test_stopped_host_fails_alone_and_is_named(lab: LabEnv, tmp_path: Path) -> N
     doc = res.json
     assert doc["failed_hosts"] == [victim]
     rows = {r["host"]: r for r in doc["results"]}
-    assert "cannot connect to 198.18.1." in rows[victim]["error"]
+    assert "cannot connect to " + LAB_SUBNET.rsplit(".", 1)[0] + "." in rows[victim]["error"]
     assert all(not rows[h]["failed"] for h in lab.hosts if h != victim)
     assert text.code == 1
     assert f"{victim}: base.apply: cannot connect to" in text.stdout

@@ -10,7 +10,7 @@ import urllib.request
 import pytest
 
 from services.client import roundtrip
-from tests.lab.conftest import Services
+from tests.lab.conftest import SVC_ADAPTER, SVC_API, Services
 
 pytestmark = [pytest.mark.lab, pytest.mark.docker]
 
@@ -34,7 +34,7 @@ def test_client_console_script_against_the_containers(services: Services) -> Non
 
 
 def test_containers_run_as_non_root(services: Services) -> None:
-    for name in ("nrt-svc-api", "nrt-svc-adapter"):
+    for name in (SVC_API, SVC_ADAPTER):
         user = subprocess.run(
             ["docker", "exec", name, "id", "-u"], capture_output=True, text=True, check=True
         ).stdout
