@@ -1,25 +1,17 @@
 """Changes: what a task found different, how to show it, and the script that fixes it.
 
-A task reads state (:mod:`nr.facts`), computes a list of :class:`Change` with pure functions, and
-hands it to :func:`apply_changes`, which runs all the fix scripts in one round trip (or nothing
-under ``--dry-run``) and returns a Nornir ``Result`` whose diff lists every change. The same list,
-turned into drift items, is what ``nr drift`` reports.
+A task reads state (:mod:`nr.facts`), computes a list of :class:`Change` with pure functions (the
+reusable ones live in :mod:`nr.ops`), and hands it to :meth:`nr.play.HostRun.apply`, which runs
+every change's script in one round trip (or nothing under ``--dry-run``). The same list, turned
+into findings, is what ``nr drift`` reports.
 """
 
 from __future__ import annotations
 
-import base64
-import difflib
-import functools
-import hashlib
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
-from nornir.core.task import Result, Task
-
-from nr.connection import Remote, quote, remote
-from nr.facts import FileState
 from nr.secrets import MASK, redact
 
 
@@ -47,162 +39,12 @@ class Change:
         return self.diff or f"{self.what}: {self.actual} -> {self.expected}"
 
 
-@dataclass(frozen=True)
-class FileSpec:
-    """A file as it should be on the host."""
-
-    path: str
-    content: bytes
-    mode: int = 0o644
-    owner: str = "root"
-    group: str = "root"
-    secrets: Sequence[str] = field(default=(), repr=False)  # values masked in diffs
-
-    @classmethod
-    def text(
-        cls,
-        path: str,
-        text: str,
-        mode: int = 0o644,
-        owner: str = "root",
-        group: str = "root",
-        secrets: Sequence[str] = (),
-    ) -> FileSpec:
-        return cls(path, text.encode(), mode, owner, group, tuple(secrets))
-
-    @property
-    def sha256(self) -> str:
-        return hashlib.sha256(self.content).hexdigest()
-
-
-def _mask(text: str, secrets: Sequence[str]) -> str:
+def mask(text: str, secrets: Sequence[str]) -> str:
+    """``text`` with every value of ``secrets`` and every secret resolved so far masked."""
     for s in secrets:
         if s:
             text = text.replace(s, MASK)
     return redact(text)
-
-
-def write_file_script(spec: FileSpec) -> str:
-    """Shell that writes ``spec`` atomically: temp file in the same folder, chmod/chown, rename."""
-    p = quote(spec.path)
-    b64 = base64.b64encode(spec.content).decode()
-    chunks = "\n".join(b64[i : i + 76] for i in range(0, len(b64), 76))
-    return (
-        f'mkdir -p "$(dirname {p})"\n'
-        f'nr_tmp=$(mktemp "$(dirname {p})/.nr-XXXXXX")\n'
-        f"base64 -d > \"$nr_tmp\" <<'NR_EOF'\n{chunks}\nNR_EOF\n"
-        f'chown {quote(spec.owner)}:{quote(spec.group)} "$nr_tmp"\n'
-        f'chmod {spec.mode:04o} "$nr_tmp"\n'
-        f'mv -f "$nr_tmp" {p}'
-    )
-
-
-def plan_file(spec: FileSpec, state: FileState) -> Change | None:
-    """The change that makes ``state`` match ``spec``, or ``None`` if it already does (pure)."""
-    what = f"file {spec.path}"
-    want_meta = f"{spec.mode:04o} {spec.owner}:{spec.group}"
-    if not state.exists:
-        new = _mask(spec.content.decode("utf-8", errors="replace"), spec.secrets)
-        diff = "".join(difflib.unified_diff([], new.splitlines(keepends=True), "/dev/null", spec.path))
-        return Change(
-            what,
-            f"present ({want_meta}, sha256 {spec.sha256[:12]})",
-            "absent",
-            write_file_script(spec),
-            f"+ create {spec.path} ({want_meta})\n{diff}",
-        )
-    have_meta = f"{state.mode:04o} {state.owner}:{state.group}" if state.mode is not None else "?"
-    if state.sha256 != spec.sha256:
-        old = (
-            _mask(state.text or "", spec.secrets)
-            if state.content is not None
-            else "(not shown: large file)\n"
-        )
-        new = _mask(spec.content.decode("utf-8", errors="replace"), spec.secrets)
-        diff = "".join(
-            difflib.unified_diff(
-                old.splitlines(keepends=True), new.splitlines(keepends=True), spec.path, spec.path
-            )
-        )
-        if not diff:  # only masked parts differ (a secret changed)
-            diff = f"~ {spec.path}: secret value changed\n"
-        return Change(
-            what,
-            f"sha256 {spec.sha256[:12]}",
-            f"sha256 {(state.sha256 or '?')[:12]}",
-            write_file_script(spec),
-            f"~ update {spec.path}\n{diff}",
-        )
-    if have_meta != want_meta:
-        script = (
-            f"chown {quote(spec.owner)}:{quote(spec.group)} {quote(spec.path)}\n"
-            f"chmod {spec.mode:04o} {quote(spec.path)}"
-        )
-        return Change(
-            what, want_meta, have_meta, script, f"~ {spec.path}: mode/owner {have_meta} -> {want_meta}\n"
-        )
-    return None
-
-
-@functools.lru_cache(maxsize=64)
-def _file_sha256(path: Path, mtime_ns: int, size: int) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def local_sha256(path: Path) -> str:
-    """sha256 of a local file (cached per path, mtime and size: big binaries are hashed once)."""
-    st = path.stat()
-    return _file_sha256(path.resolve(), st.st_mtime_ns, st.st_size)
-
-
-def plan_upload(
-    local: Path, dest: str, state: FileState, *, mode: int = 0o755, owner: str = "root", group: str = "root"
-) -> Change | None:
-    """Push a local (possibly large, binary) file only when the host's copy differs (pure but for hashing).
-
-    The file travels over SFTP into the login user's home; the apply script checks its hash and
-    installs it atomically with its mode and owner.
-    """
-    digest = local_sha256(local)
-    want_meta = f"{mode:04o} {owner}:{group}"
-    have_meta = (
-        f"{state.mode:04o} {state.owner}:{state.group}" if state.exists and state.mode is not None else ""
-    )
-    if state.exists and state.sha256 == digest and have_meta == want_meta:
-        return None
-    # Relative to the login user's home (SFTP's and the script's working directory): not a
-    # predictable name in a world-writable /tmp. Checked against the local hash before install.
-    tmp = f".nr-upload-{digest[:20]}"
-    d = quote(dest)
-    script = (
-        f"echo '{digest}  {tmp}' | sha256sum -c --quiet - || {{ rm -f {tmp}; echo 'upload of {dest} corrupted' >&2; exit 1; }}\n"
-        f"install -D -m {mode:04o} -o {quote(owner)} -g {quote(group)} {tmp} {d}.nr-new\n"
-        f"mv -f {d}.nr-new {d}\n"
-        f"rm -f {tmp}"
-    )
-    actual = "absent" if not state.exists else f"sha256 {(state.sha256 or '?')[:12]} {have_meta}"
-    verb = "+ install" if not state.exists else "~ replace"
-    return Change(
-        f"file {dest}",
-        f"sha256 {digest[:12]} {want_meta}",
-        actual,
-        script,
-        f"{verb} {dest} from {local} (sha256 {digest[:12]}, {local.stat().st_size} bytes)\n",
-        upload=Upload(local, tmp),
-    )
-
-
-def plan_files(specs: Iterable[FileSpec], states: dict[str, FileState]) -> list[Change]:
-    out = []
-    for spec in specs:
-        c = plan_file(spec, states.get(spec.path, FileState(spec.path, False)))
-        if c is not None:
-            out.append(c)
-    return out
 
 
 def apply_script(changes: Sequence[Change], after: str = "") -> str:
@@ -218,28 +60,3 @@ def apply_script(changes: Sequence[Change], after: str = "") -> str:
 
 def changes_diff(changes: Sequence[Change]) -> str:
     return "".join(c.summary() if c.summary().endswith("\n") else c.summary() + "\n" for c in changes)
-
-
-def apply_changes(
-    task: Task,
-    changes: Sequence[Change],
-    *,
-    after: str = "",
-    conn: Remote | None = None,
-    timeout: float | None = None,
-) -> Result:
-    """Run every change's script in one round trip (nothing under dry-run); report the diff."""
-    diff = changes_diff(changes)
-    if changes and not task.is_dry_run():
-        conn = conn or remote(task)
-        for c in changes:
-            if c.upload is not None:
-                conn.put(c.upload.local, c.upload.remote_tmp)
-        conn.run(apply_script(changes, after), timeout=timeout)
-    return Result(
-        host=task.host,
-        changed=bool(changes),
-        diff=diff,
-        result=[c.what for c in changes],
-        changes=list(changes),
-    )

@@ -10,7 +10,6 @@ import json
 import os
 import sys
 from collections.abc import Callable, Iterable
-from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -24,7 +23,8 @@ from nr import __version__
 from nr.config import DEFAULT_INVENTORY, Settings, init_nornir
 from nr.errors import NrError
 from nr.inventory.validate import InventoryError
-from nr.play import COMMANDS_GROUP, Component, PlayContext, host_groups, load_components, load_plays, roles
+from nr.play import Component, PlayContext, host_groups
+from nr.registry import registry
 from nr.report import RunReport
 from nr.secrets import redact
 
@@ -65,19 +65,22 @@ def _limit(nr: Nornir, values: tuple[str, ...]) -> set[str] | None:
     return names
 
 
-def _select(play: str, components: dict[str, Component]) -> list[Component]:
-    plays = load_plays()
-    if play in plays:
-        missing = [n for n in plays[play] if n not in components]
-        if missing:
-            _bad_input([f"play '{play}' names unknown component(s): {', '.join(missing)}"])
-        return [components[n] for n in plays[play]]
-    if play == "site":
-        return [c for c in components.values() if getattr(c, "in_site", True)]
-    if play not in components:
-        known = ", ".join(dict.fromkeys([*plays, "site", *components]))
+def _components(names: tuple[str, ...]) -> list[Component]:
+    reg = registry()
+    try:
+        return [reg.component(n) for n in names]
+    except NrError as exc:
+        _bad_input([str(exc)])
+
+
+def _select(play: str) -> list[Component]:
+    """The components of PLAY (a play of the catalog, or one component's name), in order."""
+    reg = registry()
+    names = reg.play(play)
+    if names is None:
+        known = ", ".join(dict.fromkeys([*reg.plays, *reg.entries]))
         _bad_input([f"unknown play '{play}' (known: {known})"])
-    return [components[play]]
+    return _components(names)
 
 
 def _ssh_stats(nr: Nornir) -> dict[str, dict[str, Any]]:
@@ -127,7 +130,25 @@ def _progress(json_out: bool) -> Console | None:
     return None if json_out else err
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _NrGroup(click.Group):
+    """The ``nr`` group: ``lab`` and ``vms`` live outside the engine core and load when used."""
+
+    LAZY = {"lab": "nr.machines.cli:lab", "vms": "nr.machines.cli:vms"}
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), *self.LAZY])
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self.LAZY:
+            import importlib
+
+            module, _, attr = self.LAZY[cmd_name].partition(":")
+            cmd: click.Command = getattr(importlib.import_module(module), attr)
+            return cmd
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(cls=_NrGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="nr")
 def cli() -> None:
     """nr: turn a few Linux VMs into a k3s cluster, a Redis Cluster and the AeroAlpes services.
@@ -181,8 +202,7 @@ def run(
 
     Prints progress per host, then a summary of what was ok, changed or failed, with diffs.
     """
-    components = load_components()
-    selected = _select(play, components)
+    selected = _select(play)
     nr = _open(inventory, workers, dry_run)
     report = RunReport(
         play,
@@ -198,13 +218,15 @@ def run(
     sys.exit(EXIT_OK if report.ok else EXIT_FAILED)
 
 
-def _select_read_only(names: tuple[str, ...], components: dict[str, Component]) -> list[Component]:
+def _select_read_only(names: tuple[str, ...]) -> list[Component]:
+    """The named components, or those of the site play when none is named."""
+    reg = registry()
     if not names:
-        return [c for c in components.values() if getattr(c, "in_site", True)]
-    unknown = [n for n in names if n not in components]
+        return _components(reg.default_play)
+    unknown = [n for n in names if n not in reg.entries]
     if unknown:
-        _bad_input([f"unknown component '{n}' (known: {', '.join(components)})" for n in unknown])
-    return [components[n] for n in names]
+        _bad_input([f"unknown component '{n}' (known: {', '.join(reg.entries)})" for n in unknown])
+    return _components(names)
 
 
 def _print_checks(report: RunReport, verbose: bool) -> None:
@@ -248,7 +270,7 @@ def check(
     per route (create, then read back).
     Exit 0 all passed (warnings allowed), 1 a check failed or a host could not be checked.
     """
-    selected = _select_read_only(components, load_components())
+    selected = _select_read_only(components)
     nr = _open(inventory, workers, True)
     report = RunReport("check", dry_run=True, console=_progress(json_out))
     _execute(nr, report, selected, _limit(nr, limit), inventory, lambda c, ctx: c.check(ctx))
@@ -302,7 +324,7 @@ def drift(
 
     if prom is not None and not prom.name.endswith(".prom"):
         _bad_input([f"--prom {prom}: node_exporter's textfile collector only reads files ending in .prom"])
-    selected = _select_read_only(components, load_components())
+    selected = _select_read_only(components)
     try:
         nr = init_nornir(Settings(Path(inventory), workers, True))
     except InventoryError as exc:
@@ -330,8 +352,7 @@ def drift(
 @json_opt
 def inventory_cmd(inventory: str, json_out: bool) -> None:
     """Show the resolved hosts, groups, roles and addresses (secrets shown as references only)."""
-    from nr.inventory.schema import DATA_KEYS
-
+    schema = registry().schema
     nr = _open(inventory, None, True)
     rows: list[dict[str, Any]] = []
     for name, h in nr.inventory.hosts.items():
@@ -343,8 +364,8 @@ def inventory_cmd(inventory: str, json_out: bool) -> None:
                 "port": h.port or 22,
                 "username": h.username,
                 "groups": sorted(host_groups(h)),
-                "roles": roles(h),
-                "data": {k: h.get(k) for k in DATA_KEYS if h.get(k) is not None},
+                "roles": [r.role for r in schema.roles if r.name in host_groups(h)],
+                "data": {k: h.get(k) for k in schema.data if h.get(k) is not None},
                 "ssh": dict(params.extras or {}),
             }
         )
@@ -366,170 +387,7 @@ def inventory_cmd(inventory: str, json_out: bool) -> None:
     out.print(table)
 
 
-LAB_NAME = click.option(
-    "--name", default="nr-lab", show_default=True, help="Prefix of containers, network and image."
-)
-LAB_DIR = click.option(
-    "--dir",
-    "state_dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path(".nr-lab"),
-    show_default=True,
-    help="Where the key, known_hosts and inventory are written (git-ignored).",
-)
-
-
-@cli.group()
-def lab() -> None:
-    """The local lab: Docker containers that behave like small VMs (systemd, sshd)."""
-
-
-@lab.command("up")
-@click.option("--hosts", "count", type=click.IntRange(1, 50), default=3, show_default=True)
-@LAB_NAME
-@click.option(
-    "--subnet", default="198.18.0.0/24", show_default=True, help="Lab network (198.18.0.0/15 range)."
-)
-@LAB_DIR
-@click.option(
-    "--k3s-binary",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="A local k3s binary the k3s play pushes to the hosts (data.k3s_binary), as for air-gapped hosts.",
-)
-@click.option(
-    "--docker-socket/--no-docker-socket",
-    default=None,
-    help="Mount this machine's Docker socket into the hosts (new hosts only; remembered).",
-)
-def lab_up(
-    count: int, name: str, subnet: str, state_dir: Path, k3s_binary: Path | None, docker_socket: bool | None
-) -> None:
-    """Start N lab hosts and write an inventory for them (in --dir)."""
-    from nr.lab import Lab
-
-    try:
-        lab = Lab(
-            name=name,
-            subnet=subnet,
-            state_dir=state_dir,
-            log=err,
-            k3s_binary=k3s_binary,
-            docker_socket=docker_socket,
-        )
-        info = lab.up(count)
-    except NrError as exc:
-        _bad_input([str(exc)])
-    out.print(f"Lab '{name}' is up: {', '.join(info.hosts)}")
-    out.print(f"Inventory: {info.inventory}")
-    out.print(f"Try:  nr inventory -i {info.inventory}\n      nr run site -i {info.inventory}")
-
-
-@lab.command("image")
-def lab_image() -> None:
-    """Build the lab's base image if missing (debootstrap, cached) and print its name.
-
-    It also serves as an offline base for the service images (Debian bookworm, python3, venv).
-    """
-    from nr.lab import Lab
-
-    try:
-        click.echo(Lab(log=err).ensure_image())
-    except NrError as exc:
-        _bad_input([str(exc)])
-
-
-@lab.command("down")
-@LAB_NAME
-@LAB_DIR
-def lab_down(name: str, state_dir: Path) -> None:
-    """Remove the lab's containers and network (the cached base image is kept)."""
-    from nr.lab import Lab
-
-    removed = Lab(name=name, state_dir=state_dir, log=err).down()
-    out.print(f"Removed {removed} lab host(s)")
-
-
-@lab.command("status")
-@LAB_NAME
-@LAB_DIR
-def lab_status(name: str, state_dir: Path) -> None:
-    """List the lab's hosts, their addresses and state."""
-    from nr.lab import Lab
-
-    table = Table(title=f"Lab {name}", title_justify="left")
-    for col in ("host", "address", "state"):
-        table.add_column(col)
-    hosts = Lab(name=name, state_dir=state_dir, log=err).status()
-    for h in hosts:
-        table.add_row(h.name, h.address, h.state)
-    out.print(table if hosts else f"Lab '{name}' has no hosts (nr lab up)")
-
-
-@cli.group()
-def vms() -> None:
-    """Multipass VMs for a real site (like the seed's mp-up.sh)."""
-
-
-@vms.command("up")
-@click.option("--count", type=click.IntRange(1, 20), default=3, show_default=True)
-@click.option("--prefix", default="vm", show_default=True, help="VM names: PREFIX1..PREFIXN.")
-@click.option("--cpus", default=2, show_default=True)
-@click.option("--memory", default="2G", show_default=True)
-@click.option("--disk", default="10G", show_default=True)
-@click.option("--image", default="22.04", show_default=True, help="Ubuntu release for multipass launch.")
-@click.option(
-    "--ssh-key",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=Path("~/.ssh/id_ed25519.pub"),
-    show_default=True,
-    help="Public key installed on the VMs by cloud-init.",
-)
-@click.option(
-    "--dir",
-    "state_dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path(".nr-vms"),
-    show_default=True,
-    help="Where cloud-init, known_hosts and the inventory are written.",
-)
-def vms_up(
-    count: int, prefix: str, cpus: int, memory: str, disk: str, image: str, ssh_key: Path, state_dir: Path
-) -> None:
-    """Create (or reuse) Multipass VMs and write an inventory for them."""
-    from nr.vms import VmSpec
-    from nr.vms import vms_up as up
-
-    try:
-        inv = up(VmSpec(count, prefix, cpus, memory, disk, image, ssh_key.expanduser()), state_dir, log=err)
-    except NrError as exc:
-        _bad_input([str(exc)])
-    out.print(f"Inventory: {inv}\nTry:  nr inventory -i {inv}\n      nr run site -i {inv}")
-
-
-@vms.command("down")
-@click.option("--prefix", default="vm", show_default=True)
-@click.option("--count", type=click.IntRange(1, 20), default=3, show_default=True)
-def vms_down(prefix: str, count: int) -> None:
-    """Delete and purge the VMs PREFIX1..PREFIXN."""
-    from nr.vms import vms_down as down
-
-    try:
-        down(prefix, count, log=err)
-    except NrError as exc:
-        _bad_input([str(exc)])
-
-
-def _register_plugin_commands() -> None:
-    """Commands contributed by components (entry-point group ``nr.commands``)."""
-    for ep in entry_points(group=COMMANDS_GROUP):
-        cmd = ep.load()
-        if isinstance(cmd, click.Command) and cmd.name not in cli.commands:
-            cli.add_command(cmd)
-
-
 def main() -> None:
-    _register_plugin_commands()
     try:
         cli(standalone_mode=True)
     except NrError as exc:

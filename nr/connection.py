@@ -1,6 +1,6 @@
 """The Fabric connection plugin: one SSH connection per host per run, strict host keys.
 
-Registered as the Nornir connection plugin ``fabric``. Tasks get the open :class:`Remote` with
+Registered as the Nornir connection plugin ``fabric``. Tasks get the open :class:`SshRemote` (a :class:`nr.transport.Remote`) with
 ``remote(task)`` (or ``task.host.get_connection("fabric", task.nornir.config)``); the first call
 opens the connection and every later task of the run reuses it.
 
@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import select
 import shlex
-import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -34,39 +33,13 @@ from nornir.core.task import Task
 
 from nr.errors import NrError
 from nr.secrets import Secret, SecretError, SecretRef, redact
+from nr.ssh_trust import ConnectionFailed, connect_error, trust_host_keys
+from nr.transport import CommandFailed, CommandResult
 
 CONNECTION_NAME = "fabric"
 DEFAULT_CONNECT_TIMEOUT = 10
 DEFAULT_COMMAND_TIMEOUT = 900
 _SUDO_NEEDS_PASSWORD = "a password is required"
-
-
-class ConnectionFailed(NrError):
-    """The SSH connection could not be opened (message names host and cause)."""
-
-
-class HostKeyRejected(ConnectionFailed):
-    """The host's key is unknown (and accept_new is off) or differs from known_hosts."""
-
-
-class CommandFailed(NrError):
-    """A remote script exited non-zero (``result`` holds its redacted output)."""
-
-    def __init__(self, message: str, result: CommandResult) -> None:
-        super().__init__(message)
-        self.result = result
-
-
-@dataclass(frozen=True)
-class CommandResult:
-    exited: int
-    stdout: str
-    stderr: str
-    duration: float
-
-    @property
-    def ok(self) -> bool:
-        return self.exited == 0
 
 
 @dataclass
@@ -88,36 +61,9 @@ class TransportStats:
         }
 
 
-_known_hosts_lock = threading.Lock()
 _ssh_configs: dict[str | None, paramiko.SSHConfig] = {}
 _ssh_configs_lock = threading.Lock()
 SSH_CONFIG_FILES = ("/etc/ssh/ssh_config", "~/.ssh/config")
-
-
-class _AcceptNewPolicy(paramiko.MissingHostKeyPolicy):
-    """Record the key of a host not yet known; paramiko itself refuses *changed* keys."""
-
-    def __init__(self, save_to: Path) -> None:
-        self.save_to = save_to
-
-    def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
-        with _known_hosts_lock:
-            self.save_to.parent.mkdir(parents=True, exist_ok=True)
-            with self.save_to.open("a", encoding="utf-8") as fh:
-                fh.write(f"{hostname} {key.get_name()} {key.get_base64()}\n")
-            client.get_host_keys().add(hostname, key.get_name(), key)
-
-
-class _RejectPolicy(paramiko.MissingHostKeyPolicy):
-    def __init__(self, files: list[Path]) -> None:
-        self.files = files
-
-    def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
-        where = ", ".join(str(f) for f in self.files)
-        raise HostKeyRejected(
-            f"host key of {hostname} ({key.get_name()} {key.fingerprint}) is not in known_hosts ({where}); "
-            "verify it and add it, or set connection_options.fabric.extras.accept_new: true"
-        )
 
 
 def _ssh_config(path: str | None) -> paramiko.SSHConfig:
@@ -141,7 +87,7 @@ def _fabric_config(ssh_config: str | None) -> Config:
     return Config(ssh_config=_ssh_config(ssh_config))
 
 
-class Remote:
+class SshRemote:
     """A thin transport over one Fabric ``Connection`` (Fabric's ``Connection`` is the model).
 
     ``run`` executes a shell script with root rights (``sudo`` when the login user is not root);
@@ -297,32 +243,36 @@ class Remote:
         self.conn.close()
 
 
-def _connect_error(host: str, port: int, exc: BaseException) -> ConnectionFailed:
-    if isinstance(exc, HostKeyRejected):
-        return exc
-    if isinstance(exc, paramiko.BadHostKeyException):
-        return HostKeyRejected(
-            f"host key of {host} CHANGED: known_hosts has {exc.expected_key.get_name()} "
-            f"{exc.expected_key.fingerprint}, the host sent {exc.key.get_name()} {exc.key.fingerprint}; "
-            f"refusing to connect (possible man-in-the-middle). If the host was rebuilt, remove the old "
-            f"key (ssh-keygen -R {host}) and verify the new one"
-        )
-    if isinstance(exc, paramiko.AuthenticationException):
-        return ConnectionFailed(f"SSH authentication failed for {host}:{port}: {exc}")
-    if isinstance(exc, socket.timeout | TimeoutError):
-        return ConnectionFailed(f"cannot connect to {host}:{port}: timed out")
-    if isinstance(exc, paramiko.ssh_exception.NoValidConnectionsError):
-        reasons = {getattr(e, "strerror", None) or str(e) for e in exc.errors.values()}
-        return ConnectionFailed(f"cannot connect to {host}:{port}: {', '.join(sorted(reasons))}")
-    if isinstance(exc, OSError):
-        return ConnectionFailed(f"cannot connect to {host}:{port}: {exc.strerror or exc}")
-    return ConnectionFailed(f"cannot connect to {host}:{port}: {redact(str(exc)) or type(exc).__name__}")
+def _secret_option(value: object, what: str) -> SecretRef | None:
+    if not value:
+        return None
+    try:
+        return SecretRef.parse(value)
+    except SecretError as exc:
+        raise ConnectionFailed(f"{what}: {exc}") from None
+
+
+def _connect_kwargs(extras: dict[str, Any], password: str | None, timeout: int) -> dict[str, Any]:
+    """paramiko's connect() arguments: the inventory's key only (no agent, no ~/.ssh guessing) when one
+    is named; the login password resolved from its secret reference."""
+    kwargs: dict[str, Any] = {"banner_timeout": timeout, "auth_timeout": timeout}
+    if extras.get("key_filename"):
+        kwargs["key_filename"] = [str(extras["key_filename"])]
+        kwargs["look_for_keys"] = False
+        kwargs["allow_agent"] = False
+    ref = _secret_option(password, "password")
+    if ref is not None:
+        try:
+            kwargs["password"] = ref.resolve().reveal()
+        except SecretError as exc:
+            raise ConnectionFailed(f"password: {exc}") from None
+    return kwargs
 
 
 class FabricConnection:
     """Nornir connection plugin (``fabric``): opens a :class:`Remote` for one host."""
 
-    connection: Remote
+    connection: SshRemote
 
     def open(
         self,
@@ -337,59 +287,25 @@ class FabricConnection:
         extras = dict(extras or {})
         if not hostname:
             raise ConnectionFailed("no address to connect to (hostname is empty)")
-        cfg = _fabric_config(extras.get("ssh_config"))
         connect_timeout = int(extras.get("connect_timeout") or DEFAULT_CONNECT_TIMEOUT)
-        connect_kwargs: dict[str, Any] = {
-            "banner_timeout": connect_timeout,
-            "auth_timeout": connect_timeout,
-        }
-        if extras.get("key_filename"):
-            connect_kwargs["key_filename"] = [str(extras["key_filename"])]
-            connect_kwargs["look_for_keys"] = False
-            connect_kwargs["allow_agent"] = False
-        if password:
-            try:
-                connect_kwargs["password"] = SecretRef.parse(password).resolve().reveal()
-            except SecretError as exc:
-                raise ConnectionFailed(f"password: {exc}") from None
         conn = Connection(
             hostname,
             user=username or None,
             port=port or None,
-            config=cfg,
+            config=_fabric_config(extras.get("ssh_config")),
             connect_timeout=connect_timeout,
-            connect_kwargs=connect_kwargs,
+            connect_kwargs=_connect_kwargs(extras, password, connect_timeout),
             inline_ssh_env=False,
         )
-        client = conn.client
-        files: list[Path] = []
-        system = Path("~/.ssh/known_hosts").expanduser()
-        if system.exists():
-            client.load_system_host_keys(str(system))
-            files.append(system)
-        own = Path(str(extras["known_hosts"])).expanduser() if extras.get("known_hosts") else None
-        if own is not None:
-            if own.exists():
-                with _known_hosts_lock:
-                    client.load_host_keys(str(own))
-            files.append(own)
-        if extras.get("accept_new"):
-            client.set_missing_host_key_policy(_AcceptNewPolicy(own or system))
-        else:
-            client.set_missing_host_key_policy(_RejectPolicy(files))
-        sudo_ref = None
-        if extras.get("sudo_password"):
-            try:
-                sudo_ref = SecretRef.parse(extras["sudo_password"])
-            except SecretError as exc:
-                raise ConnectionFailed(f"sudo_password: {exc}") from None
+        trust_host_keys(conn.client, extras)
+        sudo_ref = _secret_option(extras.get("sudo_password"), "sudo_password")
         t0 = time.perf_counter()
         try:
             conn.open()
         except Exception as exc:
             conn.close()
-            raise _connect_error(str(conn.host), int(conn.port), exc) from None
-        self.connection = Remote(
+            raise connect_error(str(conn.host), int(conn.port), exc) from None
+        self.connection = SshRemote(
             name=f"{conn.user}@{conn.host}",
             conn=conn,
             command_timeout=int(extras.get("command_timeout") or DEFAULT_COMMAND_TIMEOUT),
@@ -402,9 +318,9 @@ class FabricConnection:
             self.connection.close()
 
 
-def remote(task: Task) -> Remote:
-    """The host's open :class:`Remote` (opened on first use, then reused for the whole run)."""
-    conn: Remote = task.host.get_connection(CONNECTION_NAME, task.nornir.config)
+def remote(task: Task) -> SshRemote:
+    """The host's open :class:`SshRemote` (opened on first use, then reused for the whole run)."""
+    conn: SshRemote = task.host.get_connection(CONNECTION_NAME, task.nornir.config)
     return conn
 
 

@@ -2,17 +2,25 @@
 
 Tasks describe what they need to know; :func:`gather` builds one script, runs it once and parses
 the answer. Planning then works on the returned :class:`Facts` without touching the host again.
+
+Each command's stdout and stderr are kept apart: parsers read stdout only (tools such as kubectl
+print warnings and discovery errors on stderr while their stdout is a valid document), and stderr
+is shown when a command fails. A :class:`Fact` pairs a command with its parser (pyinfra's shape).
 """
 
 from __future__ import annotations
 
 import base64
 import secrets
-from collections.abc import Iterable, Mapping
+import shlex
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Generic, TypeVar
 
-from nr.connection import Remote, quote
 from nr.errors import NrError
+from nr.transport import Remote
+
+T = TypeVar("T")
 
 CONTENT_LIMIT = 256 * 1024
 
@@ -36,7 +44,26 @@ class FileState:
 @dataclass(frozen=True)
 class Output:
     rc: int
-    text: str
+    text: str  # stdout
+    err: str = ""  # stderr, kept apart (shown when the command fails, never parsed)
+
+    @property
+    def ok(self) -> bool:
+        return self.rc == 0
+
+    def explain(self, limit: int = 800) -> str:
+        """Why the command failed, for a message: its stderr (else stdout) tail and exit code."""
+        tail = (self.err.strip() or self.text.strip())[-limit:]
+        return f"exit {self.rc}" + (f": {tail}" if tail else "")
+
+
+@dataclass(frozen=True)
+class Fact(Generic[T]):
+    """A read-only command and the parser of its output."""
+
+    name: str
+    command: str
+    parse: Callable[[Output], T]
 
 
 @dataclass
@@ -50,11 +77,21 @@ class Facts:
     def rc(self, name: str) -> int:
         return self.outputs[name].rc
 
+    def err(self, name: str) -> str:
+        return self.outputs[name].err
+
+    def get(self, fact: Fact[T]) -> T:
+        return fact.parse(self.outputs[fact.name])
+
+    def file(self, path: str) -> FileState:
+        return self.files.get(path) or FileState(path, False)
+
 
 def gather_script(marker: str, files: Iterable[str], commands: Mapping[str, str]) -> str:
     """The shell script :func:`gather` runs (pure, so it can be tested and inspected)."""
     lines = [
-        f"M={quote(marker)}",
+        f"M={shlex.quote(marker)}",
+        "E=$(mktemp) || exit 1; trap 'rm -f \"$E\"' EXIT",
         "nr_file() {",
         '  if [ -f "$1" ]; then',
         '    printf "%s file %s\\n" "$M" "$1"',
@@ -66,11 +103,12 @@ def gather_script(marker: str, files: Iterable[str], commands: Mapping[str, str]
         '  else printf "%s nofile %s\\n" "$M" "$1"; fi',
         "}",
     ]
-    lines += [f"nr_file {quote(p)}" for p in files]
+    lines += [f"nr_file {shlex.quote(p)}" for p in files]
     for name, cmd in commands.items():
-        lines.append(f'printf "%s cmd %s\\n" "$M" {quote(name)}')
-        lines.append(f"( {cmd}\n) 2>&1")
+        lines.append(f'printf "%s cmd %s\\n" "$M" {shlex.quote(name)}')
+        lines.append(f'( {cmd}\n) 2>"$E"')
         lines.append('printf "\\n%s rc %s\\n" "$M" "$?"')
+        lines.append('base64 -w0 < "$E"; echo')
     lines.append('printf "%s end\\n" "$M"')
     return "\n".join(lines)
 
@@ -110,8 +148,9 @@ def parse_gather(marker: str, text: str) -> Facts:
             out = "\n".join(body)
             if out.endswith("\n"):
                 out = out[:-1]
-            facts.outputs[arg] = Output(rc, out)
-            i += 1
+            err = base64.b64decode(lines[i + 1].strip()) if i + 1 < len(lines) else b""
+            facts.outputs[arg] = Output(rc, out, err.decode("utf-8", errors="replace"))
+            i += 2
         else:
             i += 1
     if not saw_end:
@@ -119,10 +158,18 @@ def parse_gather(marker: str, text: str) -> Facts:
     return facts
 
 
-def gather(remote: Remote, *, files: Iterable[str] = (), commands: Mapping[str, str] | None = None) -> Facts:
-    """One round trip: stat/hash/read ``files`` and run read-only ``commands`` (as root)."""
+def gather(
+    remote: Remote,
+    *,
+    files: Iterable[str] = (),
+    commands: Mapping[str, str] | None = None,
+    facts: Iterable[Fact[object]] = (),
+) -> Facts:
+    """One round trip: stat/hash/read ``files`` and run read-only ``commands`` and ``facts`` (as root)."""
     marker = "@@NR-" + secrets.token_hex(6) + "@@"
-    script = gather_script(marker, list(files), commands or {})
+    wanted = dict(commands or {})
+    wanted.update({f.name: f.command for f in facts})
+    script = gather_script(marker, list(files), wanted)
     result = remote.run(script, check=False)
     if result.exited != 0:
         raise NrError(

@@ -1,55 +1,47 @@
-"""Components and plays: how the engine runs the host tasks without knowing their internals.
+"""Components and the context they run in: how the engine runs host tasks without knowing their internals.
 
-A *component* (base, redis, k3s, deploy, ...) is an object registered under the entry-point group
-``nr.components`` with a name, an order in the site play and three methods that receive a
-:class:`PlayContext`:
+A *component* (base, redis, k3s, deploy, ...) is an object with a ``name`` and four methods that
+receive a :class:`PlayContext`:
 
-* ``apply(ctx)``  converge the hosts (under ``--dry-run`` only compute and show the changes);
-* ``check(ctx)``  post-deploy checks, each result carrying :class:`CheckItem` rows;
-* ``drift(ctx)``  read-only comparison with the desired state, results carrying :class:`Change` rows.
+* ``validate(ctx)`` problems with the inventory for this component (before any host is touched);
+* ``apply(ctx)``    converge the hosts (under ``--dry-run`` only compute and show the changes);
+* ``check(ctx)``    post-deploy checks (outcomes carrying :class:`~nr.outcome.CheckItem` rows);
+* ``drift(ctx)``    read-only comparison with the desired state (outcomes carrying findings).
 
-The context runs Nornir tasks over (a subset of) the hosts and records every result in the run
-report. Results may carry ``changes=[Change, ...]`` and ``checks=[CheckItem, ...]`` extras.
+It declares its inventory keys and role groups in a :class:`~nr.contract.Contract` and is listed in
+a catalog (:mod:`nr.registry`). The context runs a host function ``fn(run: HostRun) -> Outcome`` on
+(a subset of) the hosts, in parallel or one at a time, and records every outcome in the run report.
 """
 
 from __future__ import annotations
 
+import functools
+import shlex
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
-from importlib.metadata import entry_points
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 
 from nornir.core import Nornir
 from nornir.core.inventory import Host
 from nornir.core.task import AggregatedResult, Result, Task
 from nornir.plugins.runners import SerialRunner
 
+from nr.changes import Change, apply_script
 from nr.errors import NrError
-from nr.inventory.schema import K3S_AGENTS, K3S_SERVERS, REDIS
+from nr.outcome import CheckItem, Finding, Outcome
+from nr.secrets import Secret, SecretError, SecretRef
+from nr.transport import Remote
 
-COMPONENTS_GROUP = "nr.components"
-PLAYS_GROUP = "nr.plays"  # a play: an ordered tuple of component names (e.g. "site")
-COMMANDS_GROUP = "nr.commands"
+T = TypeVar("T")
+CONNECTION_NAME = "fabric"
 
-
-@dataclass(frozen=True)
-class CheckItem:
-    """One post-deploy check: ``ok`` or not, with what to look at when it is not."""
-
-    name: str
-    ok: bool
-    detail: str = ""
-    hint: str = ""
-    warning: bool = False  # a failed warning is reported but does not fail the check run
+__all__ = ["CheckItem", "Component", "HostRun", "Outcome", "PlayContext", "StepResult", "host_groups"]
 
 
 @runtime_checkable
 class Component(Protocol):
     name: str
-    order: int  # position in the site play
-    in_site: bool  # part of `nr run site` (k3s-reset is not)
-    description: str
 
     def validate(self, ctx: PlayContext) -> list[str]:
         """Problems with the inventory for this component (checked before any host is touched)."""
@@ -72,28 +64,6 @@ class Recorder(Protocol):
     def note(self, component: str, message: str) -> None: ...
 
 
-def load_components() -> dict[str, Component]:
-    """Every registered component, by name, in site order."""
-    found: list[Component] = []
-    for ep in entry_points(group=COMPONENTS_GROUP):
-        obj = ep.load()
-        if not isinstance(obj, Component):
-            raise NrError(f"entry point {ep.name} = {ep.value} is not a component")
-        found.append(obj)
-    return {c.name: c for c in sorted(found, key=lambda c: c.order)}
-
-
-def load_plays() -> dict[str, tuple[str, ...]]:
-    """Registered plays (name -> component names in order)."""
-    plays: dict[str, tuple[str, ...]] = {}
-    for ep in entry_points(group=PLAYS_GROUP):
-        value = ep.load()
-        if not isinstance(value, tuple) or not all(isinstance(v, str) for v in value):
-            raise NrError(f"entry point {ep.name} = {ep.value} is not a tuple of component names")
-        plays[ep.name] = value
-    return plays
-
-
 def host_groups(host: Host) -> set[str]:
     """Every group of ``host``, parent groups included."""
     out: set[str] = set()
@@ -107,19 +77,101 @@ def host_groups(host: Host) -> set[str]:
 
 
 def roles(host: Host) -> list[str]:
+    """The roles ``host`` has by its groups, as the components' contracts name them."""
+    from nr.registry import registry
+
     groups = host_groups(host)
-    out = []
-    if K3S_SERVERS in groups:
-        out.append("k3s-server")
-    if K3S_AGENTS in groups:
-        out.append("k3s-agent")
-    if REDIS in groups:
-        out.append("redis")
-    return out
+    return [r.role for r in registry().schema.roles if r.name in groups]
+
+
+class OutcomeResult(Result):
+    """The Nornir result of a host function: its :class:`Outcome`, typed (no extras)."""
+
+    def __init__(self, host: Host, outcome: Outcome[Any]) -> None:
+        super().__init__(
+            host=host,
+            result=outcome.error or outcome.summary or [c.what for c in outcome.changes],
+            changed=outcome.changed,
+            diff=outcome.diff,
+            failed=outcome.error is not None,
+        )
+        self.outcome = outcome
+
+
+@dataclass
+class HostRun:
+    """What a host function sees: its host, whether this is a dry run, and the host's :class:`Remote`."""
+
+    host: Host
+    dry_run: bool
+    connect: Callable[[], Remote] = field(repr=False)
+
+    @functools.cached_property
+    def remote(self) -> Remote:
+        """The host's connection (opened on first use, then shared by every step of the run)."""
+        return self.connect()
+
+    @property
+    def name(self) -> str:
+        return self.host.name
+
+    def get(self, key: str) -> Any:
+        """A ``data`` value of the host (host, then its groups, then defaults)."""
+        return self.host.get(key)
+
+    def apply(
+        self,
+        changes: Sequence[Change],
+        *,
+        after: str = "",
+        timeout: float | None = None,
+        findings: Sequence[Finding] = (),
+        value: T | None = None,
+        summary: str = "",
+    ) -> Outcome[T]:
+        """Run every change's script (after SFTP uploads) in one round trip; nothing under dry-run."""
+        if changes and not self.dry_run:
+            for c in changes:
+                if c.upload is not None:
+                    self.remote.put(c.upload.local, c.upload.remote_tmp)
+            self.remote.run(apply_script(changes, after), timeout=timeout)
+        return Outcome(changes=tuple(changes), findings=tuple(findings), value=value, summary=summary)
+
+
+@dataclass
+class StepResult(Generic[T]):
+    """The outcomes of one step, by host; hosts that failed (or were skipped) are in ``failed``."""
+
+    outcomes: dict[str, Outcome[T]]
+    failed: dict[str, str]
+
+    def value(self, host: str) -> T | None:
+        o = self.outcomes.get(host)
+        return None if o is None else o.value
+
+    @property
+    def values(self) -> dict[str, T]:
+        return {h: o.value for h, o in self.outcomes.items() if o.value is not None}
+
+    @property
+    def changed(self) -> bool:
+        return any(o.changed for o in self.outcomes.values())
+
+
+def _step_result(result: AggregatedResult) -> StepResult[Any]:
+    outcomes: dict[str, Outcome[Any]] = {}
+    failed: dict[str, str] = {}
+    for host, multi in result.items():
+        r = multi[0]
+        if r.failed:
+            failed[host] = str(r.exception or r.result or "failed")
+        elif isinstance(r, OutcomeResult):
+            outcomes[host] = r.outcome
+    return StepResult(outcomes, failed)
 
 
 class PlayContext:
-    """What a component sees while it runs: the hosts, the dry-run flag and a way to run tasks."""
+    """What a component sees while it runs: the hosts, the dry-run flag and a way to run host functions."""
 
     def __init__(
         self,
@@ -129,12 +181,14 @@ class PlayContext:
         recorder: Recorder,
         limit: Iterable[str] | None = None,
         inventory_arg: str | None = None,
+        connect: Callable[[Host], Remote] | None = None,
     ) -> None:
         self._nr = nr
         self.component = component
         self.recorder = recorder
         self.limit = set(limit) if limit is not None else None
         self.inventory_arg = inventory_arg  # how the operator named the inventory, for "fix" commands
+        self._connect = connect or self._open_fabric
 
     @property
     def nornir(self) -> Nornir:
@@ -158,6 +212,7 @@ class PlayContext:
             recorder=self.recorder,
             limit=self.limit,
             inventory_arg=self.inventory_arg,
+            connect=self._connect,
         )
 
     # -- hosts ------------------------------------------------------------------------------
@@ -175,15 +230,61 @@ class PlayContext:
         return name in self._nr.data.failed_hosts
 
     def fix_command(self, component: str | None = None, host: str | None = None) -> str:
-        cmd = f"nr run {component or self.component}"
+        """The command that repairs something (``nr run COMPONENT [-i INV] [--limit HOST]``), shell-quoted."""
+        words = ["nr", "run", component or self.component]
         if self.inventory_arg:
-            cmd += f" -i {self.inventory_arg}"
+            words += ["-i", self.inventory_arg]
         if host:
-            cmd += f" --limit {host}"
-        return cmd
+            words += ["--limit", host]
+        return shlex.join(words)
+
+    # -- secrets -------------------------------------------------------------------------------
+    def secret(self, host: Host, key: str) -> Secret:
+        """The secret ``data.<key>`` of ``host`` refers to, resolved (one error format for all)."""
+        value = host.get(key)
+        if value is None:
+            raise NrError(
+                f"host {host.name}: data.{key} is not set (a secret reference env:NAME or file:PATH)"
+            )
+        try:
+            ref = value if isinstance(value, SecretRef) else SecretRef.parse(value)
+            return ref.resolve()
+        except SecretError as exc:
+            raise NrError(f"host {host.name}: data.{key} ({value}): {exc}") from None
+
+    # -- connections ---------------------------------------------------------------------------
+    def _open_fabric(self, host: Host) -> Remote:
+        conn: Remote = host.get_connection(CONNECTION_NAME, self._nr.config)
+        return conn
+
+    def remote(self, host: Host | str) -> Remote:
+        """The open connection of any inventory host, for steps the controller drives (e.g. waits)."""
+        h = self._nr.inventory.hosts[host] if isinstance(host, str) else host
+        return self._connect(h)
 
     # -- running ------------------------------------------------------------------------------
     def run(
+        self,
+        step: str,
+        fn: Callable[[HostRun], Outcome[T]],
+        *,
+        hosts: Sequence[Host] | None = None,
+        group: str | None = None,
+        serial: bool = False,
+    ) -> StepResult[T]:
+        """Run ``fn`` on ``hosts`` (default: ``self.hosts(group)``); hosts that failed earlier are skipped.
+
+        An :class:`NrError` raised by ``fn`` fails that host with its message; other hosts go on.
+        """
+
+        def task(t: Task) -> Result:
+            run = HostRun(t.host, t.is_dry_run(), lambda: self._connect(t.host))
+            return OutcomeResult(t.host, fn(run))
+
+        result = self._run_nornir(step, task, hosts=hosts, group=group, serial=serial)
+        return _step_result(result)
+
+    def _run_nornir(
         self,
         step: str,
         task: Callable[..., Result],
@@ -193,7 +294,6 @@ class PlayContext:
         serial: bool = False,
         **kwargs: Any,
     ) -> AggregatedResult:
-        """Run ``task`` on ``hosts`` (default: ``self.hosts(group)``); hosts that failed earlier are skipped."""
         chosen = list(hosts) if hosts is not None else self.hosts(group)
         names = {h.name for h in chosen}
         nr = self._nr.filter(filter_func=lambda h: h.name in names)
@@ -205,13 +305,33 @@ class PlayContext:
         self.recorder.record(self.component, step, result)
         return result
 
+    def run_nornir(
+        self,
+        step: str,
+        task: Callable[..., Result],
+        *,
+        hosts: Sequence[Host] | None = None,
+        group: str | None = None,
+        serial: bool = False,
+        **kwargs: Any,
+    ) -> AggregatedResult:
+        """Legacy: run a Nornir task function (results with ``changes``/``checks`` extras)."""
+        return self._run_nornir(step, task, hosts=hosts, group=group, serial=serial, **kwargs)
+
     def note(self, message: str) -> None:
         self.recorder.note(self.component, message)
 
     def fail_host(self, host: Host, step: str, message: str) -> None:
         """Record a failure decided by the controller (e.g. a cluster-wide step) against ``host``."""
 
-        def _fail(task: Task) -> Result:
-            raise NrError(message)
+        def _fail(run: HostRun) -> Outcome[None]:
+            return Outcome(error=message)
 
         self.run(step, _fail, hosts=[host])
+
+    def report(self, step: str, rows: dict[str, Outcome[None]]) -> None:
+        """Record outcomes the controller computed (findings, checks) against their hosts, without SSH."""
+        known = {h.name: h for h in self.all_hosts()}
+        chosen = [known[n] for n in rows if n in known]
+        if chosen:
+            self.run(step, lambda run: rows[run.name], hosts=chosen)

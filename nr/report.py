@@ -7,6 +7,7 @@ redactor.
 
 from __future__ import annotations
 
+import shlex
 import traceback
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -20,7 +21,8 @@ from rich.table import Table
 
 from nr.changes import Change
 from nr.errors import NrError
-from nr.play import CheckItem
+from nr.outcome import CheckItem, Finding
+from nr.play import OutcomeResult
 from nr.secrets import redact
 
 
@@ -89,8 +91,8 @@ class RunReport:
     inventory_arg: str | None = None  # how the operator named the inventory (for fix commands)
 
     def default_fix(self, component: str, host: str) -> str:
-        inv = f" -i {self.inventory_arg}" if self.inventory_arg else ""
-        return f"nr run {component}{inv} --limit {host}"
+        words = ["nr", "run", component, *(["-i", self.inventory_arg] if self.inventory_arg else [])]
+        return shlex.join([*words, "--limit", host])
 
     # -- Recorder ---------------------------------------------------------------------------
     def step_started(self, component: str, step: str, hosts: list[str] | Any) -> None:
@@ -109,7 +111,10 @@ class RunReport:
     def _record_host(self, component: str, host: str, multi: MultiResult) -> None:
         for r in multi:
             err = ""
-            if r.failed:
+            if r.failed and isinstance(r, OutcomeResult) and r.outcome.error is not None:
+                err = redact(r.outcome.error)
+                self.failed_reasons.setdefault(host, f"{r.name}: {err}")
+            elif r.failed:
                 err = error_message(r.exception, r)
                 if r.exception is not None and not isinstance(r.exception, NrError | NornirSubTaskError):
                     tb = "".join(traceback.format_exception(r.exception))
@@ -120,6 +125,9 @@ class RunReport:
             self.rows.append(
                 Row(host, str(r.name), bool(r.changed), bool(r.failed), redact(r.diff or ""), err)
             )
+            if isinstance(r, OutcomeResult):
+                self._record_outcome(component, host, r)
+                continue
             for c in getattr(r, "checks", None) or []:
                 assert isinstance(c, CheckItem)
                 self.checks.append(
@@ -138,6 +146,25 @@ class RunReport:
                     )
                 )
 
+    def _record_outcome(self, component: str, host: str, r: OutcomeResult) -> None:
+        o = r.outcome
+        for c in o.checks:
+            self.checks.append(
+                CheckRow(component, host, c.name, c.ok, redact(c.detail), redact(c.hint), c.warning)
+            )
+        rows = [Finding.of_change(c) for c in o.changes] + [f for f in o.findings if f.reported_by_drift]
+        for f in rows:
+            self.drift.append(
+                DriftItem(
+                    component,
+                    host,
+                    redact(f.what),
+                    redact(f.expected),
+                    redact(f.actual),
+                    redact(f.fix or self.default_fix(component, host)),
+                )
+            )
+
     # -- Nornir processor (live progress) ---------------------------------------------------------
     def task_started(self, task: Task) -> None:
         pass
@@ -152,11 +179,17 @@ class RunReport:
         if self.console is None:
             return
         r = result[0]
-        if r.failed:
+        if r.failed and isinstance(r, OutcomeResult) and r.outcome.error is not None:
+            first = redact(r.outcome.error).splitlines()[0] if r.outcome.error else "failed"
+            self.console.print(f"  [red]✗ {host.name}[/] {escape(first)}")
+        elif r.failed:
             self.console.print(f"  [red]✗ {host.name}[/] {escape(error_message(r.exception, r))}")
         elif result.changed:
             verb = "would change" if self.dry_run else "changed"
-            n = len(getattr(r, "changes", None) or r.result or []) if isinstance(r.result, list) else ""
+            if isinstance(r, OutcomeResult):
+                n: int | str = len(r.outcome.changes) or ""
+            else:
+                n = len(getattr(r, "changes", None) or r.result or []) if isinstance(r.result, list) else ""
             self.console.print(f"  [yellow]~ {host.name}[/] {verb}{f' ({n})' if n else ''}")
         else:
             self.console.print(f"  [green]✓ {host.name}[/] ok")
@@ -246,7 +279,7 @@ class RunReport:
 
 
 def _is_connection_error(exc: BaseException | None) -> bool:
-    from nr.connection import ConnectionFailed
+    from nr.ssh_trust import ConnectionFailed
 
     if isinstance(exc, NornirSubTaskError):
         return any(_is_connection_error(r.exception) for r in exc.result if r.exception is not exc)

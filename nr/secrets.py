@@ -33,6 +33,8 @@ class SecretRef:
 
     @classmethod
     def parse(cls, text: object, base_dir: Path | None = None) -> SecretRef:
+        if isinstance(text, SecretRef):  # already parsed (the validator keeps references typed)
+            return text
         if not isinstance(text, str):
             raise SecretError("must be a secret reference 'env:NAME' or 'file:PATH', not a plain value")
         m = _REF.match(text.strip())

@@ -15,7 +15,7 @@ from nornir.core.inventory import (
     ParentGroups,
 )
 
-from nr.inventory.schema import ROLE_GROUPS
+from nr.contract import Schema
 from nr.inventory.validate import RawInventory, validate
 
 CONNECTION = "fabric"
@@ -84,9 +84,14 @@ def _ancestors(host: Host) -> list[Group]:
     return out
 
 
-def build_inventory(raw: RawInventory) -> Inventory:
-    """Validate ``raw`` and build the Nornir inventory (raises InventoryError)."""
-    validate(raw)
+def build_inventory(raw: RawInventory, schema: Schema | None = None) -> Inventory:
+    """Validate ``raw`` against ``schema`` (default: every registered component's) and build the
+    Nornir inventory (raises InventoryError)."""
+    if schema is None:
+        from nr.registry import registry
+
+        schema = registry().schema
+    validate(raw, schema)
     ddata = raw.defaults or {}
     defaults = Defaults(
         hostname=ddata.get("hostname"),
@@ -100,7 +105,7 @@ def build_inventory(raw: RawInventory) -> Inventory:
     groups = Groups()
     for name, g in (raw.groups or {}).items():
         groups[name] = _element(Group, name, g or {}, defaults)  # type: ignore[assignment]
-    for name in ROLE_GROUPS:  # role groups exist even when groups.yaml does not define them
+    for name in schema.role_groups:  # role groups exist even when groups.yaml does not define them
         if name not in groups:
             groups[name] = _element(Group, name, {}, defaults)  # type: ignore[assignment]
     for name, g in (raw.groups or {}).items():

@@ -10,27 +10,21 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections import Counter
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from nr.contract import Field, Kind, Schema
 from nr.inventory.schema import (
     CONNECTION_KEYS,
     CONNECTION_PLUGINS,
-    DATA_KEYS,
     DEFAULTS_KEYS,
     GROUP_KEYS,
     HOST_KEYS,
-    K3S_AGENTS,
-    K3S_SERVERS,
-    MIN_REDIS_HOSTS,
-    REDIS,
-    ROLE_GROUPS,
     SSH_EXTRAS,
-    Field,
-    Kind,
 )
 from nr.secrets import SecretError, SecretRef
 
@@ -104,8 +98,9 @@ def load_yaml(path: Path, *, required: bool) -> Any:
 
 
 class _Validator:
-    def __init__(self, raw: RawInventory) -> None:
+    def __init__(self, raw: RawInventory, schema: Schema) -> None:
         self.raw = raw
+        self.schema = schema
         self.issues: list[str] = []
 
     def err(self, where: str, message: str) -> None:
@@ -113,43 +108,37 @@ class _Validator:
 
     # -- values -------------------------------------------------------------------------------
     def check_value(self, where: str, f: Field, value: Any) -> Any:
-        """Check ``value`` against ``f``; returns the normalized value (absolute paths)."""
-        k = f.kind
-        ok = True
-        if k is Kind.STR:
-            ok = isinstance(value, str) and value != ""
-        elif k is Kind.INT:
-            ok = isinstance(value, int) and not isinstance(value, bool) and value > 0
-        elif k is Kind.BOOL:
-            ok = isinstance(value, bool)
-        elif k is Kind.PORT:
-            ok = _is_port(value)
-        elif k is Kind.PORTS:
-            ok = isinstance(value, list) and bool(value) and all(_is_port(p) for p in value)
-            if ok and len(set(value)) != len(value):
-                self.err(where, f"ports must be distinct, got {value}")
-                return value
-        elif k is Kind.STR_LIST:
-            ok = isinstance(value, list) and all(isinstance(v, str) and v for v in value)
-        elif k is Kind.STR_MAP:
-            ok = isinstance(value, dict) and all(isinstance(v, str) for v in value.values())
-        elif k is Kind.IP:
-            ok = isinstance(value, str) and _is_ip(value)
-        elif k is Kind.PATH:
-            ok = isinstance(value, str) and value != ""
-            if ok:
-                p = Path(value).expanduser()
-                return str(p if p.is_absolute() else (self.raw.base_dir / p).resolve())
-        elif k is Kind.SECRET:
-            try:
-                ref = SecretRef.parse(value, self.raw.base_dir)
-            except SecretError as exc:
-                self.err(where, str(exc))
-                return value
-            return f"file:{ref.path.resolve()}" if ref.kind == "file" else str(ref)
-        if not ok:
-            self.err(where, f"must be {k.value}, got {_show(value, k)}")
+        """Check ``value`` against ``f``; returns the normalized value (absolute paths, secret refs)."""
+        before = len(self.issues)
+        normalized = self._check_kind(where, f, value)
+        if f.check is not None and len(self.issues) == before:
+            problem = f.check(value)
+            if problem:
+                self.err(where, problem)
+        return normalized
+
+    def _check_kind(self, where: str, f: Field, value: Any) -> Any:
+        if f.kind is Kind.PATH and _KIND_OK[Kind.PATH](value):
+            p = Path(value).expanduser()
+            return str(p if p.is_absolute() else (self.raw.base_dir / p).resolve())
+        if f.kind is Kind.SECRET:
+            return self._secret(where, value)
+        if not _KIND_OK[f.kind](value):
+            self.err(where, f"must be {f.kind.value}, got {_show(value, f.kind)}")
+        elif f.kind is Kind.PORTS and len(set(value)) != len(value):
+            self.err(where, f"ports must be distinct, got {value}")
         return value
+
+    def _secret(self, where: str, value: Any) -> Any:
+        """A typed :class:`SecretRef` (file paths made absolute); the value itself is never echoed."""
+        try:
+            ref = SecretRef.parse(value, self.raw.base_dir)
+        except SecretError as exc:
+            self.err(where, str(exc))
+            return value
+        if ref.kind == "file":
+            return SecretRef("file", str(ref.path.resolve()))
+        return SecretRef("env", ref.target)
 
     # -- one host / group / defaults entry ----------------------------------------------------
     def check_entry(self, where: str, entry: Any, allowed: set[str], group_names: set[str]) -> None:
@@ -159,61 +148,51 @@ class _Validator:
         for key in entry:
             if key not in allowed:
                 self.err(where, f"unknown field '{key}' (allowed: {', '.join(sorted(allowed))})")
-        if "hostname" in entry and not (isinstance(entry["hostname"], str) and entry["hostname"].strip()):
-            self.err(f"{where}: hostname", f"must be a non-empty address, got {_show(entry['hostname'])}")
-        if "port" in entry and not _is_port(entry["port"]):
-            self.err(f"{where}: port", f"must be a TCP port (1-65535), got {_show(entry['port'])}")
-        if "username" in entry and not (isinstance(entry["username"], str) and entry["username"]):
-            self.err(f"{where}: username", f"must be a non-empty string, got {_show(entry['username'])}")
-        if "platform" in entry and not isinstance(entry["platform"], str):
-            self.err(f"{where}: platform", f"must be a string, got {_show(entry['platform'])}")
+        self.check_fields(where, entry)
+        if "groups" in entry:
+            self.check_groups(f"{where}: groups", entry["groups"], group_names)
+        if "data" in entry:
+            if entry["data"] is None:
+                entry["data"] = {}
+            self.check_data(f"{where}: data", entry["data"])
+        if "connection_options" in entry:
+            self.check_connection_options(f"{where}: connection_options", entry["connection_options"])
+
+    def check_fields(self, where: str, entry: dict[str, Any]) -> None:
+        """hostname, port, username, platform and password of a host, group or defaults entry."""
+        for key, (ok, want) in _FIELDS.items():
+            if key in entry and not ok(entry[key]):
+                self.err(f"{where}: {key}", f"must be {want}, got {_show(entry[key])}")
         if entry.get("password") is not None:
             entry["password"] = self.check_value(
                 f"{where}: password", Field(Kind.SECRET, ""), entry["password"]
             )
-        if "groups" in entry:
-            groups = entry["groups"]
-            if not isinstance(groups, list) or not all(isinstance(g, str) for g in groups):
-                self.err(f"{where}: groups", f"must be a list of group names, got {_show(groups)}")
-            else:
-                for g in groups:
-                    if g not in group_names:
-                        self.err(
-                            f"{where}: groups",
-                            f"unknown group '{g}' (not defined in {self.raw.groups_source})",
-                        )
-                if len(set(groups)) != len(groups):
-                    self.err(f"{where}: groups", "lists a group twice")
-        if "data" in entry:
-            data = entry["data"]
-            if data is None:
-                entry["data"] = {}
-            elif not isinstance(data, dict):
-                self.err(f"{where}: data", f"must be a mapping, got {_type(data)}")
-            else:
-                for key, value in data.items():
-                    if key not in DATA_KEYS:
-                        self.err(
-                            f"{where}: data.{key}", f"unknown key (known: {', '.join(sorted(DATA_KEYS))})"
-                        )
-                    else:
-                        data[key] = self.check_value(f"{where}: data.{key}", DATA_KEYS[key], value)
-                ports = data.get("redis_ports")
-                if isinstance(ports, list) and all(_is_port(p) for p in ports):
-                    self.check_redis_ports(f"{where}: data.redis_ports", ports)
-        if "connection_options" in entry:
-            self.check_connection_options(f"{where}: connection_options", entry["connection_options"])
 
-    def check_redis_ports(self, where: str, ports: list[int]) -> None:
-        if len(ports) != 2:
-            self.err(where, f"must list exactly two ports (master, replica), got {len(ports)}")
+    def check_groups(self, where: str, groups: Any, group_names: set[str]) -> None:
+        if not isinstance(groups, list) or not all(isinstance(g, str) for g in groups):
+            self.err(where, f"must be a list of group names, got {_show(groups)}")
             return
-        for p in ports:
-            if p + 10000 > 65535:
-                self.err(where, f"port {p}: its cluster bus port {p + 10000} is above 65535")
-        a, b = ports
-        if abs(a - b) == 10000:
-            self.err(where, f"ports {a} and {b} clash: one is the other's cluster bus port (port+10000)")
+        for g in groups:
+            if g not in group_names:
+                self.err(where, f"unknown group '{g}' (not defined in {self.raw.groups_source})")
+        if len(set(groups)) != len(groups):
+            self.err(where, "lists a group twice")
+
+    def check_data(self, where: str, data: Any) -> None:
+        if not isinstance(data, dict):
+            self.err(where, f"must be a mapping, got {_type(data)}")
+            return
+        self.check_keys(where, data, self.schema.data, "unknown key")
+
+    def check_keys(
+        self, where: str, values: dict[str, Any], known: Mapping[str, Field], unknown: str
+    ) -> None:
+        """Every key of ``values`` must be in ``known``; values are checked and normalized in place."""
+        for key, value in values.items():
+            if key not in known:
+                self.err(f"{where}.{key}", f"{unknown} (known: {', '.join(sorted(known))})")
+            else:
+                values[key] = self.check_value(f"{where}.{key}", known[key], value)
 
     def check_connection_options(self, where: str, options: Any) -> None:
         if not isinstance(options, dict):
@@ -223,28 +202,24 @@ class _Validator:
             w = f"{where}.{plugin}"
             if plugin not in CONNECTION_PLUGINS:
                 self.err(w, f"unknown connection plugin (known: {', '.join(sorted(CONNECTION_PLUGINS))})")
-                continue
-            if not isinstance(opts, dict):
+            elif not isinstance(opts, dict):
                 self.err(w, f"must be a mapping, got {_type(opts)}")
-                continue
-            for key in opts:
-                if key not in CONNECTION_KEYS:
-                    self.err(w, f"unknown field '{key}' (allowed: {', '.join(sorted(CONNECTION_KEYS))})")
-            if "port" in opts and not _is_port(opts["port"]):
-                self.err(f"{w}.port", f"must be a TCP port (1-65535), got {_show(opts['port'])}")
-            if opts.get("password") is not None:
-                opts["password"] = self.check_value(f"{w}.password", Field(Kind.SECRET, ""), opts["password"])
-            extras = opts.get("extras")
-            if extras is None:
-                continue
-            if not isinstance(extras, dict):
-                self.err(f"{w}.extras", f"must be a mapping, got {_type(extras)}")
-                continue
-            for key, value in extras.items():
-                if key not in SSH_EXTRAS:
-                    self.err(f"{w}.extras.{key}", f"unknown option (known: {', '.join(sorted(SSH_EXTRAS))})")
-                else:
-                    extras[key] = self.check_value(f"{w}.extras.{key}", SSH_EXTRAS[key], value)
+            else:
+                self.check_plugin_options(w, opts)
+
+    def check_plugin_options(self, where: str, opts: dict[str, Any]) -> None:
+        for key in opts:
+            if key not in CONNECTION_KEYS:
+                self.err(where, f"unknown field '{key}' (allowed: {', '.join(sorted(CONNECTION_KEYS))})")
+        if "port" in opts and not is_port(opts["port"]):
+            self.err(f"{where}.port", f"must be a TCP port (1-65535), got {_show(opts['port'])}")
+        if opts.get("password") is not None:
+            opts["password"] = self.check_value(f"{where}.password", Field(Kind.SECRET, ""), opts["password"])
+        extras = opts.get("extras")
+        if extras is not None and not isinstance(extras, dict):
+            self.err(f"{where}.extras", f"must be a mapping, got {_type(extras)}")
+        elif extras is not None:
+            self.check_keys(f"{where}.extras", extras, SSH_EXTRAS, "unknown option")
 
     # -- whole inventory -----------------------------------------------------------------------
     def run(self) -> None:
@@ -264,7 +239,9 @@ class _Validator:
         if not raw.hosts:
             self.err(hs, "defines no hosts")
             return
-        group_names = {str(g) for g in groups} | set(ROLE_GROUPS)  # role groups need no definition
+        group_names = {str(g) for g in groups} | set(
+            self.schema.role_groups
+        )  # role groups need no definition
         self.check_entry(ds, defaults, DEFAULTS_KEYS, group_names)
         for name, group in groups.items():
             self.check_entry(f"{gs}: group '{name}'", group, GROUP_KEYS, group_names)
@@ -354,44 +331,50 @@ class _Validator:
         return result
 
     def check_roles(self, groups: dict[str, Any]) -> None:
+        """Every component's role rules, on every host's groups (parents included)."""
         if self.issues:
-            return  # role checks assume well-formed entries
-        hs = self.raw.hosts_source
-        membership = self.host_groups(groups)
-        servers = [h for h, g in membership.items() if K3S_SERVERS in g]
-        agents = [h for h, g in membership.items() if K3S_AGENTS in g]
-        redis = [h for h, g in membership.items() if REDIS in g]
-        for h in servers:
-            if h in agents:
-                self.err(
-                    f"{hs}: host '{h}': groups", f"is in both {K3S_SERVERS} and {K3S_AGENTS}; pick one role"
-                )
-        if agents and not servers:
-            self.err(hs, f"group {K3S_AGENTS} has hosts ({', '.join(agents)}) but {K3S_SERVERS} has none")
-        if len(servers) % 2 == 0 and servers:
-            self.err(
-                hs,
-                f"group {K3S_SERVERS} has {len(servers)} hosts ({', '.join(servers)}); embedded etcd needs an "
-                "odd number of servers (1, 3, 5)",
-            )
-        if 0 < len(redis) < MIN_REDIS_HOSTS:
-            self.err(
-                hs,
-                f"group {REDIS} has {len(redis)} host(s) ({', '.join(redis)}); a Redis Cluster with rotated "
-                f"replicas needs at least {MIN_REDIS_HOSTS}",
-            )
+            return  # role rules assume well-formed entries
+        membership = {h: frozenset(g) for h, g in self.host_groups(groups).items()}
+        for rule in self.schema.rules:
+            self.issues += rule(membership, self.raw.hosts_source)
 
 
-def validate(raw: RawInventory) -> None:
+def validate(raw: RawInventory, schema: Schema) -> None:
     """Raise :class:`InventoryError` listing every problem; normalizes paths and secret refs in place."""
-    v = _Validator(raw)
+    v = _Validator(raw, schema)
     v.run()
     if v.issues:
         raise InventoryError(v.issues)
 
 
-def _is_port(value: Any) -> bool:
+def is_port(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 65535
+
+
+def _nonempty(value: Any) -> bool:
+    return isinstance(value, str) and value.strip() != ""
+
+
+_KIND_OK: dict[Kind, Callable[[Any], bool]] = {
+    Kind.STR: _nonempty,
+    Kind.INT: lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0,
+    Kind.BOOL: lambda v: isinstance(v, bool),
+    Kind.PORT: is_port,
+    Kind.PORTS: lambda v: isinstance(v, list) and bool(v) and all(is_port(p) for p in v),
+    Kind.STR_LIST: lambda v: isinstance(v, list) and all(isinstance(x, str) and x for x in v),
+    Kind.STR_MAP: lambda v: isinstance(v, dict) and all(isinstance(x, str) for x in v.values()),
+    Kind.IP: lambda v: isinstance(v, str) and _is_ip(v),
+    Kind.PATH: _nonempty,
+    Kind.SECRET: lambda v: isinstance(v, str),
+}
+
+# The plain fields of a host, group or defaults entry: what each must be.
+_FIELDS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "hostname": (_nonempty, "a non-empty address"),
+    "port": (is_port, "a TCP port (1-65535)"),
+    "username": (lambda v: isinstance(v, str) and v != "", "a non-empty string"),
+    "platform": (lambda v: isinstance(v, str), "a string"),
+}
 
 
 def _is_ip(value: str) -> bool:

@@ -234,27 +234,31 @@ def test_sudo_password_never_leaks(lab: LabEnv, tmp_path: Path) -> None:
 
 def test_secret_given_to_a_task_stays_off_command_lines_and_output(lab: LabEnv) -> None:
     """Engine level: a task exports a secret to a remote program; output and ps never show it."""
-    from nornir.core.task import Result, Task
+    from shlex import quote
 
     from nr.config import Settings, init_nornir
-    from nr.connection import quote, remote
+    from nr.outcome import Outcome
+    from nr.play import HostRun, PlayContext
+    from nr.report import RunReport
     from nr.secrets import Secret
 
     token = Secret("tok-" + str(time.time_ns()))
     host = lab.hosts[1]
 
-    def task(task: Task) -> Result:
-        out = remote(task).run(
+    def task(run: HostRun) -> Outcome[str]:
+        out = run.remote.run(
             f"export NR_TOKEN={quote(token.reveal())}\nsh -c 'sleep 1.5; echo token=$NR_TOKEN'"
         )
-        return Result(host=task.host, result=out.stdout)
+        return Outcome(value=out.stdout)
 
-    nr = init_nornir(Settings(lab.inventory)).filter(name=host)
+    nr = init_nornir(Settings(lab.inventory))
+    ctx = PlayContext(nr, component="test", recorder=RunReport("secret"))
     with ProcessSampler(lab, host) as sampler:
-        result = nr.run(task=task)
-    nr.close_connections()
-    assert not result.failed
-    assert result[host][0].result.strip() == "token=********"
+        step = ctx.run("secret", task, hosts=[nr.inventory.hosts[host]])
+    for h in nr.inventory.hosts.values():
+        h.close_connections()
+    assert not step.failed
+    assert (step.value(host) or "").strip() == "token=********"
     assert len(sampler.samples) > 5 and any("sleep 1.5" in s for s in sampler.samples)
     assert not any(token.reveal() in s for s in sampler.samples)
 
@@ -263,34 +267,34 @@ def test_upload_only_when_the_host_copy_differs(lab: LabEnv, tmp_path: Path) -> 
     """Engine level: plan_upload + apply_changes push a large file over SFTP once, as user nr + sudo."""
     import os
 
-    from nornir.core.task import Result, Task
-
-    from nr.changes import apply_changes, plan_upload
     from nr.config import Settings, init_nornir
-    from nr.connection import remote
     from nr.facts import gather
+    from nr.ops.files import plan_upload
+    from nr.outcome import Outcome
+    from nr.play import HostRun, PlayContext
+    from nr.report import RunReport
 
     blob = tmp_path / "tool"
     blob.write_bytes(os.urandom(3 * 1024 * 1024))
     dest = "/usr/local/bin/nr-test-tool"
 
-    def task(task: Task) -> Result:
-        conn = remote(task)
-        facts = gather(conn, files=[dest])
+    def task(run: HostRun) -> Outcome[None]:
+        facts = gather(run.remote, files=[dest])
         change = plan_upload(blob, dest, facts.files[dest], mode=0o750)
-        return apply_changes(task, [change] if change else [], conn=conn)
+        return run.apply([change] if change else [])
 
     def run() -> tuple[bool, dict[str, int]]:
         nr = init_nornir(Settings(lab.inventory))
-        result = nr.run(task=task)
+        report = RunReport("upload")
+        step = PlayContext(nr, component="test", recorder=report).run("upload", task)
         stats = {
             h: nr.inventory.hosts[h].connections["fabric"].connection.stats.transfers
             for h in nr.inventory.hosts
         }
         for h in nr.inventory.hosts.values():
             h.close_connections()
-        assert not result.failed, {h: r[0].exception for h, r in result.items()}
-        return any(r[0].changed for r in result.values()), stats
+        assert not step.failed, step.failed
+        return step.changed, stats
 
     changed, transfers = run()
     assert changed and set(transfers.values()) == {1}

@@ -2,7 +2,7 @@
 
 Each "host" is a loopback address (127.0.0.1, 127.0.0.2, ...) running two redis-server processes (the layout's
 two ports) in cluster mode with requirepass/masterauth and a short cluster-node-timeout, in a tmp dir, started
-directly (no systemd). The config files are rendered by tasks.redis_plan.render_redis_conf, so the renderer is
+directly (no systemd). The config files are rendered by tasks.redis.plan.render_redis_conf, so the renderer is
 exercised for real (only the paths and `supervised no` differ from production).
 
 Every process started here is killed when the fixture ends, even on failure; the processes also get
@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from tasks.redis_plan import (
+from tasks.redis.plan import (
     BUS_PORT_OFFSET,
     InstanceConfig,
     RedisConfigOptions,

@@ -1,4 +1,4 @@
-"""Integration: tasks.redis_cluster against real redis-server processes (see conftest.py).
+"""Integration: tasks.redis.cluster against real redis-server processes (see conftest.py).
 
 The tests share one module-scoped set of simulated hosts and run in file order as one scenario:
 form -> idempotent -> wrong password -> write keys -> lose a host -> host back (swapped shard) -> repair ->
@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from redis.cluster import RedisCluster
 
-from tasks.redis_cluster import (
+from tasks.redis.cluster import (
     Access,
     AccessError,
     AddSlots,
@@ -35,7 +35,7 @@ from tasks.redis_cluster import (
     observe,
     plan_actions,
 )
-from tasks.redis_plan import Layout, PlanError, plan_layout
+from tasks.redis.plan import Layout, PlanError, plan_layout
 
 if TYPE_CHECKING:
     from tests.redis_local.conftest import LocalRedisHosts

@@ -10,9 +10,9 @@ from typing import Any
 from nornir.core.inventory import Host
 
 from nr.facts import Facts, Output
-from tasks.checks import routes_for
-from tasks.deploy import LocalImage, _unavailable, parse_deployments, plan_images
-from tasks.deploy_plan import CONFIG_DIGEST, AppSite, config_digest, render, with_config_digest
+from tasks.checks.play import routes_for
+from tasks.deploy.plan import CONFIG_DIGEST, AppSite, config_digest, render, with_config_digest
+from tasks.deploy.play import LocalImage, _unavailable, parse_deployments, plan_images
 
 IMAGE_ID = "sha256:" + "ab" * 32
 

@@ -7,10 +7,11 @@ import hashlib
 import subprocess
 from pathlib import Path
 
-from nr.changes import FileSpec, apply_script, plan_file
+from nr.changes import apply_script
 from nr.facts import Facts, FileState, Output, gather_script, parse_gather
+from nr.ops.files import FileSpec, plan_file
 from nr.secrets import MASK
-from tasks.base import BaseSpec, facts_commands, os_problem, plan
+from tasks.base.plan import BaseSpec, facts_commands, os_problem, plan
 
 
 def test_gather_script_runs_and_parses_locally(tmp_path: Path) -> None:
@@ -36,7 +37,7 @@ def test_gather_script_runs_and_parses_locally(tmp_path: Path) -> None:
     assert facts.files[str(empty)].content == b""
     assert not facts.files[str(tmp_path / "missing")].exists
     assert facts.outputs["two"] == Output(0, "one\ntwo")
-    assert facts.outputs["fails"] == Output(3, "oops")
+    assert facts.outputs["fails"] == Output(3, "", "oops\n")  # stderr is kept apart, never parsed
 
 
 def test_write_script_is_atomic_and_exact(tmp_path: Path) -> None:

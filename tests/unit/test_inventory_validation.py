@@ -295,7 +295,7 @@ def test_paths_resolve_from_the_inventory_folder(tmp_path: Path) -> None:
     folder = write(tmp_path / "inv", GOOD_HOSTS, groups, defaults)
     nr = init_nornir(Settings(folder))
     h = nr.inventory.hosts["vm1"]
-    assert h.get("redis_password") == f"file:{(folder / 'secrets/redis').resolve()}"
+    assert str(h.get("redis_password")) == f"file:{(folder / 'secrets/redis').resolve()}"
     extras = h.get_connection_parameters("fabric").extras
     # extras merge key by key across defaults and groups (Nornir alone would keep only the group's)
     assert extras == {

@@ -12,7 +12,7 @@ import yaml
 
 from nr.errors import NrError
 from nr.secrets import SecretError
-from tasks.k3s_local import (
+from tasks.k3s.local import (
     ReleaseCache,
     elf_arch,
     kubeconfig_target,
@@ -22,7 +22,7 @@ from tasks.k3s_local import (
     store_token,
     update_kubeconfig,
 )
-from tasks.k3s_plan import parse_sha256sums, release_asset, release_url, rewrite_kubeconfig
+from tasks.k3s.plan import parse_sha256sums, release_asset, release_url, rewrite_kubeconfig
 
 VERSION = "v1.31.4+k3s1"
 
@@ -182,7 +182,7 @@ def test_no_token_is_made_up_while_the_first_server_cannot_be_read(tmp_path: Pat
     from types import SimpleNamespace
 
     from nr.errors import NrError
-    from tasks.k3s import component
+    from tasks.k3s.play import component
 
     notes: list[str] = []
     ctx = SimpleNamespace(inventory_dir=tmp_path, dry_run=False, note=notes.append)

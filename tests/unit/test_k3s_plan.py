@@ -11,19 +11,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from nr.changes import FileSpec
 from nr.facts import Facts, FileState, Output
-from tasks.k3s import (
-    DEPLOY_CMD,
-    NODES_CMD,
-    PROBE_CMD,
-    RESET_SCRIPT,
-    ServiceProbe,
-    cluster_checks,
-    facts_request,
-    service_checks,
-)
-from tasks.k3s_plan import (
+from nr.ops.files import FileSpec
+from tasks.k3s.plan import (
     BINARY,
     CONFIG,
     DEFAULT_VERSION,
@@ -50,6 +40,16 @@ from tasks.k3s_plan import (
     rewrite_kubeconfig,
     rollout,
     version_change_problem,
+)
+from tasks.k3s.play import (
+    DEPLOY_CMD,
+    NODES_CMD,
+    PROBE_CMD,
+    RESET_SCRIPT,
+    ServiceProbe,
+    cluster_checks,
+    facts_request,
+    service_checks,
 )
 
 TOKEN = "s3cr3t-cluster-token-0123456789"

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tasks.k3s_plan import HostInfo, Role, build_cluster, render_config
+from tasks.k3s.plan import HostInfo, Role, build_cluster, render_config
 
 FAKE = Path(__file__).resolve().parents[1] / "fakes" / "k3s"
 

@@ -11,8 +11,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from tasks.deploy_plan import BASE, K3S_DIR, AppSite, overlay_yaml, render, secret_manifest
-from tasks.kustomize import KustomizeError, build, key
+from tasks.deploy.kustomize import KustomizeError, build, key
+from tasks.deploy.plan import BASE, K3S_DIR, AppSite, overlay_yaml, render, secret_manifest
 
 K8S_VERSION = "1.31.0"  # the minor of the pinned k3s release
 SITE = AppSite(

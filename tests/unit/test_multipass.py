@@ -12,9 +12,10 @@ from click.testing import CliRunner
 
 from nr.cli import cli
 from nr.config import Settings, init_nornir
-from nr.inventory.multipass import hosts_from_list, pick_address
 from nr.inventory.validate import InventoryError
+from nr.machines.multipass import hosts_from_list, pick_address
 from nr.play import roles
+from nr.registry import registry
 
 FAKES = Path(__file__).resolve().parents[1] / "fakes"
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "multipass"
@@ -38,7 +39,9 @@ def inventory_folder(tmp_path: Path, options: dict[str, object]) -> Path:
 
 
 def test_pick_address_skips_k3s_networks() -> None:
-    assert pick_address(["10.42.0.1", "192.168.64.5"]) == "192.168.64.5"
+    internal = registry().schema.internal_networks
+    assert pick_address(["10.42.0.1", "192.168.64.5"], None, internal) == "192.168.64.5"
+    assert pick_address(["10.42.0.1", "192.168.64.5"]) == "10.42.0.1"  # no component declares it
     assert pick_address(["N/A"]) is None
     assert pick_address(["10.0.2.15", "192.168.64.5"], "192.168.64.0/24") == "192.168.64.5"
 
@@ -56,7 +59,7 @@ def test_plugin_builds_hosts_from_recorded_list(
     assert roles(hosts["vm1"]) == ["k3s-server", "redis"]
     assert roles(hosts["vm2"]) == ["k3s-agent", "redis"]
     assert hosts["vm1"].username == "ubuntu"
-    assert hosts["vm1"].get("redis_password") == "env:NR_REDIS_PASSWORD"
+    assert str(hosts["vm1"].get("redis_password")) == "env:NR_REDIS_PASSWORD"
     extras = hosts["vm3"].get_connection_parameters("fabric").extras
     assert extras["key_filename"] == str(Path("~/.ssh/id_ed25519").expanduser())
 
@@ -88,7 +91,7 @@ def test_stopped_vm_is_an_error_not_a_silent_omission(
 def test_no_matching_vm() -> None:
     doc = json.loads((FIXTURES / "list.json").read_text())
     with pytest.raises(InventoryError, match="no VM whose name starts with 'k8s'"):
-        hosts_from_list(doc, {"name_prefix": "k8s"})
+        hosts_from_list(doc, {"name_prefix": "k8s"}, registry().schema)
 
 
 def test_missing_multipass_binary(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

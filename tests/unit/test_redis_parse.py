@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import redis
 
-from tasks.redis_cluster import (
+from tasks.redis.cluster import (
     Access,
     ClusterNode,
     ClusterParseError,
@@ -24,7 +24,7 @@ from tasks.redis_cluster import (
     parse_info,
     plan_actions,
 )
-from tasks.redis_plan import SlotRange, plan_layout
+from tasks.redis.plan import SlotRange, plan_layout
 
 FIXTURES = Path(__file__).parent / "fixtures" / "redis"
 MANIFEST = json.loads((FIXTURES / "manifest.json").read_text())

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.redis_cluster import (
+from tasks.redis.cluster import (
     Access,
     AccessError,
     AddSlots,
@@ -27,7 +27,7 @@ from tasks.redis_cluster import (
     parse_cluster_nodes,
     plan_actions,
 )
-from tasks.redis_plan import (
+from tasks.redis.plan import (
     SLOT_COUNT,
     InstanceConfig,
     Layout,

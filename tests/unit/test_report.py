@@ -8,14 +8,14 @@ from pathlib import Path
 
 import yaml
 from click.testing import CliRunner
-from nornir.core.task import Result, Task
 
 from nr.changes import Change
 from nr.cli import cli
 from nr.config import Settings, init_nornir
 from nr.drift import drift_exit_code, drift_json, prom_text, write_prom
 from nr.errors import NrError
-from nr.play import PlayContext
+from nr.outcome import Outcome
+from nr.play import HostRun, PlayContext
 from nr.report import RunReport
 from nr.secrets import Secret
 
@@ -42,13 +42,12 @@ def run_tasks(tmp_path: Path, dry_run: bool = False) -> RunReport:
     report = RunReport("demo", dry_run=dry_run)
     secret = Secret("pa55word-xyz")
 
-    def task(task: Task) -> Result:
-        if task.host.name == "h2":
+    def task(run: HostRun) -> Outcome[None]:
+        if run.name == "h2":
             raise NrError(f"h2: disk full while writing (token {secret.reveal()})")
-        if task.host.name == "h3":
+        if run.name == "h3":
             raise ValueError("unexpected")
-        change = Change("file /etc/x", "sha256 aa", "absent", "true", "+ create /etc/x")
-        return Result(host=task.host, changed=True, diff="+ create /etc/x", changes=[change])
+        return Outcome(changes=[Change("file /etc/x", "sha256 aa", "absent", "true", "+ create /etc/x")])
 
     ctx = PlayContext(nr.with_processors([report]), component="demo", recorder=report)
     ctx.run("apply", task)
@@ -68,7 +67,7 @@ def test_json_shape(tmp_path: Path) -> None:
         "task": "demo.apply",
         "changed": True,
         "failed": False,
-        "diff": "+ create /etc/x",
+        "diff": "+ create /etc/x\n",
         "error": "",
     }
     assert rows["h2"]["failed"] and rows["h2"]["error"].startswith("h2: disk full")

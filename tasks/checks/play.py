@@ -22,10 +22,11 @@ from nornir.core.task import Result, Task
 
 from nr.changes import Change
 from nr.errors import NrError
-from nr.inventory.schema import K3S_AGENTS, K3S_SERVERS
 from nr.play import CheckItem, PlayContext
-from tasks.deploy import deployments_status
-from tasks.deploy_plan import DEFAULT_NODE_PORT, DEPLOYMENTS
+from tasks.deploy.plan import DEFAULT_NODE_PORT, DEPLOYMENTS
+from tasks.deploy.play import deployments_status
+from tasks.k3s.contract import AGENTS as K3S_AGENTS
+from tasks.k3s.contract import SERVERS as K3S_SERVERS
 
 INGRESS_PORT = 80
 RPC_TIMEOUT = 10.0
@@ -119,9 +120,6 @@ def _as_drift(task: Task, first_server: Host) -> Result:
 
 class ChecksComponent:
     name = "checks"
-    order = 50
-    in_site = True
-    description = "the app is available and answers through every node's NodePort and the ingress"
 
     def validate(self, ctx: PlayContext) -> list[str]:
         return []
@@ -133,17 +131,17 @@ class ChecksComponent:
     def apply(self, ctx: PlayContext) -> None:
         if ctx.all_hosts(K3S_SERVERS) and not ctx.dry_run:
             first = ctx.all_hosts(K3S_SERVERS)[0]
-            ctx.run("verify", lambda task: _as_site_step(task, first), hosts=self._hosts(ctx))
+            ctx.run_nornir("verify", lambda task: _as_site_step(task, first), hosts=self._hosts(ctx))
 
     def check(self, ctx: PlayContext) -> None:
         if ctx.all_hosts(K3S_SERVERS):
             first = ctx.all_hosts(K3S_SERVERS)[0]
-            ctx.run("app", lambda task: _check(task, first), hosts=self._hosts(ctx))
+            ctx.run_nornir("app", lambda task: _check(task, first), hosts=self._hosts(ctx))
 
     def drift(self, ctx: PlayContext) -> None:
         if ctx.all_hosts(K3S_SERVERS):
             first = ctx.all_hosts(K3S_SERVERS)[0]
-            ctx.run("app", lambda task: _as_drift(task, first), hosts=self._hosts(ctx))
+            ctx.run_nornir("app", lambda task: _as_drift(task, first), hosts=self._hosts(ctx))
 
 
 component = ChecksComponent()

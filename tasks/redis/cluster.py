@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, ClassVar, Literal, Protocol
 
-from tasks.redis_plan import (
+from tasks.redis.plan import (
     SLOT_COUNT,
     Layout,
     Member,
@@ -1103,7 +1103,7 @@ def plan_actions(layout: Layout, observation: ClusterObservation) -> list[Action
     FORGET slot-free nodes that are no longer in the layout.
 
     Raises :class:`AccessError` when an instance is unreachable or rejects the password, and
-    :class:`~tasks.redis_plan.PlanError` when a host to be removed still holds slots (with how to move them).
+    :class:`~tasks.redis.plan.PlanError` when a host to be removed still holds slots (with how to move them).
     """
     require_access(observation)
     topo = consolidate(layout, observation)

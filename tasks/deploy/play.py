@@ -32,15 +32,16 @@ from pathlib import Path
 from nornir.core.inventory import Host
 from nornir.core.task import Result, Task
 
-from nr.changes import Change, apply_changes, plan_upload
+from nr.changes import Change
 from nr.connection import quote, remote
 from nr.errors import NrError
 from nr.facts import Facts, FileState, gather
-from nr.inventory.schema import K3S_AGENTS, K3S_SERVERS, REDIS
+from nr.legacy import apply_changes
+from nr.ops.files import plan_upload
 from nr.play import PlayContext
 from nr.secrets import REDACTOR, SecretError, SecretRef
 from services.images import source_tag
-from tasks.deploy_plan import (
+from tasks.deploy.plan import (
     DEFAULT_NODE_PORT,
     DEPLOYMENTS,
     IMAGES,
@@ -50,7 +51,10 @@ from tasks.deploy_plan import (
     render,
     with_config_digest,
 )
-from tasks.deploy_plan import secret_manifest as build_secret
+from tasks.deploy.plan import secret_manifest as build_secret
+from tasks.k3s.contract import AGENTS as K3S_AGENTS
+from tasks.k3s.contract import SERVERS as K3S_SERVERS
+from tasks.redis.contract import GROUP as REDIS
 
 K3S = "/usr/local/bin/k3s"
 IMAGE_DIR = "/var/lib/nr/images"
@@ -292,9 +296,6 @@ def deployments_status(task: Task) -> dict[str, tuple[int, int]] | None:
 
 class DeployComponent:
     name = "deploy"
-    order = 40
-    in_site = True
-    description = "AeroAlpes and its gRPC adapter on k3s (images pushed to the nodes, manifests applied)"
 
     def validate(self, ctx: PlayContext) -> list[str]:
         if not ctx.all_hosts(K3S_SERVERS):
@@ -341,13 +342,13 @@ class DeployComponent:
         if images is None:
             ctx.note("the images are not built yet: a real run builds them here with Docker and pushes them")
         elif images:
-            ctx.run(
+            ctx.run_nornir(
                 "images",
                 lambda task: _images(task, images),
                 hosts=[h for h in k3s_hosts(ctx) if h in ctx.hosts()],
             )
         first = ctx.all_hosts(K3S_SERVERS)[0]
-        ctx.run("apply", lambda task: _apply(task, site, password), hosts=[first])
+        ctx.run_nornir("apply", lambda task: _apply(task, site, password), hosts=[first])
 
     def check(self, ctx: PlayContext) -> None:
         return  # the app's checks live in the `checks` component (tasks/checks.py)

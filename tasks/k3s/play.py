@@ -9,8 +9,8 @@ A run:
    running cluster was made with (read from the first server's config.yaml), else a new one stored
    there. The binary: ``data.k3s_binary``, else the release for the host's architecture from the
    local cache (downloaded once, checked against the release's sha256 file).
-3. The pure plan (:mod:`tasks.k3s_plan`) per host, applied in one more round trip per host, in the
-   order of :func:`tasks.k3s_plan.rollout`: the first server, the other servers one at a time (each
+3. The pure plan (:mod:`tasks.k3s.plan`) per host, applied in one more round trip per host, in the
+   order of :func:`tasks.k3s.plan.rollout`: the first server, the other servers one at a time (each
    Ready before the next joins), the agents in parallel; an upgrade goes servers one at a time, then
    agents one at a time, and halts at the first node that does not come back. k3s restarts only
    when its binary, unit or configuration changed.
@@ -37,14 +37,20 @@ import yaml
 from nornir.core.inventory import Host
 from nornir.core.task import Result, Task
 
-from nr.changes import Change, apply_changes, local_sha256
-from nr.connection import CONNECTION_NAME, Remote, quote, remote
+from nr.changes import Change
+from nr.connection import CONNECTION_NAME, quote, remote
 from nr.errors import NrError
 from nr.facts import Facts, gather
-from nr.inventory.schema import DATA_KEYS, K3S_AGENTS, K3S_SERVERS
+from nr.inventory.schema import COMMON_DATA
+from nr.legacy import apply_changes
+from nr.ops.files import local_sha256
 from nr.play import CheckItem, PlayContext, host_groups
 from nr.secrets import Secret, SecretError, SecretRef
-from tasks.k3s_local import (
+from nr.transport import Remote
+from tasks.k3s.contract import AGENTS as K3S_AGENTS
+from tasks.k3s.contract import CONTRACT
+from tasks.k3s.contract import SERVERS as K3S_SERVERS
+from tasks.k3s.local import (
     ReleaseCache,
     kubeconfig_target,
     load_token,
@@ -54,7 +60,7 @@ from tasks.k3s_local import (
     token_path,
     update_kubeconfig,
 )
-from tasks.k3s_plan import (
+from tasks.k3s.plan import (
     BINARY,
     CONFIG,
     DATA_DIR,
@@ -113,7 +119,8 @@ def k3s_hosts(ctx: PlayContext) -> list[Host]:
 
 def host_info(host: Host) -> HostInfo:
     role = Role.SERVER if K3S_SERVERS in host_groups(host) else Role.AGENT
-    data = {k: host.get(k) for k in DATA_KEYS if host.get(k) is not None}
+    keys = [*COMMON_DATA, *CONTRACT.data]
+    data = {k: host.get(k) for k in keys if host.get(k) is not None}
     return HostInfo(host.name, str(host.hostname or ""), role, data)
 
 
@@ -185,9 +192,6 @@ class Prepared:
 
 class K3sComponent:
     name = "k3s"
-    order = 30
-    in_site = True
-    description = "k3s servers and agents: config, units, binary, ordered rollout, readiness, kubeconfig"
 
     def __init__(self, cache: ReleaseCache | None = None) -> None:
         self.cache = cache or ReleaseCache()
@@ -247,7 +251,7 @@ class K3sComponent:
         readers = [hosts[n.name] for n in prep.targets]
         if first.name not in limit:  # read-only: the cluster's state and token live there
             readers.insert(0, hosts[first.name])
-        result = ctx.run("facts", lambda task: _facts_task(task, cluster), hosts=readers)
+        result = ctx.run_nornir("facts", lambda task: _facts_task(task, cluster), hosts=readers)
         prep.facts = {h: r[0].facts for h, r in result.items() if not r.failed}  # type: ignore[attr-defined]
         self._resolve_tokens(ctx, prep)
         self._plan(ctx, prep)
@@ -439,7 +443,7 @@ class K3sComponent:
                     prep.restarted.discard(name)
             return result
 
-        ctx.run(stage.step, converge, hosts=[prep.hosts[n] for n in names], serial=stage.serial)
+        ctx.run_nornir(stage.step, converge, hosts=[prep.hosts[n] for n in names], serial=stage.serial)
         for name, message in problems.items():
             ctx.fail_host(prep.hosts[name], "ready", message)
         return list(problems) + broken
@@ -576,7 +580,7 @@ class K3sComponent:
             passed = sum(i.ok for i in items)
             return Result(host=task.host, result=f"{passed}/{len(items)} passed", checks=items)
 
-        ctx.run("cluster", cluster_task, hosts=[hosts[first.name]])
+        ctx.run_nornir("cluster", cluster_task, hosts=[hosts[first.name]])
 
         def node_task(task: Task) -> Result:
             node = cluster.node(task.host.name)
@@ -588,7 +592,7 @@ class K3sComponent:
             passed = sum(i.ok for i in items)
             return Result(host=task.host, result=f"{passed}/{len(items)} passed", checks=items)
 
-        ctx.run("service", node_task, hosts=[hosts[n.name] for n in cluster.nodes if n.name in limit])
+        ctx.run_nornir("service", node_task, hosts=[hosts[n.name] for n in cluster.nodes if n.name in limit])
 
     # -- drift ----------------------------------------------------------------------------------------
     def drift(self, ctx: PlayContext) -> None:
@@ -635,7 +639,7 @@ class K3sComponent:
             )
 
         names = [n.name for n in prep.targets if n.name in prep.plans]
-        ctx.run("plan", report, hosts=[prep.hosts[n] for n in names])
+        ctx.run_nornir("plan", report, hosts=[prep.hosts[n] for n in names])
 
 
 PROBE_CMD = (
@@ -889,9 +893,6 @@ def _reset_task(task: Task) -> Result:
 
 class K3sResetComponent:
     name = "k3s-reset"
-    order = 90
-    in_site = False
-    description = "uninstall k3s: stop and remove services, processes, binary, configuration and data"
 
     def validate(self, ctx: PlayContext) -> list[str]:
         chosen, every = ctx.hosts(K3S_SERVERS), ctx.all_hosts(K3S_SERVERS)
@@ -908,9 +909,9 @@ class K3sResetComponent:
         servers = ctx.hosts(K3S_SERVERS)
         agents = [h for h in ctx.hosts(K3S_AGENTS) if h not in servers]
         if agents:
-            ctx.run("agents", _reset_task, hosts=agents)
+            ctx.run_nornir("agents", _reset_task, hosts=agents)
         if servers:
-            ctx.run("servers", _reset_task, hosts=servers)
+            ctx.run_nornir("servers", _reset_task, hosts=servers)
         if not ctx.dry_run and (servers or agents):
             ctx.note(
                 f"the cluster token in {token_path(inventory_dir(ctx))} (if any) and your kubeconfig are "

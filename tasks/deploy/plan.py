@@ -2,7 +2,7 @@
 
 The kustomize base lives in ``k3s/base``; :func:`overlay` writes the site's overlay (image tags
 or registry, REDIS_NODES, the Redis hosts allowed by the egress policy, the adapter's NodePort) and
-:func:`render` builds it with :mod:`tasks.kustomize`. The Redis password never enters the overlay:
+:func:`render` builds it with :mod:`tasks.deploy.kustomize`. The Redis password never enters the overlay:
 :func:`secret_manifest` builds the Secret separately, only in memory, for ``kubectl apply -f -``.
 """
 
@@ -19,9 +19,9 @@ from typing import Any
 
 import yaml
 
-from tasks.kustomize import build
+from tasks.deploy.kustomize import build
 
-K3S_DIR = Path(__file__).resolve().parents[1] / "k3s"
+K3S_DIR = Path(__file__).resolve().parents[2] / "k3s"
 BASE = K3S_DIR / "base"
 NAMESPACE = "aeroalpes"
 SECRET_NAME = "aeroalpes-redis"

@@ -21,10 +21,10 @@ from typing import Any
 
 import yaml
 
-from nr.changes import local_sha256
 from nr.errors import NrError
+from nr.ops.files import local_sha256
 from nr.secrets import Secret, SecretRef, write_secret_file
-from tasks.k3s_plan import BinarySource, merge_kubeconfig, parse_sha256sums, release_asset, release_url
+from tasks.k3s.plan import BinarySource, merge_kubeconfig, parse_sha256sums, release_asset, release_url
 
 TOKEN_FILE = "secrets/k3s_token"
 DOWNLOAD_TIMEOUT = 60

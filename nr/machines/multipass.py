@@ -6,12 +6,13 @@ Options (``config.yaml`` of an inventory folder)::
       plugin: MultipassInventory
       options:
         name_prefix: vm          # only VMs whose names start with this
-        servers: 1               # the first N VMs (by name) are k3s servers, the rest agents
-        groups: {vm1: [k3s_servers, redis]}   # or explicit groups per VM (overrides ``servers``)
+        groups: {vm1: [k3s_servers, redis]}   # explicit groups per VM (default: each component's
+                                              # default roles, e.g. the first VM a k3s server)
         username: ubuntu         # the default
         key_filename: ~/.ssh/id_ed25519
         known_hosts: known_hosts
-        network: 192.168.64.0/24 # pick the address in this network (default: first non-k3s address)
+        network: 192.168.64.0/24 # pick the address in this network (default: the first address
+                                 # outside the networks components create, such as pod networks)
 
 ``groups.yaml`` and ``defaults.yaml`` beside ``config.yaml`` are read as in SimpleInventory.
 Every VM must be Running: a stopped VM has no address, and silently leaving it out would change the
@@ -24,17 +25,16 @@ import ipaddress
 import json
 import shutil
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from nornir.core.inventory import Inventory
 
+from nr.contract import Schema
 from nr.inventory.build import build_inventory
-from nr.inventory.schema import K3S_AGENTS, K3S_SERVERS, REDIS
 from nr.inventory.validate import InventoryError, RawInventory, load_yaml
-
-# k3s's default pod and service networks: addresses there belong to flannel/cni, not to the VM.
-_K3S_NETS = [ipaddress.ip_network("10.42.0.0/16"), ipaddress.ip_network("10.43.0.0/16")]
+from nr.registry import registry
 
 
 def multipass_list(binary: str = "multipass") -> dict[str, Any]:
@@ -58,9 +58,13 @@ def multipass_list(binary: str = "multipass") -> dict[str, Any]:
     return doc
 
 
-def pick_address(addresses: list[str], network: str | None = None) -> str | None:
-    """The VM's own address: in ``network`` if given, else the first one outside k3s's networks."""
+def pick_address(
+    addresses: list[str], network: str | None = None, internal: Sequence[str] = ()
+) -> str | None:
+    """The VM's own address: in ``network`` if given, else the first one outside the ``internal``
+    networks (those components create on the hosts, e.g. pod networks)."""
     net = ipaddress.ip_network(network, strict=False) if network else None
+    skip = [ipaddress.ip_network(n, strict=False) for n in internal]
     for a in addresses:
         try:
             ip = ipaddress.ip_address(a)
@@ -69,13 +73,20 @@ def pick_address(addresses: list[str], network: str | None = None) -> str | None
         if net is not None:
             if ip in net:
                 return a
-        elif not any(ip in n for n in _K3S_NETS):
+        elif not any(ip in n for n in skip):
             return a
     return None
 
 
-def hosts_from_list(doc: dict[str, Any], options: dict[str, Any]) -> dict[str, Any]:
+def hosts_from_list(doc: dict[str, Any], options: dict[str, Any], schema: Schema) -> dict[str, Any]:
     """Raw ``hosts.yaml``-shaped data from a ``multipass list`` document."""
+    if "servers" in options:
+        raise InventoryError(
+            [
+                "multipass: option 'servers' is gone: name each VM's groups with 'groups: {vm1: [...]}' "
+                "(without it, every component's default roles apply)"
+            ]
+        )
     prefix = str(options.get("name_prefix", ""))
     vms = sorted(
         (v for v in doc["list"] if str(v.get("name", "")).startswith(prefix)), key=lambda v: v["name"]
@@ -84,7 +95,6 @@ def hosts_from_list(doc: dict[str, Any], options: dict[str, Any]) -> dict[str, A
         raise InventoryError([f"multipass: no VM whose name starts with '{prefix}'"])
     problems = []
     explicit: dict[str, list[str]] | None = options.get("groups")
-    servers = int(options.get("servers", 1))
     hosts: dict[str, Any] = {}
     for i, vm in enumerate(vms):
         name = vm["name"]
@@ -94,14 +104,16 @@ def hosts_from_list(doc: dict[str, Any], options: dict[str, Any]) -> dict[str, A
                 f"(multipass start {name}) or leave it out with name_prefix"
             )
             continue
-        addr = pick_address([str(a) for a in vm.get("ipv4") or []], options.get("network"))
+        addr = pick_address(
+            [str(a) for a in vm.get("ipv4") or []], options.get("network"), schema.internal_networks
+        )
         if addr is None:
             problems.append(f"multipass: VM '{name}' has no usable IPv4 address ({vm.get('ipv4')})")
             continue
         if explicit is not None:
             groups = list(explicit.get(name, []))
         else:
-            groups = [K3S_SERVERS if i < servers else K3S_AGENTS, REDIS]
+            groups = schema.default_groups(i, len(vms))
         host: dict[str, Any] = {
             "hostname": addr,
             "groups": groups,
@@ -122,7 +134,8 @@ class MultipassInventory:
         self.options = options
 
     def load(self) -> Inventory:
-        hosts = hosts_from_list(multipass_list(self.binary), self.options)
+        schema = registry().schema
+        hosts = hosts_from_list(multipass_list(self.binary), self.options, schema)
         defaults = load_yaml(self.base_dir / "defaults.yaml", required=False)
         if not isinstance(defaults, dict):
             defaults = {}
@@ -142,4 +155,4 @@ class MultipassInventory:
             defaults_source=str(self.base_dir / "defaults.yaml"),
             base_dir=self.base_dir,
         )
-        return build_inventory(raw)
+        return build_inventory(raw, schema)

@@ -18,11 +18,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import os
-import secrets
 import shutil
-import subprocess
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -33,23 +29,12 @@ import yaml
 from rich.console import Console
 
 from nr.errors import NrError
+from nr.machines.image import IMAGE, docker, ensure_image
+from nr.machines.labfiles import USER, LabOptions, lab_inventory, write_generated_secrets
+from nr.registry import registry
 from nr.secrets import write_secret_file
 
-IMAGE = "nr-lab-base:bookworm-2"
-PACKAGES = [
-    "systemd",
-    "systemd-sysv",
-    "dbus",
-    "openssh-server",
-    "python3",
-    "python3-venv",
-    "sudo",
-    "iproute2",
-    "ca-certificates",
-]
-MIRROR = os.environ.get("NR_LAB_MIRROR", "http://deb.debian.org/debian")
 LABEL = "nr.lab"
-USER = "nr"
 FIRST_HOST_OFFSET = 11  # lab hosts get .11, .12, ... of the subnet
 # systemd as PID 1 without --privileged (see the module docstring).
 CONTAINER_FLAGS = (
@@ -73,19 +58,6 @@ class LabHost:
 class LabInfo:
     hosts: list[str]
     inventory: Path
-
-
-def docker(*args: str, check: bool = True, timeout: float = 300, input: str | None = None) -> str:
-    """Run the docker CLI; raise NrError with its stderr on failure."""
-    exe = shutil.which("docker")
-    if exe is None:
-        raise NrError("docker is not installed (the lab needs a Docker engine)")
-    proc = subprocess.run(
-        [exe, *args], capture_output=True, text=True, timeout=timeout, check=False, input=input
-    )
-    if check and proc.returncode != 0:
-        raise NrError(f"docker {args[0]} failed: {proc.stderr.strip() or proc.stdout.strip()}")
-    return proc.stdout
 
 
 def new_keypair() -> tuple[bytes, str]:
@@ -116,62 +88,6 @@ def check_subnet(subnet: str) -> None:
         raise NrError(f"--subnet {subnet}: {exc}") from None
     if not net.subnet_of(ipaddress.ip_network("198.18.0.0/15")):  # type: ignore[arg-type]
         raise NrError(f"--subnet {subnet}: lab networks must be inside 198.18.0.0/15 (benchmarking range)")
-
-
-@dataclass(frozen=True)
-class LabOptions:
-    """Choices made at `nr lab up`, remembered in <state dir>/lab.json for later `up`s."""
-
-    k3s_binary: str | None = None  # a local k3s binary for the k3s play (air-gapped delivery path)
-    docker_socket: bool = False  # mount the Docker engine's socket into the hosts
-
-    @classmethod
-    def load(cls, state_dir: Path) -> LabOptions:
-        path = state_dir / "lab.json"
-        if not path.exists():
-            return cls()
-        doc = json.loads(path.read_text())
-        return cls(doc.get("k3s_binary"), bool(doc.get("docker_socket")))
-
-    def merged(self, k3s_binary: str | None, docker_socket: bool | None) -> LabOptions:
-        return LabOptions(
-            k3s_binary if k3s_binary is not None else self.k3s_binary,
-            docker_socket if docker_socket is not None else self.docker_socket,
-        )
-
-    def save(self, state_dir: Path) -> None:
-        doc = {"k3s_binary": self.k3s_binary, "docker_socket": self.docker_socket}
-        (state_dir / "lab.json").write_text(json.dumps(doc, indent=1) + "\n")
-
-
-def lab_inventory(
-    hosts: list[tuple[str, str]], state_dir: Path, options: LabOptions = LabOptions()
-) -> dict[str, dict[str, Any]]:
-    """hosts/groups/defaults documents for the lab (pure). First host is the k3s server."""
-    out_hosts: dict[str, Any] = {}
-    for i, (name, address) in enumerate(hosts):
-        groups = ["k3s_servers" if i == 0 else "k3s_agents"]
-        if len(hosts) >= 3:
-            groups.append("redis")
-        out_hosts[name] = {"hostname": address, "groups": groups}
-    defaults = {
-        "username": USER,
-        "data": {
-            "site_name": "lab",
-            "redis_password": "file:../secrets/redis_password",
-            "image_base": IMAGE,  # the service images build offline on the lab's own base image
-            **({"k3s_binary": options.k3s_binary} if options.k3s_binary else {}),
-        },
-        "connection_options": {
-            "fabric": {"extras": {"key_filename": "../id_ed25519", "known_hosts": "../known_hosts"}}
-        },
-    }
-    groups_doc: dict[str, Any] = {
-        "k3s_servers": {"data": {}},
-        "k3s_agents": {"data": {}},
-        "redis": {"data": {}},
-    }
-    return {"hosts": out_hosts, "groups": groups_doc, "defaults": defaults}
 
 
 _PREPARE = r"""
@@ -206,12 +122,11 @@ class Lab:
         subnet: str = "198.18.0.0/24",
         state_dir: Path = Path(".nr-lab"),
         log: Console | None = None,
-        k3s_binary: Path | None = None,
+        data: dict[str, str] | None = None,
         docker_socket: bool | None = None,
     ) -> None:
-        self.options = LabOptions.load(state_dir).merged(
-            str(k3s_binary.resolve()) if k3s_binary is not None else None, docker_socket
-        )
+        """``data``: data keys the components' lab options set (paths already absolute)."""
+        self.options = LabOptions.load(state_dir).merged(dict(data or {}), docker_socket)
         self.name = name
         self.subnet = subnet
         self.state_dir = state_dir
@@ -222,69 +137,13 @@ class Lab:
         if self.log is not None:
             self.log.print(msg)
 
+    def ensure_image(self) -> str:
+        return ensure_image(self.log)
+
     def host_name(self, index: int) -> str:
         return f"{self.name}{index}"
 
     # -- image ------------------------------------------------------------------------------
-    def ensure_image(self) -> str:
-        if docker("images", "-q", IMAGE).strip():
-            return IMAGE
-        self._say(f"Building the lab base image {IMAGE} (once; about a minute)…")
-        if shutil.which("debootstrap") and os.geteuid() == 0:
-            self._build_with_debootstrap()
-        else:
-            self._build_with_docker()
-        return IMAGE
-
-    def _build_with_debootstrap(self) -> None:
-        with tempfile.TemporaryDirectory(prefix="nr-lab-rootfs-") as tmp:
-            rootfs = Path(tmp) / "rootfs"
-            proc = subprocess.run(
-                [
-                    "debootstrap",
-                    "--variant=minbase",
-                    f"--include={','.join(PACKAGES)}",
-                    "bookworm",
-                    str(rootfs),
-                    MIRROR,
-                ],
-                capture_output=True,
-                text=True,
-                check=False,
-                timeout=1800,
-            )
-            if proc.returncode != 0:
-                raise NrError(
-                    f"debootstrap failed: {proc.stderr.strip()[-800:] or proc.stdout.strip()[-800:]}"
-                )
-            # apt lists are fetched again by the plays, as on a fresh VM; keep the image small.
-            for sub in ("var/cache/apt/archives", "var/lib/apt/lists"):
-                for p in (rootfs / sub).glob("*.deb" if "archives" in sub else "*_*"):
-                    p.unlink()
-            tar = subprocess.Popen(["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE)
-            imp = subprocess.run(
-                ["docker", "import", "-c", 'CMD ["/sbin/init"]', "-", IMAGE],
-                stdin=tar.stdout,
-                capture_output=True,
-                text=True,
-                check=False,
-            )
-            tar.wait()
-            if imp.returncode != 0:
-                raise NrError(f"docker import failed: {imp.stderr.strip()}")
-
-    def _build_with_docker(self) -> None:
-        dockerfile = (
-            "FROM debian:bookworm\n"
-            "RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "
-            + " ".join(PACKAGES)
-            + " && rm -rf /var/lib/apt/lists/*\n"
-            'CMD ["/sbin/init"]\n'
-        )
-        with tempfile.TemporaryDirectory(prefix="nr-lab-build-") as tmp:
-            (Path(tmp) / "Dockerfile").write_text(dockerfile)
-            docker("build", "-t", IMAGE, tmp, timeout=1800)
-
     # -- hosts ------------------------------------------------------------------------------
     def _containers(self) -> list[dict[str, Any]]:
         text = docker("ps", "-a", "--filter", f"label={LABEL}={self.name}", "--format", "{{json .}}")
@@ -347,8 +206,11 @@ class Lab:
 
     def up(self, count: int) -> LabInfo:
         check_subnet(self.subnet)
-        if self.options.k3s_binary and not Path(self.options.k3s_binary).is_file():
-            raise NrError(f"--k3s-binary {self.options.k3s_binary}: no such file")
+        schema = registry().schema
+        for opt in schema.lab_options:
+            value = self.options.data.get(opt.key)
+            if value and opt.is_path and not Path(value).is_file():
+                raise NrError(f"{opt.flag} {value}: no such file")
         docker("info", timeout=30)
         self.ensure_image()
         self._ensure_network()
@@ -388,13 +250,11 @@ class Lab:
             f"{addr} {hk.split()[0]} {hk.split()[1]}\n" for (_, addr), hk in zip(pairs, hostkeys, strict=True)
         )
         (self.state_dir / "known_hosts").write_text(known)
-        secret = self.state_dir / "secrets" / "redis_password"
-        if not secret.exists():
-            write_secret_file(secret, secrets.token_urlsafe(24))
+        write_generated_secrets(self.state_dir, schema)
         inv_dir = self.state_dir / "inventory"
         inv_dir.mkdir(parents=True, exist_ok=True)
         self.options.save(self.state_dir)
-        docs = lab_inventory(pairs, self.state_dir, self.options)
+        docs = lab_inventory(pairs, self.state_dir, self.options, schema)
         header = f"# Written by `nr lab up` for lab '{self.name}'; rewritten on every `nr lab up`.\n"
         for fname, doc in docs.items():
             (inv_dir / f"{fname}.yaml").write_text(header + yaml.safe_dump(doc, sort_keys=False))

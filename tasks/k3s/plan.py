@@ -1,6 +1,6 @@
 """The k3s play, pure part: what every k3s host should look like and in which order to get there.
 
-Nothing here opens a connection or a file. :mod:`tasks.k3s` gathers facts, calls these functions and
+Nothing here opens a connection or a file. :mod:`tasks.k3s.play` gathers facts, calls these functions and
 applies the result; the unit tests call them directly.
 
 * :func:`build_cluster` turns inventory data into a :class:`ClusterSpec` and refuses inventories k3s
@@ -31,9 +31,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote as urlquote
 
-from nr.changes import Change, FileSpec, plan_file, plan_upload
+from nr.changes import Change
 from nr.connection import quote
 from nr.facts import Facts, FileState
+from nr.ops.files import FileSpec, plan_file, plan_upload
 
 DEFAULT_VERSION = "v1.31.4+k3s1"
 DEFAULT_CLUSTER_CIDR = "10.42.0.0/16"

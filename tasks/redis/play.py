@@ -12,7 +12,7 @@ Steps of ``nr run redis``:
 3. restart, host by host, the running instances whose config changed (never all at once);
 4. cluster, from the controller over TCP (redis-py; the password never reaches a shell): observe,
    plan the exact actions (MEET, ADDSLOTSRANGE, REPLICATE, FAILOVER to restore planned roles, online
-   slot moves for a new host), execute them and verify. See :mod:`tasks.redis_cluster`.
+   slot moves for a new host), execute them and verify. See :mod:`tasks.redis.cluster`.
 
 ``nr check`` and ``nr drift`` read the same state without changing anything.
 """
@@ -26,14 +26,15 @@ from typing import Any
 from nornir.core.inventory import Host
 from nornir.core.task import Result, Task
 
-from nr.changes import Change, FileSpec, apply_changes, plan_files
+from nr.changes import Change
 from nr.connection import quote, remote
 from nr.errors import NrError
 from nr.facts import Facts, gather
-from nr.inventory.schema import REDIS
+from nr.legacy import apply_changes
+from nr.ops.files import FileSpec, plan_files
 from nr.play import CheckItem, PlayContext
 from nr.secrets import SecretError, SecretRef
-from tasks.redis_cluster import (
+from tasks.redis.cluster import (
     Access,
     AccessError,
     ClusterError,
@@ -46,7 +47,8 @@ from tasks.redis_cluster import (
     plan_actions,
     redis_connector,
 )
-from tasks.redis_plan import (
+from tasks.redis.contract import GROUP as REDIS
+from tasks.redis.plan import (
     DEFAULT_MASTER_PORT,
     DEFAULT_REPLICA_PORT,
     InstanceConfig,
@@ -387,9 +389,6 @@ def _config_get(client: Any, *names: str) -> dict[str, str]:
 
 class RedisComponent:
     name = "redis"
-    order = 20
-    in_site = True
-    description = "Redis Cluster: 2 instances per host, rotated replicas, exact placement"
 
     def validate(self, ctx: PlayContext) -> list[str]:
         if not ctx.all_hosts(REDIS):
@@ -417,13 +416,13 @@ class RedisComponent:
         hosts = ctx.hosts(REDIS)
         if not hosts:
             return
-        installed = ctx.run("install", lambda task: _install(task, site), hosts=hosts)
+        installed = ctx.run_nornir("install", lambda task: _install(task, site), hosts=hosts)
         pending = {h: getattr(r[0], "restart", []) for h, r in installed.items() if not r.failed}
         for host in hosts:  # one host at a time, each back in a healthy cluster before the next
             units = pending.get(host.name) or []
             if units and not ctx.dry_run:
                 inst = [(c.address, c.port) for c in site.configs[host.name] if c.unit in units]
-                ctx.run(
+                ctx.run_nornir(
                     "restart",
                     lambda task, u=units, i=inst: _restart(task, u, i, site.password),
                     hosts=[host],
@@ -436,7 +435,7 @@ class RedisComponent:
         if failed:
             ctx.note(f"cluster step skipped: {', '.join(failed)} failed earlier")
             return
-        ctx.run("cluster", lambda task: _cluster(task, site, ctx.dry_run), hosts=[first])
+        ctx.run_nornir("cluster", lambda task: _cluster(task, site, ctx.dry_run), hosts=[first])
 
     def check(self, ctx: PlayContext) -> None:
         if not ctx.all_hosts(REDIS):
@@ -478,14 +477,14 @@ class RedisComponent:
                 items.append(CheckItem("cluster layout", True, "16384 slots ok, layout as planned, state ok"))
             return Result(host=task.host, result=f"{sum(i.ok for i in items)}/{len(items)}", checks=items)
 
-        ctx.run("check", task, group=REDIS)
+        ctx.run_nornir("check", task, group=REDIS)
 
     def drift(self, ctx: PlayContext) -> None:
         if not ctx.all_hosts(REDIS):
             return
         site = load_site(ctx)
         hosts = ctx.hosts(REDIS)
-        ctx.run("install", lambda task: _install(task, site), hosts=hosts)
+        ctx.run_nornir("install", lambda task: _install(task, site), hosts=hosts)
         obs = observe(site.layout, site.password, timeout=3.0)
         problems = [f for f in findings(site.layout, obs) if f.severity in (Severity.ERROR, Severity.DRIFT)]
         by_host: dict[str, list[Change]] = {}
@@ -494,7 +493,7 @@ class RedisComponent:
             by_host.setdefault(f.host or first, []).append(finding_change(f, f.host or first))
         chosen = [h for h in ctx.all_hosts(REDIS) if h.name in by_host]
         if chosen:
-            ctx.run(
+            ctx.run_nornir(
                 "cluster",
                 lambda task: Result(
                     host=task.host,

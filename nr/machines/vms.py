@@ -21,8 +21,9 @@ import yaml
 from rich.console import Console
 
 from nr.errors import NrError
-from nr.inventory.multipass import pick_address
-from nr.secrets import write_secret_file
+from nr.machines.labfiles import write_generated_secrets
+from nr.machines.multipass import pick_address
+from nr.registry import registry
 
 
 @dataclass(frozen=True)
@@ -66,7 +67,6 @@ def inventory_config(prefix: str, key_file: Path) -> dict[str, Any]:
             "plugin": "MultipassInventory",
             "options": {
                 "name_prefix": prefix,
-                "servers": 1,
                 "username": "ubuntu",
                 "key_filename": str(key_file),
                 "known_hosts": "../known_hosts",
@@ -111,7 +111,9 @@ def vms_up(spec: VmSpec, state_dir: Path, log: Console | None = None) -> Path:
     by_name = {v["name"]: v for v in listing}
     known = []
     for name in spec.names():
-        addr = pick_address([str(a) for a in by_name[name].get("ipv4") or []])
+        addr = pick_address(
+            [str(a) for a in by_name[name].get("ipv4") or []], None, registry().schema.internal_networks
+        )
         if addr is None:
             raise NrError(f"VM {name} has no IPv4 address yet; run nr vms up again in a minute")
         hostkey = multipass("exec", name, "--", "cat", "/etc/ssh/ssh_host_ed25519_key.pub").split()
@@ -123,20 +125,15 @@ def vms_up(spec: VmSpec, state_dir: Path, log: Console | None = None) -> Path:
         "# Written by `nr vms up`: hosts come from `multipass list` on every run.\n"
         + yaml.safe_dump(inventory_config(spec.prefix, private_key), sort_keys=False)
     )
+    schema = registry().schema
     defaults = inv / "defaults.yaml"
     if not defaults.exists():
+        data = {"site_name": spec.prefix, **{s.key: f"file:../secrets/{s.key}" for s in schema.secrets}}
         defaults.write_text(
             "# Site settings for the Multipass VMs (edit freely; nr vms up keeps this file).\n"
-            + yaml.safe_dump(
-                {"data": {"site_name": spec.prefix, "redis_password": "file:../secrets/redis_password"}},
-                sort_keys=False,
-            )
+            + yaml.safe_dump({"data": data}, sort_keys=False)
         )
-    secret = state_dir / "secrets" / "redis_password"
-    if not secret.exists():
-        import secrets as _secrets
-
-        write_secret_file(secret, _secrets.token_urlsafe(24))
+    write_generated_secrets(state_dir, schema)
     return inv
 
 

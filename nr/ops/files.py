@@ -1,0 +1,169 @@
+"""Files on hosts: a :class:`FileSpec` (content, mode, owner) and the change that makes a host match it.
+
+Small files travel inside the apply script (base64, written atomically: temp file in the same
+folder, chmod/chown, rename). Large or binary local files (:func:`plan_upload`) travel over SFTP
+and are checked against their local sha256 before they are installed.
+"""
+
+from __future__ import annotations
+
+import base64
+import difflib
+import functools
+import hashlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from shlex import quote
+
+from nr.changes import Change, Upload, mask
+from nr.facts import FileState
+
+
+@dataclass(frozen=True)
+class FileSpec:
+    """A file as it should be on the host."""
+
+    path: str
+    content: bytes
+    mode: int = 0o644
+    owner: str = "root"
+    group: str = "root"
+    secrets: Sequence[str] = field(default=(), repr=False)  # values masked in diffs
+
+    @classmethod
+    def text(
+        cls,
+        path: str,
+        text: str,
+        mode: int = 0o644,
+        owner: str = "root",
+        group: str = "root",
+        secrets: Sequence[str] = (),
+    ) -> FileSpec:
+        return cls(path, text.encode(), mode, owner, group, tuple(secrets))
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.content).hexdigest()
+
+
+def write_file_script(spec: FileSpec) -> str:
+    """Shell that writes ``spec`` atomically: temp file in the same folder, chmod/chown, rename."""
+    p = quote(spec.path)
+    b64 = base64.b64encode(spec.content).decode()
+    chunks = "\n".join(b64[i : i + 76] for i in range(0, len(b64), 76))
+    return (
+        f'mkdir -p "$(dirname {p})"\n'
+        f'nr_tmp=$(mktemp "$(dirname {p})/.nr-XXXXXX")\n'
+        f"base64 -d > \"$nr_tmp\" <<'NR_EOF'\n{chunks}\nNR_EOF\n"
+        f'chown {quote(spec.owner)}:{quote(spec.group)} "$nr_tmp"\n'
+        f'chmod {spec.mode:04o} "$nr_tmp"\n'
+        f'mv -f "$nr_tmp" {p}'
+    )
+
+
+def plan_file(spec: FileSpec, state: FileState) -> Change | None:
+    """The change that makes ``state`` match ``spec``, or ``None`` if it already does (pure)."""
+    what = f"file {spec.path}"
+    want_meta = f"{spec.mode:04o} {spec.owner}:{spec.group}"
+    if not state.exists:
+        new = mask(spec.content.decode("utf-8", errors="replace"), spec.secrets)
+        diff = "".join(difflib.unified_diff([], new.splitlines(keepends=True), "/dev/null", spec.path))
+        return Change(
+            what,
+            f"present ({want_meta}, sha256 {spec.sha256[:12]})",
+            "absent",
+            write_file_script(spec),
+            f"+ create {spec.path} ({want_meta})\n{diff}",
+        )
+    have_meta = f"{state.mode:04o} {state.owner}:{state.group}" if state.mode is not None else "?"
+    if state.sha256 != spec.sha256:
+        old = (
+            mask(state.text or "", spec.secrets) if state.content is not None else "(not shown: large file)\n"
+        )
+        new = mask(spec.content.decode("utf-8", errors="replace"), spec.secrets)
+        diff = "".join(
+            difflib.unified_diff(
+                old.splitlines(keepends=True), new.splitlines(keepends=True), spec.path, spec.path
+            )
+        )
+        if not diff:  # only masked parts differ (a secret changed)
+            diff = f"~ {spec.path}: secret value changed\n"
+        return Change(
+            what,
+            f"sha256 {spec.sha256[:12]}",
+            f"sha256 {(state.sha256 or '?')[:12]}",
+            write_file_script(spec),
+            f"~ update {spec.path}\n{diff}",
+        )
+    if have_meta != want_meta:
+        script = (
+            f"chown {quote(spec.owner)}:{quote(spec.group)} {quote(spec.path)}\n"
+            f"chmod {spec.mode:04o} {quote(spec.path)}"
+        )
+        return Change(
+            what, want_meta, have_meta, script, f"~ {spec.path}: mode/owner {have_meta} -> {want_meta}\n"
+        )
+    return None
+
+
+@functools.lru_cache(maxsize=64)
+def _file_sha256(path: Path, mtime_ns: int, size: int) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def local_sha256(path: Path) -> str:
+    """sha256 of a local file (cached per path, mtime and size: big binaries are hashed once)."""
+    st = path.stat()
+    return _file_sha256(path.resolve(), st.st_mtime_ns, st.st_size)
+
+
+def plan_upload(
+    local: Path, dest: str, state: FileState, *, mode: int = 0o755, owner: str = "root", group: str = "root"
+) -> Change | None:
+    """Push a local (possibly large, binary) file only when the host's copy differs (pure but for hashing).
+
+    The file travels over SFTP into the login user's home; the apply script checks its hash and
+    installs it atomically with its mode and owner.
+    """
+    digest = local_sha256(local)
+    want_meta = f"{mode:04o} {owner}:{group}"
+    have_meta = (
+        f"{state.mode:04o} {state.owner}:{state.group}" if state.exists and state.mode is not None else ""
+    )
+    if state.exists and state.sha256 == digest and have_meta == want_meta:
+        return None
+    # Relative to the login user's home (SFTP's and the script's working directory): not a
+    # predictable name in a world-writable /tmp. Checked against the local hash before install.
+    tmp = f".nr-upload-{digest[:20]}"
+    d = quote(dest)
+    script = (
+        f"echo '{digest}  {tmp}' | sha256sum -c --quiet - || {{ rm -f {tmp}; echo 'upload of {dest} corrupted' >&2; exit 1; }}\n"
+        f"install -D -m {mode:04o} -o {quote(owner)} -g {quote(group)} {tmp} {d}.nr-new\n"
+        f"mv -f {d}.nr-new {d}\n"
+        f"rm -f {tmp}"
+    )
+    actual = "absent" if not state.exists else f"sha256 {(state.sha256 or '?')[:12]} {have_meta}"
+    verb = "+ install" if not state.exists else "~ replace"
+    return Change(
+        f"file {dest}",
+        f"sha256 {digest[:12]} {want_meta}",
+        actual,
+        script,
+        f"{verb} {dest} from {local} (sha256 {digest[:12]}, {local.stat().st_size} bytes)\n",
+        upload=Upload(local, tmp),
+    )
+
+
+def plan_files(specs: Iterable[FileSpec], states: dict[str, FileState]) -> list[Change]:
+    out = []
+    for spec in specs:
+        c = plan_file(spec, states.get(spec.path, FileState(spec.path, False)))
+        if c is not None:
+            out.append(c)
+    return out

@@ -1,0 +1,133 @@
+"""Where the engine finds components and plays: catalogs.
+
+A *catalog* is a :class:`Catalog` object registered under the entry-point group ``nr.catalog``
+(ours is ``tasks.catalog:CATALOG``). It lists each component as an :class:`Entry` — its name, a line
+of description, and the import paths of its contract and of its component object — and the plays,
+each an ordered list of component names. Adding a component means adding its package and one entry
+(and naming it in a play): nothing in the engine changes and nothing is reinstalled.
+
+Contracts are imported for every command that reads an inventory (they are small modules); a
+component's code only when it runs. The entry points of this distribution are read from its own
+metadata, not by scanning every installed package (that costs every start); out-of-tree catalogs
+are named in ``NR_CATALOGS`` (``module:attribute``, comma-separated).
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from importlib import metadata
+from typing import TYPE_CHECKING, Any
+
+from nr.contract import Contract, Schema, compose
+from nr.errors import NrError
+
+if TYPE_CHECKING:
+    from nr.play import Component
+
+GROUP = "nr.catalog"
+DISTRIBUTION = "nr-orchestrator"
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One component: ``contract`` and ``component`` are ``module:attribute`` import paths."""
+
+    name: str
+    description: str
+    contract: str
+    component: str
+
+
+@dataclass(frozen=True)
+class Catalog:
+    entries: Sequence[Entry]
+    plays: Mapping[str, Sequence[str]] = field(default_factory=dict)
+
+
+def _load(path: str) -> Any:
+    module, _, attr = path.partition(":")
+    try:
+        return getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError) as exc:
+        raise NrError(f"cannot load {path}: {exc}") from None
+
+
+def _catalog_paths() -> list[str]:
+    paths: list[str] = []
+    try:
+        own = metadata.distribution(DISTRIBUTION)
+        paths += [ep.value for ep in own.entry_points if ep.group == GROUP]
+    except metadata.PackageNotFoundError:
+        pass
+    if not paths:  # not installed as a distribution (e.g. a source tree on sys.path)
+        paths.append("tasks.catalog:CATALOG")
+    extra = os.environ.get("NR_CATALOGS", "")
+    return paths + [p.strip() for p in extra.split(",") if p.strip()]
+
+
+@dataclass(frozen=True)
+class Registry:
+    """Every component and play of every catalog (components in catalog order)."""
+
+    entries: Mapping[str, Entry]
+    plays: Mapping[str, tuple[str, ...]]
+
+    @functools.cached_property
+    def contracts(self) -> dict[str, Contract]:
+        out: dict[str, Contract] = {}
+        for name, e in self.entries.items():
+            c = _load(e.contract)
+            if not isinstance(c, Contract):
+                raise NrError(f"{e.contract} (contract of {name}) is not a Contract")
+            out[name] = c
+        return out
+
+    @functools.cached_property
+    def schema(self) -> Schema:
+        from nr.inventory.schema import COMMON_DATA
+
+        return compose(self.contracts, COMMON_DATA)
+
+    def component(self, name: str) -> Component:
+        from nr.play import Component
+
+        obj = _load(self.entries[name].component)
+        if not isinstance(obj, Component):
+            raise NrError(f"{self.entries[name].component} is not a component")
+        return obj
+
+    def play(self, name: str) -> tuple[str, ...] | None:
+        """The components of play ``name`` in order; a component's name is a play of itself."""
+        if name in self.plays:
+            return self.plays[name]
+        if name in self.entries:
+            return (name,)
+        return None
+
+    @property
+    def default_play(self) -> tuple[str, ...]:
+        """What ``check`` and ``drift`` cover when no component is named: the ``site`` play."""
+        return self.plays.get("site", tuple(self.entries))
+
+
+@functools.cache
+def registry() -> Registry:
+    entries: dict[str, Entry] = {}
+    plays: dict[str, tuple[str, ...]] = {}
+    for path in _catalog_paths():
+        cat = _load(path)
+        if not isinstance(cat, Catalog):
+            raise NrError(f"entry point {path} is not a Catalog")
+        for e in cat.entries:
+            entries.setdefault(e.name, e)
+        for name, members in cat.plays.items():
+            plays.setdefault(name, tuple(members))
+    for name, members in plays.items():
+        unknown = [m for m in members if m not in entries]
+        if unknown:
+            raise NrError(f"play {name} names unknown component(s): {', '.join(unknown)}")
+    return Registry(entries, plays)

@@ -1,0 +1,1 @@
+"""The ``checks`` component: proves the app works (Deployments available, gRPC round trips)."""

@@ -1,0 +1,1 @@
+"""The ``redis`` component: a Redis Cluster with two instances per host and rotated replicas."""
