@@ -118,7 +118,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabEnv]:
         name=LAB_NAME,
         subnet=LAB_SUBNET,
         state_dir=state_dir,
-        k3s_binary=REPO / "tests" / "fakes" / "k3s",
+        data={"k3s_binary": str(REPO / "tests" / "fakes" / "k3s")},
         docker_socket=True,
     )
     # the k3s play merges the cluster into $KUBECONFIG: keep the tests out of the operator's ~/.kube
