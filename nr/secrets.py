@@ -10,13 +10,17 @@ from __future__ import annotations
 
 import os
 import re
-import stat
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from nr.inventory.files import SECRET_FILE, file_problem
+
 MASK = "********"
 _REF = re.compile(r"^(env|file):(.+)$")
+# A secret shorter than this is refused where it is read: masking it in output would also mask
+# ordinary words (and show where the secret's letters are), so it could not be masked safely.
+MIN_LENGTH = 8
 
 
 class SecretError(ValueError):
@@ -62,22 +66,32 @@ class SecretRef:
             value = os.environ.get(self.target)
             if value is None or value == "":
                 raise SecretError(f"environment variable {self.target} is not set")
+            where = f"environment variable {self.target}"
         else:
-            path = self.path
-            try:
-                st = path.stat()
-            except OSError as exc:
-                raise SecretError(f"secret file {path} cannot be read: {exc.strerror}") from None
-            if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-                raise SecretError(
-                    f"secret file {path} is accessible by group/others (mode {stat.S_IMODE(st.st_mode):04o}); "
-                    f"run: chmod 600 {path}"
-                )
-            value = path.read_text(encoding="utf-8").rstrip("\r\n")
-            if not value:
-                raise SecretError(f"secret file {path} is empty")
+            value = self._read_file()
+            where = f"secret file {self.path}"
+        if len(value) < MIN_LENGTH:
+            raise SecretError(
+                f"{where} holds {len(value)} character(s); secrets shorter than {MIN_LENGTH} are refused "
+                "(they cannot be masked in output safely)"
+            )
         REDACTOR.add(value)
         return Secret(value, str(self))
+
+    def _read_file(self) -> str:
+        path = self.path
+        problem = file_problem(path, SECRET_FILE)
+        if problem is None and not path.exists():
+            problem = f"{path} cannot be read: no such file"
+        if problem:
+            raise SecretError(f"secret file {problem}")
+        try:
+            value = path.read_text(encoding="utf-8").rstrip("\r\n")
+        except (OSError, UnicodeError) as exc:  # changed since the check
+            raise SecretError(f"secret file {path} cannot be read: {exc}") from None
+        if not value:
+            raise SecretError(f"secret file {path} is empty")
+        return value
 
 
 class Secret:
@@ -120,7 +134,8 @@ class Redactor:
         self._lock = threading.Lock()
 
     def add(self, value: str) -> None:
-        if len(value) >= 4:  # shorter strings would mask ordinary words; refuse them elsewhere
+        """Mask ``value`` from now on, whatever its length (short secrets are refused where read)."""
+        if value:
             with self._lock:
                 self._values.add(value)
 

@@ -8,6 +8,7 @@ until proven otherwise.
 
 from __future__ import annotations
 
+from nr import formats
 from nr.contract import Field, Kind
 
 HOST_KEYS = {"hostname", "port", "username", "password", "platform", "groups", "data", "connection_options"}
@@ -23,6 +24,10 @@ SSH_EXTRAS: dict[str, Field] = {
     "accept_new": Field(Kind.BOOL, "accept and record keys of hosts not yet known (never changed keys)"),
     "connect_timeout": Field(Kind.INT, "seconds to wait for the SSH connection"),
     "command_timeout": Field(Kind.INT, "seconds a remote command may run"),
+    "keepalive_interval": Field(Kind.INT, "seconds between SSH keepalives while a command runs (default 5)"),
+    "keepalive_count": Field(
+        Kind.INT, "keepalive intervals without an answer after which the host counts as lost (default 3)"
+    ),
     "sudo_password": Field(Kind.SECRET, "password for sudo when the user is not root"),
     "ssh_config": Field(Kind.PATH, "ssh_config file to read instead of ~/.ssh/config"),
 }
@@ -30,5 +35,7 @@ SSH_EXTRAS: dict[str, Field] = {
 # data keys every component may read: who the host is on the network, what the site is called.
 COMMON_DATA: dict[str, Field] = {
     "node_ip": Field(Kind.IP, "address the services bind and advertise (default: hostname, if an IP)"),
-    "site_name": Field(Kind.STR, "name of the site: kubeconfig context, labels"),
+    "site_name": Field(
+        Kind.STR, "name of the site: kubeconfig context, labels (a DNS label)", formats.dns_label
+    ),
 }

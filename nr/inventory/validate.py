@@ -7,7 +7,6 @@ operator fixes the inventory in one pass. Paths and ``file:`` secret references 
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from collections import Counter
 from collections.abc import Callable, Mapping
@@ -15,9 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from nr import formats
 from nr.contract import Field, Kind, Schema
+from nr.inventory.files import ANY_FILE, PRIVATE_KEY, SECRET_FILE, TEXT_FILE, FileRule, file_problem
+from nr.inventory.loader import InventoryError, load_yaml
 from nr.inventory.schema import (
     CONNECTION_KEYS,
     CONNECTION_PLUGINS,
@@ -27,16 +27,11 @@ from nr.inventory.schema import (
     SSH_EXTRAS,
 )
 from nr.secrets import SecretError, SecretRef
+from nr.text import clip, printable
+
+__all__ = ["InventoryError", "RawInventory", "load_yaml", "validate"]
 
 NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
-
-
-class InventoryError(Exception):
-    """The inventory is invalid; ``issues`` holds one message per problem."""
-
-    def __init__(self, issues: list[str]) -> None:
-        super().__init__("\n".join(issues))
-        self.issues = issues
 
 
 @dataclass
@@ -52,51 +47,6 @@ class RawInventory:
     base_dir: Path = field(default_factory=Path.cwd)
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """A SafeLoader that refuses duplicate keys instead of silently keeping the last one."""
-
-
-def _construct_mapping(
-    loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False
-) -> dict[Any, Any]:
-    seen: dict[Any, int] = {}
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=deep)
-        if key in seen:
-            raise yaml.constructor.ConstructorError(
-                None,
-                None,
-                f"duplicate key '{key}' (first at line {seen[key] + 1})",
-                key_node.start_mark,
-            )
-        seen[key] = key_node.start_mark.line
-    return dict(loader.construct_mapping(node, deep=deep))
-
-
-_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
-
-
-def load_yaml(path: Path, *, required: bool) -> Any:
-    """Read one YAML file; a missing optional file reads as ``{}``. Errors name the file and line."""
-    if not path.exists():
-        if required:
-            raise InventoryError([f"{path}: file not found"])
-        return {}
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise InventoryError([f"{path}: cannot read: {exc.strerror}"]) from None
-    try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        raise InventoryError([f"{path}: {where}{exc.problem or exc.context}"]) from None
-    except yaml.YAMLError as exc:
-        raise InventoryError([f"{path}: not valid YAML: {exc}"]) from None
-    return {} if data is None else data
-
-
 class _Validator:
     def __init__(self, raw: RawInventory, schema: Schema) -> None:
         self.raw = raw
@@ -104,29 +54,33 @@ class _Validator:
         self.issues: list[str] = []
 
     def err(self, where: str, message: str) -> None:
-        self.issues.append(f"{where}: {message}")
+        text = printable(f"{where}: {message}", newlines=False)
+        self.issues.append(text if len(text) <= MESSAGE_LIMIT else text[: MESSAGE_LIMIT - 3] + "...")
 
     # -- values -------------------------------------------------------------------------------
-    def check_value(self, where: str, f: Field, value: Any) -> Any:
-        """Check ``value`` against ``f``; returns the normalized value (absolute paths, secret refs)."""
+    def check_value(self, where: str, f: Field, value: Any, rule: FileRule = ANY_FILE) -> Any:
+        """Check ``value`` against ``f`` (a path against ``rule``); returns the normalized value
+        (absolute paths, secret refs)."""
         before = len(self.issues)
-        normalized = self._check_kind(where, f, value)
+        normalized = self._check_kind(where, f, value, rule)
         if f.check is not None and len(self.issues) == before:
             problem = f.check(value)
             if problem:
                 self.err(where, problem)
         return normalized
 
-    def _check_kind(self, where: str, f: Field, value: Any) -> Any:
+    def _check_kind(self, where: str, f: Field, value: Any, rule: FileRule) -> Any:
         if f.kind is Kind.PATH and _KIND_OK[Kind.PATH](value):
             p = Path(value).expanduser()
-            return str(p if p.is_absolute() else (self.raw.base_dir / p).resolve())
+            path = p if p.is_absolute() else (self.raw.base_dir / p).resolve()
+            self.check_file(where, path, rule)
+            return str(path)
         if f.kind is Kind.SECRET:
             return self._secret(where, value)
         if not _KIND_OK[f.kind](value):
             self.err(where, f"must be {f.kind.value}, got {_show(value, f.kind)}")
         elif f.kind is Kind.PORTS and len(set(value)) != len(value):
-            self.err(where, f"ports must be distinct, got {value}")
+            self.err(where, f"ports must be distinct, got {clip(value)}")
         return value
 
     def _secret(self, where: str, value: Any) -> Any:
@@ -137,8 +91,15 @@ class _Validator:
             self.err(where, str(exc))
             return value
         if ref.kind == "file":
-            return SecretRef("file", str(ref.path.resolve()))
+            path = ref.path.resolve()
+            self.check_file(where, path, SECRET_FILE)
+            return SecretRef("file", str(path))
         return SecretRef("env", ref.target)
+
+    def check_file(self, where: str, path: Path, rule: FileRule) -> None:
+        problem = file_problem(path, rule)
+        if problem:
+            self.err(where, problem)
 
     # -- one host / group / defaults entry ----------------------------------------------------
     def check_entry(self, where: str, entry: Any, allowed: set[str], group_names: set[str]) -> None:
@@ -147,7 +108,7 @@ class _Validator:
             return
         for key in entry:
             if key not in allowed:
-                self.err(where, f"unknown field '{key}' (allowed: {', '.join(sorted(allowed))})")
+                self.err(where, f"unknown field '{clip(key)}' (allowed: {', '.join(sorted(allowed))})")
         self.check_fields(where, entry)
         if "groups" in entry:
             self.check_groups(f"{where}: groups", entry["groups"], group_names)
@@ -160,9 +121,10 @@ class _Validator:
 
     def check_fields(self, where: str, entry: dict[str, Any]) -> None:
         """hostname, port, username, platform and password of a host, group or defaults entry."""
-        for key, (ok, want) in _FIELDS.items():
-            if key in entry and not ok(entry[key]):
-                self.err(f"{where}: {key}", f"must be {want}, got {_show(entry[key])}")
+        for key, check in _FIELDS.items():
+            problem = check(entry[key]) if key in entry else None
+            if problem:
+                self.err(f"{where}: {key}", f"{problem}, got {_show(entry[key])}")
         if entry.get("password") is not None:
             entry["password"] = self.check_value(
                 f"{where}: password", Field(Kind.SECRET, ""), entry["password"]
@@ -174,7 +136,7 @@ class _Validator:
             return
         for g in groups:
             if g not in group_names:
-                self.err(where, f"unknown group '{g}' (not defined in {self.raw.groups_source})")
+                self.err(where, f"unknown group '{clip(g)}' (not defined in {self.raw.groups_source})")
         if len(set(groups)) != len(groups):
             self.err(where, "lists a group twice")
 
@@ -185,14 +147,20 @@ class _Validator:
         self.check_keys(where, data, self.schema.data, "unknown key")
 
     def check_keys(
-        self, where: str, values: dict[str, Any], known: Mapping[str, Field], unknown: str
+        self,
+        where: str,
+        values: dict[str, Any],
+        known: Mapping[str, Field],
+        unknown: str,
+        files: Mapping[str, FileRule] | None = None,
     ) -> None:
         """Every key of ``values`` must be in ``known``; values are checked and normalized in place."""
         for key, value in values.items():
             if key not in known:
-                self.err(f"{where}.{key}", f"{unknown} (known: {', '.join(sorted(known))})")
+                self.err(f"{where}.{clip(key)}", f"{unknown} (known: {', '.join(sorted(known))})")
             else:
-                values[key] = self.check_value(f"{where}.{key}", known[key], value)
+                rule = (files or {}).get(key, ANY_FILE)
+                values[key] = self.check_value(f"{where}.{key}", known[key], value, rule)
 
     def check_connection_options(self, where: str, options: Any) -> None:
         if not isinstance(options, dict):
@@ -201,6 +169,7 @@ class _Validator:
         for plugin, opts in options.items():
             w = f"{where}.{plugin}"
             if plugin not in CONNECTION_PLUGINS:
+                w = f"{where}.{clip(plugin)}"
                 self.err(w, f"unknown connection plugin (known: {', '.join(sorted(CONNECTION_PLUGINS))})")
             elif not isinstance(opts, dict):
                 self.err(w, f"must be a mapping, got {_type(opts)}")
@@ -211,15 +180,17 @@ class _Validator:
         for key in opts:
             if key not in CONNECTION_KEYS:
                 self.err(where, f"unknown field '{key}' (allowed: {', '.join(sorted(CONNECTION_KEYS))})")
-        if "port" in opts and not is_port(opts["port"]):
-            self.err(f"{where}.port", f"must be a TCP port (1-65535), got {_show(opts['port'])}")
+        for key, check in _FIELDS.items():
+            problem = check(opts[key]) if key in opts else None
+            if problem:
+                self.err(f"{where}.{key}", f"{problem}, got {_show(opts[key])}")
         if opts.get("password") is not None:
             opts["password"] = self.check_value(f"{where}.password", Field(Kind.SECRET, ""), opts["password"])
         extras = opts.get("extras")
         if extras is not None and not isinstance(extras, dict):
             self.err(f"{where}.extras", f"must be a mapping, got {_type(extras)}")
         elif extras is not None:
-            self.check_keys(f"{where}.extras", extras, SSH_EXTRAS, "unknown option")
+            self.check_keys(f"{where}.extras", extras, SSH_EXTRAS, "unknown option", _SSH_FILES)
 
     # -- whole inventory -----------------------------------------------------------------------
     def run(self) -> None:
@@ -244,12 +215,12 @@ class _Validator:
         )  # role groups need no definition
         self.check_entry(ds, defaults, DEFAULTS_KEYS, group_names)
         for name, group in groups.items():
-            self.check_entry(f"{gs}: group '{name}'", group, GROUP_KEYS, group_names)
+            self.check_entry(f"{gs}: group '{clip(name)}'", group, GROUP_KEYS, group_names)
             if isinstance(group, dict) and name in (group.get("groups") or []):
-                self.err(f"{gs}: group '{name}': groups", "a group cannot be its own parent")
+                self.err(f"{gs}: group '{clip(name)}': groups", "a group cannot be its own parent")
         self.check_group_cycles(groups)
         for name, host in raw.hosts.items():
-            where = f"{hs}: host '{name}'"
+            where = f"{hs}: host '{clip(name)}'"
             if not isinstance(name, str) or not NAME_RE.match(name):
                 self.err(
                     where,
@@ -274,7 +245,7 @@ class _Validator:
             while stack:
                 g = stack.pop()
                 if g == start:
-                    self.err(f"{self.raw.groups_source}: group '{start}'", "groups form a cycle")
+                    self.err(f"{self.raw.groups_source}: group '{clip(start)}'", "groups form a cycle")
                     break
                 if g in seen:
                     continue
@@ -294,7 +265,7 @@ class _Validator:
                 ]
                 self.err(
                     f"{self.raw.hosts_source}: host '{name}': hostname",
-                    f"address {key[0]} is also used by {', '.join(o for o in others if o != name)}",
+                    f"address {clip(key[0])} is also used by {', '.join(o for o in others if o != name)}",
                 )
         ips = Counter(
             str((h.get("data") or {}).get("node_ip"))
@@ -305,7 +276,8 @@ class _Validator:
             ip = (host.get("data") or {}).get("node_ip") if isinstance(host.get("data"), dict) else None
             if ip and ips[str(ip)] > 1:
                 self.err(
-                    f"{self.raw.hosts_source}: host '{name}': data.node_ip", f"{ip} is used by another host"
+                    f"{self.raw.hosts_source}: host '{name}': data.node_ip",
+                    f"{clip(ip)} is used by another host",
                 )
 
     def host_groups(self, groups: dict[str, Any]) -> dict[str, set[str]]:
@@ -363,26 +335,35 @@ _KIND_OK: dict[Kind, Callable[[Any], bool]] = {
     Kind.PORTS: lambda v: isinstance(v, list) and bool(v) and all(is_port(p) for p in v),
     Kind.STR_LIST: lambda v: isinstance(v, list) and all(isinstance(x, str) and x for x in v),
     Kind.STR_MAP: lambda v: isinstance(v, dict) and all(isinstance(x, str) for x in v.values()),
-    Kind.IP: lambda v: isinstance(v, str) and _is_ip(v),
+    Kind.IP: lambda v: isinstance(v, str) and formats.is_ip(v),
     Kind.PATH: _nonempty,
     Kind.SECRET: lambda v: isinstance(v, str),
 }
 
-# The plain fields of a host, group or defaults entry: what each must be.
-_FIELDS: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "hostname": (_nonempty, "a non-empty address"),
-    "port": (is_port, "a TCP port (1-65535)"),
-    "username": (lambda v: isinstance(v, str) and v != "", "a non-empty string"),
-    "platform": (lambda v: isinstance(v, str), "a string"),
+# The plain fields of a host, group or defaults entry (and of connection options): what each must be.
+# hostname and username reach ssh_config's `Match exec` lines (%h, %r), which run in a shell.
+_USERNAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.@-]{0,63}$")
+
+
+def _hostname_problem(value: Any) -> str | None:
+    if not _nonempty(value):
+        return "must be a non-empty address"
+    return formats.address(value)
+
+
+_FIELDS: dict[str, Callable[[Any], str | None]] = {
+    "hostname": _hostname_problem,
+    "port": lambda v: None if is_port(v) else "must be a TCP port (1-65535)",
+    "username": lambda v: (
+        None
+        if isinstance(v, str) and _USERNAME.match(v)
+        else "must be a user name (letters, digits, '_', '.', '@', '-'; not starting with '-' or '.')"
+    ),
+    "platform": lambda v: None if isinstance(v, str) else "must be a string",
 }
-
-
-def _is_ip(value: str) -> bool:
-    try:
-        ipaddress.ip_address(value)
-    except ValueError:
-        return False
-    return True
+# what the files named in connection_options.fabric.extras must be
+_SSH_FILES = {"key_filename": PRIVATE_KEY, "known_hosts": TEXT_FILE, "ssh_config": TEXT_FILE}
+MESSAGE_LIMIT = 1000
 
 
 def _type(value: Any) -> str:
@@ -394,5 +375,4 @@ def _type(value: Any) -> str:
 def _show(value: Any, kind: Kind | None = None) -> str:
     if kind is Kind.SECRET:
         return _type(value)  # never echo what might be a secret
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
+    return clip(repr(value), 60)
