@@ -7,26 +7,26 @@ arguments) or, for ``drift``, a host that could not be checked.
 from __future__ import annotations
 
 import json
-import os
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import NoReturn
 
 import click
 from nornir.core import Nornir
 from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
 
-from nr import __version__
+from nr import __version__, views
 from nr.config import DEFAULT_INVENTORY, Settings, init_nornir
 from nr.errors import NrError
 from nr.inventory.validate import InventoryError
+from nr.lock import Locked, RunLock
 from nr.play import Component, PlayContext, host_groups
 from nr.registry import registry
 from nr.report import RunReport
+from nr.runner import Action, execute, exit_interrupted
 from nr.secrets import redact
+from nr.text import show
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -36,7 +36,7 @@ err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 def _bad_input(messages: Iterable[str]) -> NoReturn:
     for m in messages:
-        err.print(f"[red]error:[/] {escape(redact(m))}")
+        err.print(f"[red]error:[/] {show(redact(m))}")
     sys.exit(EXIT_BAD_INPUT)
 
 
@@ -83,47 +83,22 @@ def _select(play: str) -> list[Component]:
     return _components(names)
 
 
-def _ssh_stats(nr: Nornir) -> dict[str, dict[str, Any]]:
-    stats: dict[str, dict[str, Any]] = {}
-    for name, host in nr.inventory.hosts.items():
-        plugin = host.connections.get("fabric")
-        remote = getattr(plugin, "connection", None)
-        if remote is not None:
-            stats[name] = remote.stats.as_dict()
-    return stats
-
-
-def _execute(
+def _run_selected(
     nr: Nornir,
     report: RunReport,
     selected: list[Component],
     limit: set[str] | None,
     inventory: str,
-    action: Callable[[Component, PlayContext], None],
-) -> dict[str, dict[str, Any]]:
+    action: Action,
+) -> dict[str, dict[str, object]]:
+    """Validate the components against the inventory (exit 2 before any host is touched), then run."""
     inv_arg = None if inventory == DEFAULT_INVENTORY else inventory
     nr = nr.with_processors([report])
     ctx = PlayContext(nr, component="nr", recorder=report, limit=limit, inventory_arg=inv_arg)
     problems = [p for c in selected for p in c.validate(ctx.for_component(c.name))]
     if problems:
         _bad_input(problems)
-    try:
-        for c in selected:
-            try:
-                action(c, ctx.for_component(c.name))
-            except NrError as exc:  # a failure of the component as a whole (not of one host)
-                report.errors.append(f"{c.name}: {redact(str(exc))}")
-                if report.console is not None:
-                    report.console.print(f"  [red]✗ {c.name}[/]: {escape(redact(str(exc)))}")
-                break  # later components build on this one
-    finally:
-        if report.tracebacks and os.environ.get("NR_DEBUG") == "1":
-            for tb in report.tracebacks:
-                err.print(tb, markup=False, highlight=False)
-        stats = _ssh_stats(nr)
-        for host in nr.inventory.hosts.values():  # directly: nr.close_connections() runs a task
-            host.close_connections()
-    return stats
+    return execute(nr, ctx, report, selected, action, err)
 
 
 def _progress(json_out: bool) -> Console | None:
@@ -138,6 +113,15 @@ class _NrGroup(click.Group):
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted([*super().list_commands(ctx), *self.LAZY])
 
+    def format_help_text(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """The group's help, then the plays and components of the catalog (the engine names none)."""
+        super().format_help_text(ctx, formatter)
+        reg = registry()
+        with formatter.section("Plays"):
+            formatter.write_dl([(name, ", ".join(members)) for name, members in reg.plays.items()])
+        with formatter.section("Components"):
+            formatter.write_dl([(e.name, e.description) for e in reg.entries.values()])
+
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name in self.LAZY:
             import importlib
@@ -151,16 +135,14 @@ class _NrGroup(click.Group):
 @click.group(cls=_NrGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="nr")
 def cli() -> None:
-    """nr: turn a few Linux VMs into a k3s cluster, a Redis Cluster and the AeroAlpes services.
+    """nr: converge a few Linux VMs to a site described by an inventory, then check it and watch for drift.
 
     \b
-    Plays (nr run PLAY): site runs every component in order (base, redis, k3s,
-    deploy, checks); or run one component by name (also k3s-reset, which
-    uninstalls k3s). `nr check` proves the result, `nr drift` compares hosts
-    with the desired state (read-only).
+    nr run PLAY changes the hosts (a play of the catalog, or one component by name);
+    nr check proves the result; nr drift compares the hosts with the desired state (read-only).
     \b
     Exit codes: 0 ok; 1 a host failed (drift: drift found);
-    2 bad input (inventory, config, arguments; drift: could not check).
+    2 bad input, or another run holds the inventory (drift: could not check); 130 Ctrl-C.
     Inventory: -i FOLDER with Nornir SimpleInventory files (default: inventory/).
     """
 
@@ -198,9 +180,10 @@ workers_opt = click.option(
 def run(
     play: str, inventory: str, limit: tuple[str, ...], dry_run: bool, json_out: bool, workers: int | None
 ) -> None:
-    """Converge the hosts: PLAY is 'site' (everything, in order) or one component (e.g. base).
+    """Converge the hosts: PLAY is a play of the catalog (e.g. site) or one component.
 
     Prints progress per host, then a summary of what was ok, changed or failed, with diffs.
+    One run at a time changes an inventory (a lock in its folder); a dry run takes no lock.
     """
     selected = _select(play)
     nr = _open(inventory, workers, dry_run)
@@ -210,11 +193,22 @@ def run(
         console=_progress(json_out),
         inventory_arg=None if inventory == DEFAULT_INVENTORY else inventory,
     )
-    stats = _execute(nr, report, selected, _limit(nr, limit), inventory, lambda c, ctx: c.apply(ctx))
+    hosts = _limit(nr, limit)
+    lock = RunLock(Path(inventory).expanduser())
+    try:
+        if not dry_run:
+            lock.acquire()
+        stats = _run_selected(nr, report, selected, hosts, inventory, lambda c, ctx: c.apply(ctx))
+    except Locked as exc:
+        _bad_input([str(exc)])
+    finally:
+        lock.release()
     if json_out:
         click.echo(json.dumps(report.to_json(ssh=stats), indent=2))
     else:
         report.print_summary(out)
+    if report.interrupted:
+        exit_interrupted()
     sys.exit(EXIT_OK if report.ok else EXIT_FAILED)
 
 
@@ -227,26 +221,6 @@ def _select_read_only(names: tuple[str, ...]) -> list[Component]:
     if unknown:
         _bad_input([f"unknown component '{n}' (known: {', '.join(reg.entries)})" for n in unknown])
     return _components(names)
-
-
-def _print_checks(report: RunReport, verbose: bool) -> None:
-    shown = [c for c in report.checks if verbose or not c.ok]
-    if shown:
-        table = Table(title="Checks" if verbose else "Checks that did not pass", title_justify="left")
-        for col in ("component", "host", "check", "result", "detail"):
-            table.add_column(col, overflow="fold")
-        for c in shown:
-            mark = "[green]pass[/]" if c.ok else ("[yellow]warn[/]" if c.warning else "[red]FAIL[/]")
-            detail = c.detail + (f" — look at: {c.hint}" if c.hint and not c.ok else "")
-            table.add_row(c.component, c.host, c.name, mark, escape(detail))
-        out.print(table)
-    summary: dict[tuple[str, str], list[int]] = {}
-    for c in report.checks:
-        counts = summary.setdefault((c.component, c.host), [0, 0])
-        counts[0 if c.ok else 1] += 1
-    for (component, host), (passed, failed) in summary.items():
-        style = "green" if not failed else "red"
-        out.print(f"[{style}]{component} {host}[/]: {passed} passed, {failed} not passed")
 
 
 @cli.command()
@@ -264,34 +238,23 @@ def check(
     verbose: bool,
     workers: int | None,
 ) -> None:
-    """Run the post-deploy checks of every component, or of the ones named.
+    """Run the checks of every component, or of the ones named.
 
-    They change nothing on the hosts; the app's routing check creates one test reservation
-    per route (create, then read back).
+    They change nothing on the hosts; a component's check may write test data through the
+    service it checks (see the README).
     Exit 0 all passed (warnings allowed), 1 a check failed or a host could not be checked.
     """
     selected = _select_read_only(components)
     nr = _open(inventory, workers, True)
     report = RunReport("check", dry_run=True, console=_progress(json_out))
-    _execute(nr, report, selected, _limit(nr, limit), inventory, lambda c, ctx: c.check(ctx))
-    failed = [c for c in report.checks if not c.ok and not c.warning]
-    ok = not failed and report.ok
+    _run_selected(nr, report, selected, _limit(nr, limit), inventory, lambda c, ctx: c.check(ctx))
     if json_out:
-        doc = {
-            "ok": ok,
-            "checks": [c.__dict__ for c in report.checks],
-            "failed_hosts": {h: report.failed_reasons[h] for h in report.failed_hosts},
-            "errors": report.errors,
-        }
-        click.echo(json.dumps(doc, indent=2))
+        click.echo(json.dumps(views.checks_json(report), indent=2))
     else:
-        _print_checks(report, verbose)
-        for h in report.failed_hosts:
-            out.print(f"[red]{h}[/]: {escape(report.failed_reasons[h])}")
-        for e in report.errors:
-            out.print(f"[red]{escape(e)}[/]")
-        out.print("[green]All checks passed[/]" if ok else f"[red]{len(failed)} check(s) failed[/]")
-    sys.exit(EXIT_OK if ok else EXIT_FAILED)
+        views.print_checks(report, out, verbose)
+    if report.interrupted:
+        exit_interrupted()
+    sys.exit(EXIT_OK if views.checks_ok(report) else EXIT_FAILED)
 
 
 @cli.command()
@@ -337,7 +300,10 @@ def drift(
         console=_progress(json_out),
         inventory_arg=None if inventory == DEFAULT_INVENTORY else inventory,
     )
-    _execute(nr, report, selected, _limit(nr, limit), inventory, lambda c, ctx: c.drift(ctx))
+    _run_selected(nr, report, selected, _limit(nr, limit), inventory, lambda c, ctx: c.drift(ctx))
+    if report.interrupted:
+        print_drift(report, out)
+        exit_interrupted()
     if prom is not None:
         write_prom(prom, prom_text(report))
     if json_out:
@@ -352,44 +318,24 @@ def drift(
 @json_opt
 def inventory_cmd(inventory: str, json_out: bool) -> None:
     """Show the resolved hosts, groups, roles and addresses (secrets shown as references only)."""
-    schema = registry().schema
-    nr = _open(inventory, None, True)
-    rows: list[dict[str, Any]] = []
-    for name, h in nr.inventory.hosts.items():
-        params = h.get_connection_parameters("fabric")
-        rows.append(
-            {
-                "name": name,
-                "address": h.hostname,
-                "port": h.port or 22,
-                "username": h.username,
-                "groups": sorted(host_groups(h)),
-                "roles": [r.role for r in schema.roles if r.name in host_groups(h)],
-                "data": {k: h.get(k) for k in schema.data if h.get(k) is not None},
-                "ssh": dict(params.extras or {}),
-            }
-        )
+    rows = views.inventory_rows(_open(inventory, None, True))
     if json_out:
         click.echo(json.dumps({"hosts": rows}, indent=2, default=str))
         return
-    table = Table(title=f"Inventory {inventory}", title_justify="left", show_lines=True)
-    for col in ("host", "address", "user", "roles", "data"):
-        table.add_column(col, overflow="fold")
-    for r in rows:
-        data: dict[str, Any] = r["data"]
-        table.add_row(
-            str(r["name"]),
-            f"{r['address']}:{r['port']}",
-            str(r["username"] or ""),
-            "\n".join(r["roles"]),
-            escape("\n".join(f"{k}: {v}" for k, v in data.items())),
-        )
-    out.print(table)
+    views.print_inventory(rows, inventory, out)
 
 
 def main() -> None:
+    # standalone_mode=False: click would turn Ctrl-C into "Aborted!" and exit 1; nr exits 130
     try:
-        cli(standalone_mode=True)
+        rv = cli(standalone_mode=False)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except (click.exceptions.Abort, KeyboardInterrupt):  # Ctrl-C before any host was touched
+        err.print("[red]Interrupted (Ctrl-C)[/]")
+        exit_interrupted()
     except NrError as exc:
-        err.print(f"[red]error:[/] {escape(redact(str(exc)))}")
+        err.print(f"[red]error:[/] {show(redact(str(exc)))}")
         sys.exit(EXIT_FAILED)
+    sys.exit(rv if isinstance(rv, int) else EXIT_OK)

@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
 from nr.report import DriftItem, RunReport
+from nr.text import show
 
 EXIT_NO_DRIFT, EXIT_DRIFT, EXIT_UNCHECKED = 0, 1, 2
 
@@ -47,12 +47,12 @@ def print_drift(report: RunReport, out: Console) -> None:
         for col in ("component", "host", "what", "expected", "actual", "fix"):
             table.add_column(col, overflow="fold")
         for d in report.drift:
-            table.add_row(*(escape(x) for x in (d.component, d.host, d.what, d.expected, d.actual, d.fix)))
+            table.add_row(*(show(x) for x in (d.component, d.host, d.what, d.expected, d.actual, d.fix)))
         out.print(table)
     for h in report.failed_hosts:
-        out.print(f"[red]could not check {h}[/]: {escape(report.failed_reasons[h])}", highlight=False)
+        out.print(f"[red]could not check {h}[/]: {show(report.failed_reasons[h])}", highlight=False)
     for e in report.errors:
-        out.print(f"[red]could not check {escape(e)}[/]", highlight=False)
+        out.print(f"[red]could not check {show(e)}[/]", highlight=False)
     code = drift_exit_code(report)
     if code == EXIT_NO_DRIFT:
         out.print("[green]No drift[/]: every host matches the desired state")

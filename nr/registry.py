@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from nr.play import Component
 
 GROUP = "nr.catalog"
+SITE = "site"  # the play that runs every component in order
 DISTRIBUTION = "nr-orchestrator"
 
 
@@ -111,7 +112,14 @@ class Registry:
     @property
     def default_play(self) -> tuple[str, ...]:
         """What ``check`` and ``drift`` cover when no component is named: the ``site`` play."""
-        return self.plays.get("site", tuple(self.entries))
+        return self.plays.get(SITE, tuple(self.entries))
+
+    @property
+    def default_play_name(self) -> str:
+        """The play an operator runs on a new inventory (``site``, else the first play or component)."""
+        if SITE in self.plays:
+            return SITE
+        return next(iter([*self.plays, *self.entries]), SITE)
 
 
 @functools.cache

@@ -8,6 +8,7 @@ redactor.
 from __future__ import annotations
 
 import shlex
+import threading
 import traceback
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -16,7 +17,6 @@ from nornir.core.exceptions import NornirSubTaskError
 from nornir.core.inventory import Host
 from nornir.core.task import AggregatedResult, MultiResult, Result, Task
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
 from nr.changes import Change
@@ -24,6 +24,7 @@ from nr.errors import NrError
 from nr.outcome import CheckItem, Finding
 from nr.play import OutcomeResult
 from nr.secrets import redact
+from nr.text import show
 
 
 @dataclass
@@ -89,6 +90,11 @@ class RunReport:
     tracebacks: list[str] = field(default_factory=list)  # unexpected exceptions (printed with NR_DEBUG=1)
     errors: list[str] = field(default_factory=list)  # failures of a whole component, not of one host
     inventory_arg: str | None = None  # how the operator named the inventory (for fix commands)
+    interrupted: bool = False  # Ctrl-C ended the run
+    # results of hosts that finished a step whose other hosts still run (recorded with the step, or
+    # by flush_pending when the run is interrupted before the step ends)
+    _pending: dict[str, dict[str, MultiResult]] = field(default_factory=dict, repr=False)
+    _pending_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def default_fix(self, component: str, host: str) -> str:
         words = ["nr", "run", component, *(["-i", self.inventory_arg] if self.inventory_arg else [])]
@@ -97,16 +103,27 @@ class RunReport:
     # -- Recorder ---------------------------------------------------------------------------
     def step_started(self, component: str, step: str, hosts: list[str] | Any) -> None:
         if self.console is not None and hosts:
-            self.console.print(f"[bold]▸ {component}.{step}[/]  [dim]{' '.join(hosts)}[/]")
+            self.console.print(f"[bold]▸ {show(component)}.{show(step)}[/]  [dim]{show(' '.join(hosts))}[/]")
 
     def record(self, component: str, step: str, result: AggregatedResult) -> None:
+        with self._pending_lock:
+            self._pending.pop(f"{component}.{step}", None)
         for host, multi in result.items():
             self._record_host(component, host, multi)
+
+    def flush_pending(self) -> None:
+        """Record what hosts finished in steps that never ended (the run was interrupted)."""
+        with self._pending_lock:
+            pending, self._pending = self._pending, {}
+        for name, hosts in pending.items():
+            component = name.partition(".")[0]
+            for host, multi in hosts.items():
+                self._record_host(component, host, multi)
 
     def note(self, component: str, message: str) -> None:
         self.notes.append(redact(f"{component}: {message}"))
         if self.console is not None:
-            self.console.print(f"  [cyan]ℹ[/] {escape(redact(message))}")
+            self.console.print(f"  [cyan]ℹ[/] {show(redact(message))}")
 
     def _record_host(self, component: str, host: str, multi: MultiResult) -> None:
         for r in multi:
@@ -176,14 +193,16 @@ class RunReport:
         pass
 
     def task_instance_completed(self, task: Task, host: Host, result: MultiResult) -> None:
+        with self._pending_lock:
+            self._pending.setdefault(str(task.name), {})[host.name] = result
         if self.console is None:
             return
         r = result[0]
         if r.failed and isinstance(r, OutcomeResult) and r.outcome.error is not None:
             first = redact(r.outcome.error).splitlines()[0] if r.outcome.error else "failed"
-            self.console.print(f"  [red]✗ {host.name}[/] {escape(first)}")
+            self.console.print(f"  [red]✗ {host.name}[/] {show(first)}")
         elif r.failed:
-            self.console.print(f"  [red]✗ {host.name}[/] {escape(error_message(r.exception, r))}")
+            self.console.print(f"  [red]✗ {host.name}[/] {show(error_message(r.exception, r))}")
         elif result.changed:
             verb = "would change" if self.dry_run else "changed"
             if isinstance(r, OutcomeResult):
@@ -211,7 +230,7 @@ class RunReport:
 
     @property
     def ok(self) -> bool:
-        return not self.failed_reasons and not self.errors
+        return not self.failed_reasons and not self.errors and not self.interrupted
 
     def hosts(self) -> list[str]:
         seen: dict[str, None] = {}
@@ -230,6 +249,8 @@ class RunReport:
         }
         if self.errors:
             doc["errors"] = self.errors
+        if self.interrupted:
+            doc["interrupted"] = True
         if self.notes:
             doc["notes"] = self.notes
         if ssh is not None:
@@ -256,26 +277,30 @@ class RunReport:
         if diffs:
             out.print("[bold]Would change:[/]" if self.dry_run else "[bold]Changes:[/]")
             for r in diffs:
-                out.print(f"[yellow]{r.host}[/] [dim]{r.task}[/]")
+                out.print(f"[yellow]{show(r.host)}[/] [dim]{show(r.task)}[/]")
                 for line in r.diff.rstrip("\n").splitlines():
                     color = "green" if line.startswith("+") else "red" if line.startswith("-") else None
-                    text = escape(line)
+                    text = show(line)
                     out.print(f"    [{color}]{text}[/]" if color else f"    {text}", highlight=False)
         if self.failed_reasons or self.errors:
             out.print("[bold red]Failed:[/]")
             for h in self.failed_hosts:
-                out.print(f"  [red]{h}[/]: {escape(self.failed_reasons[h])}", highlight=False)
+                out.print(f"  [red]{h}[/]: {show(self.failed_reasons[h])}", highlight=False)
             for e in self.errors:
-                out.print(f"  [red]{escape(e)}[/]", highlight=False)
-        total = self.changed
-        verdict = "[red]FAILED[/]" if not self.ok else "[green]OK[/]"
+                out.print(f"  [red]{show(e)}[/]", highlight=False)
+        out.print(self.verdict(len(hosts)))
+
+    def verdict(self, hosts: int) -> str:
         what = "would change" if self.dry_run else "changed"
-        if total == 0 and self.ok:
-            out.print(f"{verdict}: {len(hosts)} host(s), nothing {what} (already converged)")
-        else:
-            out.print(
-                f"{verdict}: {len(hosts)} host(s), {total} task(s) {what}, {len(self.failed_hosts)} failed"
+        if self.interrupted:
+            return (
+                f"[red]INTERRUPTED[/] (Ctrl-C): {hosts} host(s), {self.changed} task(s) {what} before the "
+                "interrupt; a host cut off mid-step may be half changed: run the play again to finish"
             )
+        if self.changed == 0 and self.ok:
+            return f"[green]OK[/]: {hosts} host(s), nothing {what} (already converged)"
+        verdict = "[red]FAILED[/]" if not self.ok else "[green]OK[/]"
+        return f"{verdict}: {hosts} host(s), {self.changed} task(s) {what}, {len(self.failed_hosts)} failed"
 
 
 def _is_connection_error(exc: BaseException | None) -> bool:

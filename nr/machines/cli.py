@@ -11,12 +11,12 @@ from typing import Any, NoReturn
 
 import click
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
 from nr.errors import NrError
 from nr.registry import registry
 from nr.secrets import redact
+from nr.text import command, show
 
 EXIT_BAD_INPUT = 2
 out = Console(highlight=False, soft_wrap=True)
@@ -25,8 +25,15 @@ err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 def _bad_input(messages: list[str]) -> NoReturn:
     for m in messages:
-        err.print(f"[red]error:[/] {escape(redact(m))}")
+        err.print(f"[red]error:[/] {show(redact(m))}")
     raise SystemExit(EXIT_BAD_INPUT)
+
+
+def _try(inventory: Path) -> None:
+    """The commands to run next on a freshly written inventory (shell-quoted)."""
+    first = command("nr", "inventory", "-i", str(inventory))
+    site = command("nr", "run", registry().default_play_name, "-i", str(inventory))
+    out.print(f"Try:  {show(first)}\n      {show(site)}")
 
 
 def _param(flag: str) -> str:
@@ -98,9 +105,9 @@ def lab_up(
         info = lab.up(count)
     except NrError as exc:
         _bad_input([str(exc)])
-    out.print(f"Lab '{name}' is up: {', '.join(info.hosts)}")
-    out.print(f"Inventory: {info.inventory}")
-    out.print(f"Try:  nr inventory -i {info.inventory}\n      nr run site -i {info.inventory}")
+    out.print(f"Lab '{show(name)}' is up: {show(', '.join(info.hosts))}")
+    out.print(f"Inventory: {show(info.inventory)}")
+    _try(info.inventory)
 
 
 @lab.command("image")
@@ -135,13 +142,13 @@ def lab_status(name: str, state_dir: Path) -> None:
     """List the lab's hosts, their addresses and state."""
     from nr.machines.lab import Lab
 
-    table = Table(title=f"Lab {name}", title_justify="left")
+    table = Table(title=f"Lab {show(name)}", title_justify="left")
     for col in ("host", "address", "state"):
         table.add_column(col)
     hosts = Lab(name=name, state_dir=state_dir, log=err).status()
     for h in hosts:
-        table.add_row(h.name, h.address, h.state)
-    out.print(table if hosts else f"Lab '{name}' has no hosts (nr lab up)")
+        table.add_row(show(h.name), show(h.address), show(h.state))
+    out.print(table if hosts else f"Lab '{show(name)}' has no hosts (nr lab up)")
 
 
 @click.group()
@@ -182,7 +189,8 @@ def vms_up(
         inv = up(VmSpec(count, prefix, cpus, memory, disk, image, ssh_key.expanduser()), state_dir, log=err)
     except NrError as exc:
         _bad_input([str(exc)])
-    out.print(f"Inventory: {inv}\nTry:  nr inventory -i {inv}\n      nr run site -i {inv}")
+    out.print(f"Inventory: {show(inv)}")
+    _try(inv)
 
 
 @vms.command("down")

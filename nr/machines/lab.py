@@ -33,6 +33,7 @@ from nr.machines.image import IMAGE, docker, ensure_image
 from nr.machines.labfiles import USER, LabOptions, lab_inventory, write_generated_secrets
 from nr.registry import registry
 from nr.secrets import write_secret_file
+from nr.text import command
 
 LABEL = "nr.lab"
 FIRST_HOST_OFFSET = 11  # lab hosts get .11, .12, ... of the subnet
@@ -170,7 +171,7 @@ class Lab:
             if str(ipaddress.ip_network(self.subnet, strict=False)) not in subnets:
                 raise NrError(
                     f"network {self.network} exists with subnet {subnets}, not {self.subnet}; "
-                    f"run nr lab down --name {self.name} first"
+                    f"run {command('nr', 'lab', 'down', '--name', self.name)} first"
                 )
             return
         docker("network", "create", "--subnet", self.subnet, "--label", f"{LABEL}={self.name}", self.network)

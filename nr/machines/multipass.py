@@ -35,6 +35,7 @@ from nr.contract import Schema
 from nr.inventory.build import build_inventory
 from nr.inventory.validate import InventoryError, RawInventory, load_yaml
 from nr.registry import registry
+from nr.text import command
 
 
 def multipass_list(binary: str = "multipass") -> dict[str, Any]:
@@ -101,7 +102,7 @@ def hosts_from_list(doc: dict[str, Any], options: dict[str, Any], schema: Schema
         if vm.get("state") != "Running":
             problems.append(
                 f"multipass: VM '{name}' is {vm.get('state', 'in an unknown state')}; start it "
-                f"(multipass start {name}) or leave it out with name_prefix"
+                f"({command('multipass', 'start', name)}) or leave it out with name_prefix"
             )
             continue
         addr = pick_address(
