@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from nr.lock import host_lock_script
 from nr.secrets import MASK, redact
 
 
@@ -48,8 +49,9 @@ def mask(text: str, secrets: Sequence[str]) -> str:
 
 
 def apply_script(changes: Sequence[Change], after: str = "") -> str:
-    """One script for all changes (stops at the first failing line), plus ``after`` (e.g. restarts)."""
-    parts = ["set -e"]
+    """One script for all changes (stops at the first failing line), plus ``after`` (e.g. restarts),
+    under the host's lock (:func:`nr.lock.host_lock_script`)."""
+    parts = ["set -e", host_lock_script()]
     for c in changes:
         parts.append(f"# {c.what}")
         parts.append(c.script)

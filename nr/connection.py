@@ -18,11 +18,10 @@ Transport rules:
 
 from __future__ import annotations
 
-import select
+import contextlib
 import shlex
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,34 +30,20 @@ from fabric import Config, Connection
 from nornir.core.configuration import Config as NornirConfig
 from nornir.core.task import Task
 
+from nr import interrupt
+from nr.channel import Cancelled, ChannelClosed, TransportStats, exec_channel
 from nr.errors import NrError
+from nr.keepalive import DEFAULT_COUNT, DEFAULT_INTERVAL, KeepaliveSettings, Watchdog
 from nr.secrets import Secret, SecretError, SecretRef, redact
-from nr.ssh_trust import ConnectionFailed, connect_error, trust_host_keys
+from nr.ssh_trust import ConnectionFailed, HostLost, connect_error, trust_host_keys
 from nr.transport import CommandFailed, CommandResult
+
+__all__ = ["FabricConnection", "HostLost", "SshRemote", "TransportStats", "quote", "remote"]
 
 CONNECTION_NAME = "fabric"
 DEFAULT_CONNECT_TIMEOUT = 10
 DEFAULT_COMMAND_TIMEOUT = 900
 _SUDO_NEEDS_PASSWORD = "a password is required"
-
-
-@dataclass
-class TransportStats:
-    """What one connection did in a run: counted, so benchmarks and reports can show round trips."""
-
-    commands: int = 0
-    transfers: int = 0
-    seconds: float = 0.0
-    connect_seconds: float = 0.0
-    lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
-
-    def as_dict(self) -> dict[str, float | int]:
-        return {
-            "commands": self.commands,
-            "transfers": self.transfers,
-            "seconds": round(self.seconds, 3),
-            "connect_seconds": round(self.connect_seconds, 3),
-        }
 
 
 _ssh_configs: dict[str | None, paramiko.SSHConfig] = {}
@@ -101,6 +86,7 @@ class SshRemote:
         *,
         command_timeout: int,
         sudo_password: SecretRef | None,
+        keepalive: KeepaliveSettings | None = None,
     ) -> None:
         self.name = name
         self.conn = conn
@@ -110,6 +96,8 @@ class SshRemote:
         self._sudo_password: Secret | None = None
         self._sudo_mode: str | None = None  # None: not known yet; "nopasswd"; "password"
         self._lock = threading.Lock()
+        self.keepalive = keepalive or KeepaliveSettings()
+        self._dog: Watchdog | None = None
 
     @property
     def user(self) -> str:
@@ -168,76 +156,77 @@ class SshRemote:
         return result
 
     def _exec(self, command: str, script: str, timeout: float | None, *, prefix: str = "") -> CommandResult:
+        interrupt.check(self.name)
         t0 = time.perf_counter()
         limit = timeout if timeout is not None else self.command_timeout
         # The whole script is one compound command reading /dev/null: sh parses it completely before
         # running it, and no command inside can swallow the rest of the script from stdin.
         payload = prefix + "{\n" + script + "\n} </dev/null\n"
         try:
-            with self._lock:
-                exited, stdout, stderr = self._exec_channel(command, payload.encode(), limit)
+            with self._lock, self._watchdog() as dog:
+                exited, stdout, stderr = exec_channel(dog.transport, command, payload.encode(), limit)
         except TimeoutError:
-            raise NrError(f"{self.name}: remote command did not finish within {limit:.0f} s") from None
-        except (paramiko.SSHException, OSError, EOFError) as exc:
             raise NrError(
-                f"{self.name}: SSH connection lost: {redact(str(exc)) or type(exc).__name__}"
+                f"{self.name}: remote command did not finish within {limit:.0f} s (command_timeout); "
+                "it may still be running on the host"
             ) from None
+        except (ChannelClosed, Cancelled, paramiko.SSHException, OSError, EOFError) as exc:
+            raise self._gone(exc, "a remote command") from None
         finally:
             with self.stats.lock:
                 self.stats.commands += 1
                 self.stats.seconds += time.perf_counter() - t0
         return CommandResult(exited, redact(stdout), redact(stderr), time.perf_counter() - t0)
 
-    def _exec_channel(self, command: str, stdin: bytes, limit: float) -> tuple[int, str, str]:
-        """One SSH channel: exec ``command``, send ``stdin`` then EOF, collect both streams.
-
-        (Invoke's stdin pump reads non-tty streams one byte per 10 ms; a script of a few KiB would
-        take seconds, so the channel is driven directly, with select() on both streams.)
-        """
+    def _watchdog(self) -> Watchdog:
         transport = self.conn.client.get_transport()
         if transport is None or not transport.is_active():
-            raise paramiko.SSHException("transport is closed")
-        deadline = time.monotonic() + limit
-        ch = transport.open_session(timeout=limit)
-        try:
-            ch.exec_command(command)
-            ch.sendall(stdin)
-            ch.shutdown_write()
-            out: list[bytes] = []
-            err: list[bytes] = []
-            while True:
-                while ch.recv_ready():
-                    out.append(ch.recv(65536))
-                while ch.recv_stderr_ready():
-                    err.append(ch.recv_stderr(65536))
-                if ch.eof_received and not ch.recv_ready() and not ch.recv_stderr_ready():
-                    break
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise TimeoutError
-                select.select([ch], [], [], min(remaining, 5.0))
-            while not ch.exit_status_ready():
-                if time.monotonic() > deadline:
-                    raise TimeoutError
-                select.select([ch], [], [], 0.05)
-            status = ch.recv_exit_status()
-        finally:
-            ch.close()
-        return status, b"".join(out).decode("utf-8", "replace"), b"".join(err).decode("utf-8", "replace")
+            raise ChannelClosed
+        self._dog = Watchdog(transport, self.keepalive)
+        return self._dog
+
+    def _gone(self, exc: BaseException, doing: str) -> NrError:
+        """Why an operation ended early: interrupted, host silent, or connection closed (in that order)."""
+        cut = f"{doing} was cut short and may have been half done"
+        if interrupt.CANCELLED.is_set():
+            return interrupt.Interrupted(f"{self.name}: interrupted (Ctrl-C); {cut}")
+        dog = self._dog
+        if dog is not None and dog.lost:
+            return HostLost(
+                f"{self.name}: host stopped answering (no reply to SSH keepalives for "
+                f"{self.keepalive.window:.0f} s: down, paused or cut off the network); {cut}"
+            )
+        reason = "" if isinstance(exc, ChannelClosed) else f": {redact(str(exc)) or type(exc).__name__}"
+        return HostLost(
+            f"{self.name}: SSH connection lost{reason} (the host closed it: rebooted, stopped, or sshd "
+            f"restarted); {cut}"
+        )
 
     # -- files ------------------------------------------------------------------------------
     def put(self, local: Path, remote_tmp: str) -> None:
         """Copy ``local`` to ``remote_tmp`` over SFTP as the login user (a script then moves it)."""
+        interrupt.check(self.name)
         t0 = time.perf_counter()
         try:
-            with self._lock:
+            with self._lock, self._watchdog():
                 self.conn.put(str(local), remote=remote_tmp)
-        except (OSError, paramiko.SSHException) as exc:
-            raise NrError(f"{self.name}: copying {local.name} failed: {exc}") from None
+        except (ChannelClosed, paramiko.SSHException, OSError, EOFError) as exc:
+            if interrupt.CANCELLED.is_set() or not _alive(self):
+                raise self._gone(exc, f"the upload of {quote(str(local))}") from None
+            self._remove_partial(remote_tmp)
+            raise NrError(
+                f"{self.name}: copying {quote(str(local))} to {quote(remote_tmp)} failed: "
+                f"{redact(str(exc)) or type(exc).__name__}"
+            ) from None
         finally:
             with self.stats.lock:
                 self.stats.transfers += 1
                 self.stats.seconds += time.perf_counter() - t0
+
+    def _remove_partial(self, remote_tmp: str) -> None:
+        """Best effort: drop a half-written upload (an apply removes old leftovers anyway)."""
+        with contextlib.suppress(OSError, paramiko.SSHException, EOFError):
+            self.conn.sftp().remove(remote_tmp)
 
     def close(self) -> None:
         self.conn.close()
@@ -257,7 +246,10 @@ def _connect_kwargs(extras: dict[str, Any], password: str | None, timeout: int) 
     is named; the login password resolved from its secret reference."""
     kwargs: dict[str, Any] = {"banner_timeout": timeout, "auth_timeout": timeout}
     if extras.get("key_filename"):
-        kwargs["key_filename"] = [str(extras["key_filename"])]
+        key = Path(str(extras["key_filename"])).expanduser()
+        if not key.is_file():
+            raise ConnectionFailed(f"key_filename {key}: no such file (the private key for SSH)")
+        kwargs["key_filename"] = [str(key)]
         kwargs["look_for_keys"] = False
         kwargs["allow_agent"] = False
     ref = _secret_option(password, "password")
@@ -287,6 +279,7 @@ class FabricConnection:
         extras = dict(extras or {})
         if not hostname:
             raise ConnectionFailed("no address to connect to (hostname is empty)")
+        interrupt.check(hostname)
         connect_timeout = int(extras.get("connect_timeout") or DEFAULT_CONNECT_TIMEOUT)
         conn = Connection(
             hostname,
@@ -297,19 +290,25 @@ class FabricConnection:
             connect_kwargs=_connect_kwargs(extras, password, connect_timeout),
             inline_ssh_env=False,
         )
-        trust_host_keys(conn.client, extras)
+        files = trust_host_keys(conn.client, extras)
         sudo_ref = _secret_option(extras.get("sudo_password"), "sudo_password")
         t0 = time.perf_counter()
         try:
             conn.open()
         except Exception as exc:
+            transport = conn.client.get_transport()
+            alive = transport is not None and transport.is_active()
             conn.close()
-            raise connect_error(str(conn.host), int(conn.port), exc) from None
+            raise connect_error(str(conn.host), int(conn.port), exc, files=files, alive=alive) from None
         self.connection = SshRemote(
             name=f"{conn.user}@{conn.host}",
             conn=conn,
             command_timeout=int(extras.get("command_timeout") or DEFAULT_COMMAND_TIMEOUT),
             sudo_password=sudo_ref,
+            keepalive=KeepaliveSettings(
+                int(extras.get("keepalive_interval") or DEFAULT_INTERVAL),
+                int(extras.get("keepalive_count") or DEFAULT_COUNT),
+            ),
         )
         self.connection.stats.connect_seconds = time.perf_counter() - t0
 
@@ -327,3 +326,8 @@ def remote(task: Task) -> SshRemote:
 def quote(value: str) -> str:
     """Shell-quote ``value`` for a script line."""
     return shlex.quote(value)
+
+
+def _alive(remote: SshRemote) -> bool:
+    transport = remote.conn.client.get_transport()
+    return transport is not None and transport.is_active()

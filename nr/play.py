@@ -27,6 +27,7 @@ from nornir.core.inventory import Host
 from nornir.core.task import AggregatedResult, Result, Task
 from nornir.plugins.runners import SerialRunner
 
+from nr import interrupt
 from nr.changes import Change, apply_script
 from nr.errors import NrError
 from nr.outcome import CheckItem, Finding, Outcome
@@ -300,8 +301,15 @@ class PlayContext:
         if serial:
             nr = nr.with_runner(SerialRunner())
         live = [h.name for h in chosen if not self.failed(h)]
+        interrupt.check(f"{self.component}.{step}")
         self.recorder.step_started(self.component, step, live)
-        result = nr.run(task=task, name=f"{self.component}.{step}", **kwargs)
+
+        def counted(t: Task, **kw: Any) -> Result:
+            with interrupt.ACTIVE:
+                interrupt.check(t.host.name)  # a host not started before Ctrl-C is never touched
+                return task(t, **kw)
+
+        result = nr.run(task=counted, name=f"{self.component}.{step}", **kwargs)
         self.recorder.record(self.component, step, result)
         return result
 

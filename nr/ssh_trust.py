@@ -16,6 +16,7 @@ import paramiko
 
 from nr.errors import NrError
 from nr.secrets import redact
+from nr.text import command
 
 
 class ConnectionFailed(NrError):
@@ -24,6 +25,10 @@ class ConnectionFailed(NrError):
 
 class HostKeyRejected(ConnectionFailed):
     """The host's key is unknown (and accept_new is off) or differs from known_hosts."""
+
+
+class HostLost(ConnectionFailed):
+    """The connection went away while a command or an upload ran (host silent or connection closed)."""
 
 
 _known_hosts_lock = threading.Lock()
@@ -55,16 +60,17 @@ class _RejectPolicy(paramiko.MissingHostKeyPolicy):
         )
 
 
-def trust_host_keys(client: paramiko.SSHClient, extras: dict[str, Any]) -> None:
-    """Load ~/.ssh/known_hosts and the inventory's known_hosts; refuse unknown keys unless accept_new."""
+def trust_host_keys(client: paramiko.SSHClient, extras: dict[str, Any]) -> list[Path]:
+    """Load ~/.ssh/known_hosts and the inventory's known_hosts; refuse unknown keys unless accept_new.
+    Returns the files consulted (for messages naming the one that holds a key)."""
     files: list[Path] = []
     system = Path("~/.ssh/known_hosts").expanduser()
-    if system.exists():
+    if system.is_file():
         client.load_system_host_keys(str(system))
         files.append(system)
     own = Path(str(extras["known_hosts"])).expanduser() if extras.get("known_hosts") else None
     if own is not None:
-        if own.exists():
+        if own.is_file():
             with _known_hosts_lock:
                 client.load_host_keys(str(own))
         files.append(own)
@@ -72,19 +78,51 @@ def trust_host_keys(client: paramiko.SSHClient, extras: dict[str, Any]) -> None:
         client.set_missing_host_key_policy(_AcceptNewPolicy(own or system))
     else:
         client.set_missing_host_key_policy(_RejectPolicy(files))
+    return files
 
 
-def connect_error(host: str, port: int, exc: BaseException) -> ConnectionFailed:
+def key_holders(files: list[Path], name: str, key: paramiko.PKey) -> list[Path]:
+    """The known_hosts files among ``files`` that hold ``key`` for ``name`` (``host`` or ``[host]:port``)."""
+    found = []
+    for f in files:
+        try:
+            entries = paramiko.HostKeys(str(f)).lookup(name)
+        except (OSError, UnicodeError, paramiko.SSHException):
+            continue
+        if entries is not None and any(k == key for k in entries.values()):
+            found.append(f)
+    return found
+
+
+def _changed_key(host: str, exc: paramiko.BadHostKeyException, files: list[Path]) -> HostKeyRejected:
+    name = exc.hostname or host
+    holders = key_holders(files, name, exc.expected_key) or files
+    where = ", ".join(str(f) for f in holders) or "known_hosts"
+    remove = "; ".join(command("ssh-keygen", "-R", name, "-f", str(f)) for f in holders)
+    return HostKeyRejected(
+        f"host key of {host} CHANGED: {where} has {exc.expected_key.get_name()} "
+        f"{exc.expected_key.fingerprint}, the host sent {exc.key.get_name()} {exc.key.fingerprint}; "
+        f"refusing to connect (possible man-in-the-middle). If the host was rebuilt, verify the new key "
+        f"on its console, then remove the old one: {remove or command('ssh-keygen', '-R', name)}"
+    )
+
+
+def connect_error(
+    host: str, port: int, exc: BaseException, *, files: list[Path] | None = None, alive: bool = True
+) -> ConnectionFailed:
+    """The error for a connection that could not be opened; ``alive``: whether the SSH transport was
+    still up when it failed (paramiko reports a connection that died during authentication as an
+    authentication failure)."""
     if isinstance(exc, HostKeyRejected):
         return exc
     if isinstance(exc, paramiko.BadHostKeyException):
-        return HostKeyRejected(
-            f"host key of {host} CHANGED: known_hosts has {exc.expected_key.get_name()} "
-            f"{exc.expected_key.fingerprint}, the host sent {exc.key.get_name()} {exc.key.fingerprint}; "
-            f"refusing to connect (possible man-in-the-middle). If the host was rebuilt, remove the old "
-            f"key (ssh-keygen -R {host}) and verify the new one"
-        )
+        return _changed_key(host, exc, files or [])
     if isinstance(exc, paramiko.AuthenticationException):
+        if not alive:
+            return ConnectionFailed(
+                f"connection to {host}:{port} closed during SSH authentication: the host went away or "
+                "its sshd dropped the connection (look at the host and its sshd log)"
+            )
         return ConnectionFailed(f"SSH authentication failed for {host}:{port}: {exc}")
     return ConnectionFailed(f"cannot connect to {host}:{port}: {_reason(exc)}")
 
@@ -95,6 +133,8 @@ def _reason(exc: BaseException) -> str:
         return "timed out"
     if isinstance(exc, paramiko.ssh_exception.NoValidConnectionsError):
         return ", ".join(sorted({getattr(e, "strerror", None) or str(e) for e in exc.errors.values()}))
+    if isinstance(exc, EOFError) or (isinstance(exc, paramiko.SSHException) and "banner" in str(exc)):
+        return f"no SSH handshake: the host closed the connection or did not answer in time ({exc or 'EOF'})"
     if isinstance(exc, OSError):
         return str(exc.strerror or exc)
     return redact(str(exc)) or type(exc).__name__

@@ -11,6 +11,7 @@ import base64
 import difflib
 import functools
 import hashlib
+import secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,7 @@ from shlex import quote
 
 from nr.changes import Change, Upload, mask
 from nr.facts import FileState
+from nr.lock import UPLOAD_PREFIX
 
 
 @dataclass(frozen=True)
@@ -139,14 +141,17 @@ def plan_upload(
     if state.exists and state.sha256 == digest and have_meta == want_meta:
         return None
     # Relative to the login user's home (SFTP's and the script's working directory): not a
-    # predictable name in a world-writable /tmp. Checked against the local hash before install.
-    tmp = f".nr-upload-{digest[:20]}"
-    d = quote(dest)
+    # predictable name in a world-writable /tmp, and unique per run (two runs never share one).
+    # Checked against the local hash before install; leftovers of killed runs are removed by
+    # every apply (nr.lock.host_lock_script).
+    tmp = f"{UPLOAD_PREFIX}{digest[:16]}-{secrets.token_hex(6)}"
+    t, d = quote(tmp), quote(dest)
     script = (
-        f"echo '{digest}  {tmp}' | sha256sum -c --quiet - || {{ rm -f {tmp}; echo 'upload of {dest} corrupted' >&2; exit 1; }}\n"
-        f"install -D -m {mode:04o} -o {quote(owner)} -g {quote(group)} {tmp} {d}.nr-new\n"
+        f"echo {quote(f'{digest}  {tmp}')} | sha256sum -c --quiet - "
+        f"|| {{ rm -f {t}; echo {quote(f'upload of {dest} corrupted')} >&2; exit 1; }}\n"
+        f"install -D -m {mode:04o} -o {quote(owner)} -g {quote(group)} {t} {d}.nr-new\n"
         f"mv -f {d}.nr-new {d}\n"
-        f"rm -f {tmp}"
+        f"rm -f {t}"
     )
     actual = "absent" if not state.exists else f"sha256 {(state.sha256 or '?')[:12]} {have_meta}"
     verb = "+ install" if not state.exists else "~ replace"

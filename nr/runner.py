@@ -1,0 +1,91 @@
+"""Run the selected components over an inventory, record everything in a :class:`RunReport`, and
+end cleanly on Ctrl-C: the workers are told to stop, every connection is closed (so nothing waits
+for a remote command), what finished is recorded, and the caller prints the summary and exits 130."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import time
+from collections.abc import Callable, Iterable
+from typing import Any, NoReturn
+
+from nornir.core import Nornir
+from rich.console import Console
+
+from nr import interrupt
+from nr.errors import NrError
+from nr.play import Component, PlayContext
+from nr.report import RunReport
+from nr.secrets import redact
+from nr.text import printable, show
+
+Action = Callable[[Component, PlayContext], None]
+
+
+def ssh_stats(nr: Nornir) -> dict[str, dict[str, Any]]:
+    stats: dict[str, dict[str, Any]] = {}
+    for name, host in nr.inventory.hosts.items():
+        plugin = host.connections.get("fabric")
+        remote = getattr(plugin, "connection", None)
+        if remote is not None:
+            stats[name] = remote.stats.as_dict()
+    return stats
+
+
+def close_all(nr: Nornir) -> None:
+    for host in nr.inventory.hosts.values():  # directly: nr.close_connections() runs a task
+        with contextlib.suppress(Exception):  # a connection that is already gone is closed enough
+            host.close_connections()
+
+
+def _run_components(
+    ctx: PlayContext, report: RunReport, selected: Iterable[Component], action: Action
+) -> None:
+    for c in selected:
+        try:
+            action(c, ctx.for_component(c.name))
+        except NrError as exc:  # a failure of the component as a whole (not of one host)
+            report.errors.append(f"{c.name}: {redact(str(exc))}")
+            if report.console is not None:
+                report.console.print(f"  [red]✗ {show(c.name)}[/]: {show(redact(str(exc)))}")
+            break  # later components build on this one
+
+
+def _stop(nr: Nornir, report: RunReport) -> None:
+    """Ctrl-C: stop the workers (closing every connection ends their commands), record what finished."""
+    interrupt.interrupt()
+    if report.console is not None:
+        report.console.print("[red]Interrupted (Ctrl-C): stopping…[/]")
+    close_all(nr)
+    interrupt.ACTIVE.wait_idle(time.monotonic() + interrupt.GRACE)
+    report.interrupted = True
+    report.flush_pending()
+
+
+def execute(
+    nr: Nornir, ctx: PlayContext, report: RunReport, selected: list[Component], action: Action, err: Console
+) -> dict[str, dict[str, Any]]:
+    """Run ``action`` for each component (a component that fails stops the ones after it)."""
+    try:
+        _run_components(ctx, report, selected, action)
+    except KeyboardInterrupt:
+        _stop(nr, report)
+    finally:
+        if report.tracebacks and os.environ.get("NR_DEBUG") == "1":
+            for tb in report.tracebacks:
+                err.print(printable(tb), markup=False, highlight=False)
+        stats = ssh_stats(nr)
+        close_all(nr)
+    return stats
+
+
+def exit_interrupted() -> NoReturn:
+    """Exit 130 now: normally when every worker has ended, else without waiting for the stragglers
+    (a worker still blocked in local work would otherwise hold the process)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if interrupt.ACTIVE.count:
+        os._exit(interrupt.EXIT_INTERRUPTED)
+    sys.exit(interrupt.EXIT_INTERRUPTED)
