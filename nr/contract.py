@@ -45,7 +45,7 @@ class Field:
 
 @dataclass(frozen=True)
 class RoleGroup:
-    """An inventory group that gives its hosts a role (``k3s_servers`` -> ``k3s-server``).
+    """An inventory group that gives its hosts a role (e.g. group ``web_servers`` -> role ``web-server``).
 
     ``default`` says whether host ``index`` (0-based) of ``count`` generated hosts joins the group in
     inventories the tool writes itself (the lab, ``nr vms``, the Multipass plugin).
@@ -74,8 +74,8 @@ class GeneratedSecret:
 class LabOption:
     """An ``nr lab up`` option that sets a data key in the lab inventory (remembered between ``up``s)."""
 
-    flag: str  # "--k3s-binary"
-    key: str  # "k3s_binary"
+    flag: str  # "--tool-binary"
+    key: str  # "tool_binary"
     help: str
     is_path: bool = True
 

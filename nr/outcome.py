@@ -52,7 +52,7 @@ class Finding:
 
 @dataclass(frozen=True)
 class CheckItem:
-    """One post-deploy check: ``ok`` or not, with what to look at when it is not."""
+    """One check of a converged host: ``ok`` or not, with what to look at when it is not."""
 
     name: str
     ok: bool

@@ -1,11 +1,11 @@
 """Components and the context they run in: how the engine runs host tasks without knowing their internals.
 
-A *component* (base, redis, k3s, deploy, ...) is an object with a ``name`` and four methods that
+A *component* (one package of ``tasks/``, listed in a catalog) is an object with a ``name`` and four methods that
 receive a :class:`PlayContext`:
 
 * ``validate(ctx)`` problems with the inventory for this component (before any host is touched);
 * ``apply(ctx)``    converge the hosts (under ``--dry-run`` only compute and show the changes);
-* ``check(ctx)``    post-deploy checks (outcomes carrying :class:`~nr.outcome.CheckItem` rows);
+* ``check(ctx)``    checks of the converged hosts (outcomes carrying :class:`~nr.outcome.CheckItem` rows);
 * ``drift(ctx)``    read-only comparison with the desired state (outcomes carrying findings).
 
 It declares its inventory keys and role groups in a :class:`~nr.contract.Contract` and is listed in

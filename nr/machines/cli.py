@@ -1,7 +1,7 @@
 """``nr lab`` and ``nr vms``: the commands that make machines for a site (outside the engine core).
 
-``nr lab up`` also takes the options the components declare in their contracts (e.g. a local k3s
-binary), each of which sets a data key of the lab inventory.
+``nr lab up`` also takes the options the components declare in their contracts (e.g. a local
+binary to push), each of which sets a data key of the lab inventory.
 """
 
 from __future__ import annotations

@@ -31,16 +31,25 @@ PACKAGES = [
 MIRROR = os.environ.get("NR_LAB_MIRROR", "http://deb.debian.org/debian")
 
 
-def docker(*args: str, check: bool = True, timeout: float = 300, input: str | None = None) -> str:
-    """Run the docker CLI; raise NrError with its stderr on failure."""
+def docker(
+    *args: str, check: bool = True, timeout: float = 300, input: str | None = None, stderr: bool = False
+) -> str:
+    """Run the docker CLI; raise NrError with its stderr on failure. ``stderr``: return both streams
+    interleaved (``docker logs`` prints a container's stderr there)."""
     exe = shutil.which("docker")
     if exe is None:
         raise NrError("docker is not installed (the lab needs a Docker engine)")
     proc = subprocess.run(
-        [exe, *args], capture_output=True, text=True, timeout=timeout, check=False, input=input
+        [exe, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT if stderr else subprocess.PIPE,
+        text=True,
+        timeout=timeout,
+        check=False,
+        input=input,
     )
     if check and proc.returncode != 0:
-        raise NrError(f"docker {args[0]} failed: {proc.stderr.strip() or proc.stdout.strip()}")
+        raise NrError(f"docker {args[0]} failed: {(proc.stderr or '').strip() or proc.stdout.strip()}")
     return proc.stdout
 
 

@@ -25,12 +25,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
 from rich.console import Console
 
 from nr.errors import NrError
+from nr.formats import dns_label
 from nr.machines.image import IMAGE, docker, ensure_image
-from nr.machines.labfiles import USER, LabOptions, lab_inventory, write_generated_secrets
+from nr.machines.labfiles import USER, LabOptions, lab_inventory, write_generated_secrets, write_inventory
+from nr.machines.startup import died_at_start
 from nr.registry import registry
 from nr.secrets import write_secret_file
 from nr.text import command
@@ -199,30 +200,17 @@ class Lab:
 
     def _prepare(self, name: str, pubkey: str) -> str:
         script = _PREPARE.replace("{user}", USER).replace("{pubkey}", pubkey)
-        out = docker("exec", "-i", name, "sh", "-s", input=script, timeout=120)
+        try:
+            out = docker("exec", "-i", name, "sh", "-s", input=script, timeout=120)
+        except NrError as exc:
+            raise died_at_start(name) or exc from None
         lines = [line for line in out.splitlines() if line.startswith("ssh-ed25519 ")]
         if not lines:
             raise NrError(f"lab host {name}: could not read its SSH host key")
         return lines[-1]
 
-    def up(self, count: int) -> LabInfo:
-        check_subnet(self.subnet)
-        schema = registry().schema
-        for opt in schema.lab_options:
-            value = self.options.data.get(opt.key)
-            if value and opt.is_path and not Path(value).is_file():
-                raise NrError(f"{opt.flag} {value}: no such file")
-        docker("info", timeout=30)
-        self.ensure_image()
-        self._ensure_network()
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        key = self.state_dir / "id_ed25519"
-        pub = self.state_dir / "id_ed25519.pub"
-        if not key.exists():
-            private, public = new_keypair()
-            write_secret_file(key, private.decode().rstrip("\n"))
-            pub.write_text(public + "\n")
-        pubkey = pub.read_text().strip()
+    def _start(self, count: int) -> list[str]:
+        """Start (or create) hosts 1..count; returns their names."""
         existing = {c["Names"]: c for c in self._containers()}
         started: list[str] = []
         for i in range(1, count + 1):
@@ -233,7 +221,6 @@ class Lab:
                 started.append(name)
             elif c["State"] != "running":
                 docker("start", name)
-        names = [self.host_name(i) for i in range(1, count + 1)]
         if started:
             self._say(f"Started {', '.join(started)}")
         first = self.host_name(1)
@@ -242,8 +229,36 @@ class Lab:
             if "/var/run/docker.sock" not in mounts:
                 self._say(
                     f"[yellow]{first} was started without --docker-socket: run `nr lab down` and `nr lab up` "
-                    "again for the k3s stand-in to run the app's pods[/yellow]"
+                    "again to mount the Docker socket into the hosts[/yellow]"
                 )
+        return [self.host_name(i) for i in range(1, count + 1)]
+
+    def _key(self) -> str:
+        """The lab's SSH public key (the key pair is made once)."""
+        key = self.state_dir / "id_ed25519"
+        pub = self.state_dir / "id_ed25519.pub"
+        if not key.exists():
+            private, public = new_keypair()
+            write_secret_file(key, private.decode().rstrip("\n"))
+            pub.write_text(public + "\n")
+        return pub.read_text().strip()
+
+    def up(self, count: int) -> LabInfo:
+        check_subnet(self.subnet)
+        problem = dns_label(self.name)
+        if problem:
+            raise NrError(f"--name {self.name}: {problem} (it names the site and the hosts)")
+        schema = registry().schema
+        for opt in schema.lab_options:
+            value = self.options.data.get(opt.key)
+            if value and opt.is_path and not Path(value).is_file():
+                raise NrError(f"{opt.flag} {value}: no such file")
+        docker("info", timeout=30)
+        self.ensure_image()
+        self._ensure_network()
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        pubkey = self._key()
+        names = self._start(count)
         with ThreadPoolExecutor(max_workers=max(1, len(names))) as pool:
             hostkeys = list(pool.map(lambda n: self._prepare(n, pubkey), names))
         pairs = [(n, host_address(self.subnet, i + 1)) for i, n in enumerate(names)]
@@ -252,13 +267,11 @@ class Lab:
         )
         (self.state_dir / "known_hosts").write_text(known)
         write_generated_secrets(self.state_dir, schema)
-        inv_dir = self.state_dir / "inventory"
-        inv_dir.mkdir(parents=True, exist_ok=True)
         self.options.save(self.state_dir)
-        docs = lab_inventory(pairs, self.state_dir, self.options, schema)
-        header = f"# Written by `nr lab up` for lab '{self.name}'; rewritten on every `nr lab up`.\n"
-        for fname, doc in docs.items():
-            (inv_dir / f"{fname}.yaml").write_text(header + yaml.safe_dump(doc, sort_keys=False))
+        inv_dir = self.state_dir / "inventory"
+        write_inventory(
+            inv_dir, lab_inventory(pairs, self.state_dir, self.options, schema, self.name), self.name
+        )
         gitignore = self.state_dir / ".gitignore"
         if not gitignore.exists():
             gitignore.write_text("*\n")

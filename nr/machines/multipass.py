@@ -6,8 +6,8 @@ Options (``config.yaml`` of an inventory folder)::
       plugin: MultipassInventory
       options:
         name_prefix: vm          # only VMs whose names start with this
-        groups: {vm1: [k3s_servers, redis]}   # explicit groups per VM (default: each component's
-                                              # default roles, e.g. the first VM a k3s server)
+        groups: {vm1: [servers, db]}   # explicit groups per VM (default: each component's
+                                       # default roles, e.g. the first VM a server)
         username: ubuntu         # the default
         key_filename: ~/.ssh/id_ed25519
         known_hosts: known_hosts
@@ -15,8 +15,8 @@ Options (``config.yaml`` of an inventory folder)::
                                  # outside the networks components create, such as pod networks)
 
 ``groups.yaml`` and ``defaults.yaml`` beside ``config.yaml`` are read as in SimpleInventory.
-Every VM must be Running: a stopped VM has no address, and silently leaving it out would change the
-Redis placement.
+Every VM must be Running: a stopped VM has no address, and silently leaving it out would change
+placements that follow the host order.
 """
 
 from __future__ import annotations

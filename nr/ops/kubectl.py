@@ -1,4 +1,4 @@
-"""kubectl on a host (``k3s kubectl``, or any kubectl prefix): reads as JSON, applies, diffs.
+"""kubectl on a host (any kubectl command prefix, e.g. a distribution's bundled kubectl): reads as JSON, applies, diffs.
 
 The operator's machine needs no kubectl: every command runs on a server. Parsers read stdout only;
 kubectl writes warnings and API discovery errors (``memcache.go ... couldn't get current server API

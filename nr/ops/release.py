@@ -56,13 +56,13 @@ def parse_sha256sums(text: str) -> dict[str, str]:
 class Release:
     """One binary asset of one release."""
 
-    name: str  # "k3s": the cache folder
+    name: str  # the tool's name: the cache folder
     version: str
     asset: str  # the binary's file name in the release
     url: str  # where the binary is downloaded from
     sums_asset: str  # the checksum listing's file name
     sums_url: str
-    label: str  # "k3s v1.31.4+k3s1 linux/amd64 (release)"
+    label: str  # "<tool> <version> linux/amd64 (release)"
     known_sha256: str | None = None  # shipped with the code: the listing is then not trusted
 
 
