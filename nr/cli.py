@@ -208,7 +208,7 @@ def run(
     else:
         report.print_summary(out)
     if report.interrupted:
-        exit_interrupted()
+        exit_interrupted(report)
     sys.exit(EXIT_OK if report.ok else EXIT_FAILED)
 
 
@@ -253,7 +253,7 @@ def check(
     else:
         views.print_checks(report, out, verbose)
     if report.interrupted:
-        exit_interrupted()
+        exit_interrupted(report)
     sys.exit(EXIT_OK if views.checks_ok(report) else EXIT_FAILED)
 
 
@@ -303,7 +303,7 @@ def drift(
     _run_selected(nr, report, selected, _limit(nr, limit), inventory, lambda c, ctx: c.drift(ctx))
     if report.interrupted:
         print_drift(report, out)
-        exit_interrupted()
+        exit_interrupted(report)
     if prom is not None:
         write_prom(prom, prom_text(report))
     if json_out:

@@ -10,7 +10,6 @@ hosts not started yet are never touched.
 from __future__ import annotations
 
 import threading
-import time
 
 from nr.errors import NrError
 
@@ -31,30 +30,3 @@ def check(what: str) -> None:
 
 def interrupt() -> None:
     CANCELLED.set()
-
-
-class _Active:
-    """How many host tasks are running now (the runner waits for them to wind down on Ctrl-C)."""
-
-    def __init__(self) -> None:
-        self.count = 0
-        self._cv = threading.Condition()
-
-    def __enter__(self) -> None:
-        with self._cv:
-            self.count += 1
-
-    def __exit__(self, *exc: object) -> None:
-        with self._cv:
-            self.count -= 1
-            self._cv.notify_all()
-
-    def wait_idle(self, deadline: float) -> bool:
-        """Wait until no task runs or ``deadline`` (monotonic) passes; True when none runs."""
-        with self._cv:
-            while self.count and time.monotonic() < deadline:
-                self._cv.wait(max(0.0, deadline - time.monotonic()))
-            return self.count == 0
-
-
-ACTIVE = _Active()

@@ -28,7 +28,6 @@ from nr.text import clip, command
 
 LOCK_NAME = ".nr.lock"
 HOST_LOCK = "/run/nr.lock"
-HOST_LOCK_HOLDER = "/run/nr.lock.holder"
 HOST_LOCKED_EXIT = 75  # EX_TEMPFAIL: try again later
 UPLOAD_PREFIX = ".nr-upload-"
 STALE_UPLOAD_MINUTES = 30  # an upload not written to for this long was left by a killed run
@@ -116,19 +115,19 @@ def _read_holder(fh: IO[str]) -> str:
         return "a process whose details are not recorded"
 
 
-def host_lock_script(holder: Holder = HOLDER) -> str:
+def host_lock_script(holder: Holder = HOLDER, lock: str = HOST_LOCK) -> str:
     """Shell that takes the host's lock for the rest of the script (fd 9) or fails, naming the holder;
     then removes uploads killed runs left in the login user's home (the working directory)."""
-    me = quote(holder.describe())
+    me, path, who = quote(holder.describe()), quote(lock), quote(lock + ".holder")
     return "\n".join(
         [
-            f"exec 9>>{HOST_LOCK}",
+            f"exec 9>>{path}",
             "if ! flock -n 9; then",
-            f'  echo "another nr run is changing this host: $(cat {HOST_LOCK_HOLDER} 2>/dev/null || echo unknown)'
+            f'  echo "another nr run is changing this host: $(cat {who} 2>/dev/null || echo unknown)'
             '; try again when it has finished" >&2',
             f"  exit {HOST_LOCKED_EXIT}",
             "fi",
-            f"printf '%s\\n' {me} > {HOST_LOCK_HOLDER}",
+            f"printf '%s\\n' {me} > {who}",
             f"find . -maxdepth 1 -name '{UPLOAD_PREFIX}*' -type f -mmin +{STALE_UPLOAD_MINUTES} "
             "-exec rm -f {} + 2>/dev/null || true",
         ]

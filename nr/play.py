@@ -304,12 +304,11 @@ class PlayContext:
         interrupt.check(f"{self.component}.{step}")
         self.recorder.step_started(self.component, step, live)
 
-        def counted(t: Task, **kw: Any) -> Result:
-            with interrupt.ACTIVE:
-                interrupt.check(t.host.name)  # a host not started before Ctrl-C is never touched
-                return task(t, **kw)
+        def unless_interrupted(t: Task, **kw: Any) -> Result:
+            interrupt.check(t.host.name)  # a host not started before Ctrl-C is never touched
+            return task(t, **kw)
 
-        result = nr.run(task=counted, name=f"{self.component}.{step}", **kwargs)
+        result = nr.run(task=unless_interrupted, name=f"{self.component}.{step}", **kwargs)
         self.recorder.record(self.component, step, result)
         return result
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shlex
 import threading
+import time
 import traceback
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -94,7 +95,8 @@ class RunReport:
     # results of hosts that finished a step whose other hosts still run (recorded with the step, or
     # by flush_pending when the run is interrupted before the step ends)
     _pending: dict[str, dict[str, MultiResult]] = field(default_factory=dict, repr=False)
-    _pending_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _running: set[tuple[str, str]] = field(default_factory=set, repr=False)  # (task, host) in flight
+    _pending_lock: threading.Condition = field(default_factory=threading.Condition, repr=False)
 
     def default_fix(self, component: str, host: str) -> str:
         words = ["nr", "run", component, *(["-i", self.inventory_arg] if self.inventory_arg else [])]
@@ -110,6 +112,18 @@ class RunReport:
             self._pending.pop(f"{component}.{step}", None)
         for host, multi in result.items():
             self._record_host(component, host, multi)
+
+    def running(self) -> list[str]:
+        """Hosts whose task has started and not finished."""
+        with self._pending_lock:
+            return sorted({h for _, h in self._running})
+
+    def wait_idle(self, deadline: float) -> bool:
+        """Wait until no host task runs or ``deadline`` (monotonic) passes; True when none runs."""
+        with self._pending_lock:
+            while self._running and time.monotonic() < deadline:
+                self._pending_lock.wait(max(0.0, deadline - time.monotonic()))
+            return not self._running
 
     def flush_pending(self) -> None:
         """Record what hosts finished in steps that never ended (the run was interrupted)."""
@@ -190,11 +204,14 @@ class RunReport:
         pass
 
     def task_instance_started(self, task: Task, host: Host) -> None:
-        pass
+        with self._pending_lock:
+            self._running.add((str(task.name), host.name))
 
     def task_instance_completed(self, task: Task, host: Host, result: MultiResult) -> None:
         with self._pending_lock:
             self._pending.setdefault(str(task.name), {})[host.name] = result
+            self._running.discard((str(task.name), host.name))
+            self._pending_lock.notify_all()
         if self.console is None:
             return
         r = result[0]
@@ -293,9 +310,11 @@ class RunReport:
     def verdict(self, hosts: int) -> str:
         what = "would change" if self.dry_run else "changed"
         if self.interrupted:
+            busy = self.running()
+            left = f"; still busy when nr stopped: {', '.join(busy)}" if busy else ""
             return (
                 f"[red]INTERRUPTED[/] (Ctrl-C): {hosts} host(s), {self.changed} task(s) {what} before the "
-                "interrupt; a host cut off mid-step may be half changed: run the play again to finish"
+                f"interrupt{left}; a host cut off mid-step may be half changed: run the play again to finish"
             )
         if self.changed == 0 and self.ok:
             return f"[green]OK[/]: {hosts} host(s), nothing {what} (already converged)"

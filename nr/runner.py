@@ -59,7 +59,7 @@ def _stop(nr: Nornir, report: RunReport) -> None:
     if report.console is not None:
         report.console.print("[red]Interrupted (Ctrl-C): stopping…[/]")
     close_all(nr)
-    interrupt.ACTIVE.wait_idle(time.monotonic() + interrupt.GRACE)
+    report.wait_idle(time.monotonic() + interrupt.GRACE)
     report.interrupted = True
     report.flush_pending()
 
@@ -81,11 +81,11 @@ def execute(
     return stats
 
 
-def exit_interrupted() -> NoReturn:
-    """Exit 130 now: normally when every worker has ended, else without waiting for the stragglers
-    (a worker still blocked in local work would otherwise hold the process)."""
+def exit_interrupted(report: RunReport | None = None) -> NoReturn:
+    """Exit 130 now: normally when every host task has ended, else without waiting for the stragglers
+    (a worker still blocked in local work would otherwise hold the process at exit)."""
     sys.stdout.flush()
     sys.stderr.flush()
-    if interrupt.ACTIVE.count:
+    if report is not None and report.running():
         os._exit(interrupt.EXIT_INTERRUPTED)
     sys.exit(interrupt.EXIT_INTERRUPTED)

@@ -92,14 +92,14 @@ class _Validator:
             return value
         if ref.kind == "file":
             path = ref.path.resolve()
-            self.check_file(where, path, SECRET_FILE)
+            self.check_file(where, path, SECRET_FILE, "secret file ")
             return SecretRef("file", str(path))
         return SecretRef("env", ref.target)
 
-    def check_file(self, where: str, path: Path, rule: FileRule) -> None:
+    def check_file(self, where: str, path: Path, rule: FileRule, what: str = "") -> None:
         problem = file_problem(path, rule)
         if problem:
-            self.err(where, problem)
+            self.err(where, what + problem)
 
     # -- one host / group / defaults entry ----------------------------------------------------
     def check_entry(self, where: str, entry: Any, allowed: set[str], group_names: set[str]) -> None:

@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
+import io
 import json
 import socket
 from pathlib import Path
 
 import yaml
 from click.testing import CliRunner
+from rich.console import Console
 
 from nr.changes import Change
 from nr.cli import cli
 from nr.config import Settings, init_nornir
-from nr.drift import drift_exit_code, drift_json, prom_text, write_prom
+from nr.drift import drift_exit_code, drift_json, print_drift, prom_text, write_prom
 from nr.errors import NrError
 from nr.outcome import Outcome
 from nr.play import HostRun, PlayContext
-from nr.report import RunReport
+from nr.report import DriftItem, Row, RunReport
 from nr.secrets import Secret
 
 
@@ -154,3 +156,32 @@ def test_limit_by_group_selects_only_those_hosts(tmp_path: Path) -> None:
     res = CliRunner().invoke(cli, ["run", "base", "-i", str(folder), "--limit", "k3s_servers", "--json"])
     doc = json.loads(res.stdout)
     assert {r["host"] for r in doc["results"]} == {"h1"}
+
+
+EVIL = "\x1b]0;owned\x07\x1b[2J\x9b31m"
+
+
+def test_printed_values_never_carry_terminal_escapes() -> None:
+    """A hostile host's stderr or file content reaches error rows, diffs, drift rows and notes."""
+    report = RunReport("demo", console=Console(file=io.StringIO(), highlight=False))
+    report.failed_reasons["h1"] = f"demo.apply: remote command failed (exit 1): {EVIL}"
+    report.rows.append(Row("h2", "demo.apply", True, False, f"+ line {EVIL}\n", ""))
+    report.drift.append(DriftItem("demo", "h2", f"file {EVIL}", "x", EVIL, "nr run demo"))
+    report.note("demo", f"note {EVIL}")
+    out = io.StringIO()
+    console = Console(file=out, highlight=False, soft_wrap=True)
+    report.print_summary(console)
+    print_drift(report, console)
+    text = out.getvalue() + report.console.file.getvalue()  # type: ignore[union-attr]
+    assert not any(c in text for c in "\x1b\x07\x9b"), repr(text)
+    assert text.count("\\x1b]0;owned\\a\\x1b[2J\\x9b31m") >= 4  # shown, escaped: error, diff, drift, note
+    assert "\\u001b]0;owned\\u0007" in json.dumps(report.to_json())  # JSON escapes them itself
+
+
+def test_check_says_which_hosts_could_not_be_checked(tmp_path: Path) -> None:
+    folder = inventory(tmp_path, free_port())  # connection refused: no host can be checked
+    res = CliRunner().invoke(cli, ["check", "base", "-i", str(folder)])
+    assert res.exit_code == 1, res.output
+    assert "0 check(s) failed" not in res.output
+    assert "Not all checks passed: 3 host(s) could not be checked (h1, h2, h3)" in res.output
+    assert "could not check h1: base." in res.output

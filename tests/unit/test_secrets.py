@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from nr.secrets import MASK, Secret, SecretError, SecretRef, redact, write_secret_file
+from nr.secrets import MASK, Redactor, Secret, SecretError, SecretRef, redact, write_secret_file
 
 
 def test_env_reference(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -67,3 +67,40 @@ def test_longest_secret_masked_first() -> None:
     Secret("abcd1234")
     Secret("abcd1234-extended")
     assert redact("x abcd1234-extended y abcd1234") == f"x {MASK} y {MASK}"
+
+
+def test_short_secrets_are_masked_too() -> None:
+    redactor = Redactor()  # a redactor of its own: the process-wide one would mask "q7" in later tests
+    redactor.add("q7")  # too short to be read from an inventory, but once known it is masked anyway
+    redactor.add("")
+    assert redactor("a q7 b") == f"a {MASK} b"
+
+
+@pytest.mark.parametrize("value", ["abc", "1234567"])
+def test_a_secret_too_short_to_mask_safely_is_refused_where_read(
+    value: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("NR_TEST_SHORT", value)
+    with pytest.raises(SecretError, match=r"environment variable NR_TEST_SHORT holds \d character\(s\); secrets "
+                                          r"shorter than 8 are refused"):  # fmt: skip
+        SecretRef.parse("env:NR_TEST_SHORT").resolve()
+    (tmp_path / "short").write_text(value + "\n")  # not write_secret_file: it would remember the value
+    (tmp_path / "short").chmod(0o600)
+    with pytest.raises(SecretError, match=f"secret file {tmp_path / 'short'} holds"):
+        SecretRef.parse(f"file:{tmp_path / 'short'}").resolve()
+    assert value not in str(SecretRef.parse("env:NR_TEST_SHORT"))
+
+
+def test_a_secret_path_that_is_not_a_readable_text_file_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "dir").mkdir(mode=0o700)
+    with pytest.raises(SecretError, match=r"secret file .*/dir is a directory, not a file"):
+        SecretRef.parse(f"file:{tmp_path / 'dir'}").resolve()
+    latin = tmp_path / "latin"
+    latin.write_bytes(b"caf\xe9-password\n")
+    latin.chmod(0o600)
+    with pytest.raises(SecretError, match=r"is not UTF-8 text \(byte 0xe9 at offset 3\)"):
+        SecretRef.parse(f"file:{latin}").resolve()
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo, 0o600)  # reading it would block forever
+    with pytest.raises(SecretError, match="is not a regular file"):
+        SecretRef.parse(f"file:{fifo}").resolve()
