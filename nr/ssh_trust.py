@@ -94,8 +94,10 @@ def key_holders(files: list[Path], name: str, key: paramiko.PKey) -> list[Path]:
     return found
 
 
-def _changed_key(host: str, exc: paramiko.BadHostKeyException, files: list[Path]) -> HostKeyRejected:
-    name = exc.hostname or host
+def _changed_key(
+    host: str, port: int, exc: paramiko.BadHostKeyException, files: list[Path]
+) -> HostKeyRejected:
+    name = host if port == 22 else f"[{host}]:{port}"  # how known_hosts names it
     holders = key_holders(files, name, exc.expected_key) or files
     where = ", ".join(str(f) for f in holders) or "known_hosts"
     remove = "; ".join(command("ssh-keygen", "-R", name, "-f", str(f)) for f in holders)
@@ -116,7 +118,7 @@ def connect_error(
     if isinstance(exc, HostKeyRejected):
         return exc
     if isinstance(exc, paramiko.BadHostKeyException):
-        return _changed_key(host, exc, files or [])
+        return _changed_key(host, port, exc, files or [])
     if isinstance(exc, paramiko.AuthenticationException):
         if not alive:
             return ConnectionFailed(
