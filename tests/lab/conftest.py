@@ -9,6 +9,7 @@ skipped, unless NR_REQUIRE_LAB=1 (set by scripts/test in CI), where that is an e
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import shutil
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from nr.machines.lab import Lab
 from tests.conftest import REPO
@@ -28,6 +30,14 @@ from tests.conftest import REPO
 LAB_NAME = os.environ.get("NR_TEST_LAB", "nrt")
 LAB_SUBNET = os.environ.get("NR_TEST_SUBNET", "198.18.1.0/24")
 SVC_API = f"{LAB_NAME}-svc-api"
+
+
+def neighbour_subnet() -> str:
+    """The /24 after the test lab's: for labs a test makes by hand (as the workspace rules give N+1)."""
+    net = ipaddress.ip_network(LAB_SUBNET, strict=False)
+    return str(ipaddress.ip_network((int(net.network_address) + 256, 24)))
+
+
 SVC_ADAPTER = f"{LAB_NAME}-svc-adapter"
 
 
@@ -107,6 +117,16 @@ class LabEnv:
         raise AssertionError(f"{host} did not finish booting")
 
 
+def pin_site_name(inventory: Path, site: str) -> None:
+    """The lab names its site after itself (LAB_NAME); tests/lab/test_03_k3s.py still expects the
+    kubeconfig context 'lab'. Set as an operator would (`nr lab up` keeps the edit) until it uses
+    LAB_NAME. Each test session has its own KUBECONFIG, so labs do not collide here."""
+    path = inventory / "defaults.yaml"
+    doc = yaml.safe_load(path.read_text())
+    doc["data"]["site_name"] = site
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+
+
 @pytest.fixture(scope="session")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabEnv]:
     if not docker_ok():
@@ -125,6 +145,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabEnv]:
     os.environ["KUBECONFIG"] = str(state_dir / "kubeconfig")
     lab.down()  # leftovers of an interrupted run
     info = lab.up(3)
+    pin_site_name(info.inventory, "lab")
     try:
         yield LabEnv(lab, state_dir, info.inventory)
     finally:

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -10,7 +15,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.lab.conftest import LAB_SUBNET, LabEnv
+from tests.conftest import REPO
+from tests.lab.conftest import LAB_NAME, LAB_SUBNET, LabEnv, neighbour_subnet
 
 pytestmark = pytest.mark.lab
 
@@ -154,7 +160,11 @@ def test_changed_host_key_is_refused(lab: LabEnv, tmp_path: Path) -> None:
     doc = res.json
     assert doc["failed_hosts"] == [lab.hosts[0]]
     err = next(r["error"] for r in doc["results"] if r["host"] == lab.hosts[0])
-    assert f"host key of {addr1} CHANGED" in err and "refusing to connect" in err
+    assert (
+        f"host key of {addr1} CHANGED: {tmp_path / 'known_hosts'} has" in err and "refusing to connect" in err
+    )
+    # the hint edits the inventory's known_hosts file, the one that holds the key, not ~/.ssh/known_hosts
+    assert err.endswith(f"remove the old one: ssh-keygen -R {addr1} -f {tmp_path / 'known_hosts'}")
 
 
 def test_unknown_host_key_refused_unless_accept_new(lab: LabEnv, tmp_path: Path) -> None:
@@ -308,3 +318,159 @@ def test_upload_only_when_the_host_copy_differs(lab: LabEnv, tmp_path: Path) -> 
         assert leftovers == "0"
     changed, transfers = run()
     assert not changed and set(transfers.values()) == {0}
+
+
+# -- faults: Ctrl-C, two runs at once, a host that goes silent (issue 11) ------------------------------
+
+SLEEPER = {"NR_CATALOGS": "tests.lab.sleeper:CATALOG", "PYTHONPATH": str(REPO)}
+
+
+class Background:
+    """`nr run sleeper` in a subprocess, its stderr (progress) read as it comes."""
+
+    def __init__(self, env: LabEnv, extra: dict[str, str], *args: str) -> None:
+        cmd = [sys.executable, "-m", "nr", "run", "sleeper", "-i", str(env.inventory), *args]
+        self.proc = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
+            env={**os.environ, **SLEEPER, **extra},
+        )  # fmt: skip
+        self.err: list[str] = []
+        threading.Thread(
+            target=lambda: self.err.extend(iter(self.proc.stderr.readline, "")), daemon=True
+        ).start()  # type: ignore[union-attr]
+
+    def wait_for(self, text: str, timeout: float = 90) -> None:
+        deadline = time.monotonic() + timeout
+        while not any(text in line for line in self.err):
+            assert self.proc.poll() is None, "".join(self.err)
+            assert time.monotonic() < deadline, f"no {text!r} within {timeout} s: {''.join(self.err)}"
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+
+
+def wait_remote(env: LabEnv, host: str, pattern: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while (
+        env.exec(host, f"pgrep -f {pattern!r} >/dev/null && echo yes || true", check=False).strip() != "yes"
+    ):
+        assert time.monotonic() < deadline, f"{pattern} never started on {host}"
+        time.sleep(0.2)
+
+
+def kill_remote(env: LabEnv, pattern: str) -> None:
+    for host in env.hosts:
+        env.exec(host, f"pkill -f {pattern!r} || true", check=False)
+
+
+def test_ctrl_c_ends_the_run_at_once_and_one_run_at_a_time(lab: LabEnv) -> None:
+    marker = "sleep 597"
+    run = Background(lab, {"NR_TEST_SLEEP": "597", "NR_TEST_MARK": "/var/lib/nr-ctrl-c"})
+    try:
+        run.wait_for("sleeper.sleep")
+        for host in lab.hosts:
+            wait_remote(lab, host, marker)
+        # a second run on the same inventory is refused, naming the first; read-only commands still run
+        second = lab.nr("run", "base", env=SLEEPER)
+        assert second.code == 2, second.stdout + second.stderr
+        assert f"another nr run is changing this inventory: pid {run.proc.pid} of user" in second.stderr
+        assert f"(nr run sleeper -i {lab.inventory})" in second.stderr
+        assert lab.nr("drift", "base").code == 0
+        t0 = time.monotonic()
+        run.proc.send_signal(signal.SIGINT)
+        out, _ = run.proc.communicate(timeout=30)
+        took = time.monotonic() - t0
+        assert run.proc.returncode == 130, out + "".join(run.err)
+        assert took < 4, took  # ends within ~2 s (the bound is generous: the machine is shared)
+        assert "INTERRUPTED (Ctrl-C): 3 host(s), 3 task(s) changed before the interrupt" in out
+        assert all(f"{h}: sleeper.sleep: " in out and "interrupted (Ctrl-C)" in out for h in lab.hosts), out
+        # the remote commands run on and hold each host's lock: another run there is refused, naming it
+        host = lab.hosts[1]
+        lab.exec(host, "echo 0 > /proc/sys/net/ipv4/ip_forward")
+        blocked = lab.nr("run", "base", "--limit", host, "--json")
+        assert blocked.code == 1
+        error = blocked.json["results"][0]["error"]
+        assert f"another nr run is changing this host: pid {run.proc.pid} of user" in error, error
+        assert "(nr run sleeper -i" in error and "try again when it has finished" in error
+    finally:
+        run.stop()
+        kill_remote(lab, marker)
+    assert lab.nr("run", "base", "--limit", lab.hosts[1]).code == 0
+
+
+def test_a_paused_host_is_lost_within_the_keepalive_window(lab: LabEnv) -> None:
+    victim = lab.hosts[2]
+    run = Background(lab, {"NR_TEST_SLEEP": "1", "NR_TEST_SLEEP_HOSTS": f"{victim}=598"}, "--json")
+    paused = False
+    try:
+        wait_remote(lab, victim, "sleep 598", timeout=90)  # (--json: no progress lines to wait for)
+        subprocess.run(["docker", "pause", victim], check=True, capture_output=True)
+        paused = True
+        t0 = time.monotonic()
+        out, _ = run.proc.communicate(timeout=60)  # before: hung until command_timeout (900 s)
+        took = time.monotonic() - t0
+    finally:
+        run.stop()
+        if paused:
+            subprocess.run(["docker", "unpause", victim], check=False, capture_output=True)
+        kill_remote(lab, "sleep 598")
+    assert run.proc.returncode == 1
+    assert took < 30, took  # keepalives: 3 x 5 s without an answer, plus a tick
+    doc = json.loads(out)
+    assert doc["failed_hosts"] == [victim]
+    error = next(r["error"] for r in doc["results"] if r["host"] == victim and r["failed"])
+    assert "host stopped answering (no reply to SSH keepalives for 15 s" in error, error
+    assert "did not finish within" not in error
+
+
+def test_lab_up_keeps_the_operators_edits(lab: LabEnv) -> None:
+    inv = lab.inventory
+    saved = {p: p.read_text() for p in inv.glob("*.yaml")}
+    try:
+        defaults = yaml.safe_load((inv / "defaults.yaml").read_text())
+        defaults["data"]["site_name"] = "edited-site"
+        defaults["connection_options"]["fabric"]["extras"]["connect_timeout"] = 7
+        (inv / "defaults.yaml").write_text(yaml.safe_dump(defaults))
+        hosts = yaml.safe_load((inv / "hosts.yaml").read_text())
+        hosts[lab.hosts[1]]["data"] = {"node_ip": hosts[lab.hosts[1]]["hostname"]}
+        (inv / "hosts.yaml").write_text(yaml.safe_dump(hosts))
+        lab.lab.up(3)
+        after = yaml.safe_load((inv / "defaults.yaml").read_text())
+        assert after["data"]["site_name"] == "edited-site"
+        assert after["connection_options"]["fabric"]["extras"]["connect_timeout"] == 7
+        assert after["data"]["redis_password"] == defaults["data"]["redis_password"]  # lab's own keys stay
+        assert yaml.safe_load((inv / "hosts.yaml").read_text()) == hosts
+        written = json.loads((inv / ".written-by-lab.json").read_text())
+        assert written["defaults"]["data"]["site_name"] == LAB_NAME  # lab names the site after itself
+        assert lab.nr("inventory").code == 0
+    finally:
+        for path, text in saved.items():
+            path.write_text(text)
+
+
+def test_a_host_that_dies_at_start_is_explained(lab: LabEnv, tmp_path: Path) -> None:
+    from nr.errors import NrError
+    from nr.machines.image import IMAGE
+    from nr.machines.lab import Lab
+
+    name = f"{LAB_NAME}dead"
+    dead = Lab(name=name, subnet=neighbour_subnet(), state_dir=tmp_path)
+    dead.down()
+    script = "echo 'Failed to create control group inotify object: Too many open files' >&2; exit 1"
+    subprocess.run(["docker", "create", "--name", f"{name}1", "--label", f"nr.lab={name}", IMAGE, "sh", "-c", script],
+                   check=True, capture_output=True)  # fmt: skip
+    try:
+        with pytest.raises(NrError) as err:
+            dead.up(1)
+    finally:
+        dead.down()
+    text = str(err.value)
+    assert (
+        f"lab host {name}1 died at start (exit code 1); likely cause: this machine's inotify limits" in text
+    )
+    assert "sysctl -w fs.inotify.max_user_instances=1024" in text
+    assert "Failed to create control group inotify object: Too many open files" in text
+    assert "docker exec failed" not in text
