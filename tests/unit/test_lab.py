@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import pytest
@@ -9,8 +10,9 @@ import pytest
 from nr.errors import NrError
 from nr.inventory.validate import RawInventory, validate
 from nr.machines.image import IMAGE
-from nr.machines.lab import check_subnet, host_address
-from nr.machines.labfiles import LabOptions, lab_inventory
+from nr.machines.lab import Lab, check_subnet, host_address
+from nr.machines.labfiles import LabOptions, lab_inventory, merge_inventory, write_inventory
+from nr.machines.startup import likely_cause
 from nr.registry import registry
 
 SCHEMA = registry().schema
@@ -54,3 +56,68 @@ def test_options_are_remembered(tmp_path: Path) -> None:
 def test_options_of_earlier_versions_are_read(tmp_path: Path) -> None:
     (tmp_path / "lab.json").write_text('{"k3s_binary": "/opt/k3s", "docker_socket": true}')
     assert LabOptions.load(tmp_path) == LabOptions({"k3s_binary": "/opt/k3s"}, True)
+
+
+def test_the_site_is_named_after_the_lab(tmp_path: Path) -> None:
+    a = lab_inventory([("a1", "198.18.0.11")], tmp_path, LabOptions(), SCHEMA, site="alab")
+    b = lab_inventory([("b1", "198.18.1.11")], tmp_path, LabOptions(), SCHEMA, site="blab")
+    assert a["defaults"]["data"]["site_name"] == "alab" and b["defaults"]["data"]["site_name"] == "blab"
+
+
+def test_lab_up_refuses_a_name_that_cannot_name_a_site(tmp_path: Path) -> None:
+    with pytest.raises(NrError, match="--name Lab_1: must be a DNS label"):
+        Lab(name="Lab_1", subnet="198.18.72.0/24", state_dir=tmp_path).up(1)
+
+
+def docs(count: int, **data: str) -> dict[str, dict[str, object]]:
+    hosts = [(f"lab{i}", f"198.18.0.{10 + i}") for i in range(1, count + 1)]
+    return lab_inventory(hosts, Path("/s"), LabOptions(data), SCHEMA, site="lab")
+
+
+def test_merge_keeps_what_the_operator_changed_and_updates_the_rest() -> None:
+    written = docs(3)
+    current = copy.deepcopy(written)
+    current["defaults"]["data"]["site_name"] = "home"  # edited
+    current["defaults"]["data"]["node_ip"] = "198.18.0.99"  # added
+    del current["defaults"]["data"]["image_base"]  # removed
+    current["hosts"]["lab2"]["groups"] = ["k3s_servers", "redis"]  # edited
+    current["hosts"]["lab3"]["port"] = 2222  # added
+    new = docs(4, k3s_binary="/opt/k3s")  # scale-out, with a new lab option
+    merged = merge_inventory(written, current, new)
+    data = merged["defaults"]["data"]
+    assert data["site_name"] == "home" and data["node_ip"] == "198.18.0.99"
+    assert "image_base" not in data  # stays removed: lab's value did not change
+    assert data["k3s_binary"] == "/opt/k3s"  # lab's new setting arrives
+    assert merged["hosts"]["lab2"]["groups"] == ["k3s_servers", "redis"]
+    assert merged["hosts"]["lab3"] == {**new["hosts"]["lab3"], "port": 2222}
+    assert merged["hosts"]["lab4"] == new["hosts"]["lab4"]  # the new host, with lab's groups
+    assert list(merged["hosts"]) == ["lab1", "lab2", "lab3", "lab4"]  # lab says which hosts exist
+    assert merge_inventory(new, merged, new) == merged  # idempotent
+    assert merge_inventory(written, written, new) == new  # nothing edited: lab's documents
+
+
+def test_merge_without_a_record_keeps_every_difference() -> None:
+    """Inventories written before lab kept a record: whatever differs from lab's documents is kept."""
+    current = docs(3)
+    current["defaults"]["data"]["site_name"] = "lab-of-old"
+    merged = merge_inventory({}, current, docs(3))
+    assert merged["defaults"]["data"]["site_name"] == "lab-of-old"
+
+
+def test_write_inventory_keeps_edits_on_disk(tmp_path: Path) -> None:
+    write_inventory(tmp_path, docs(3), "lab")
+    text = (tmp_path / "defaults.yaml").read_text()
+    assert text.startswith("# Written by `nr lab up` for lab 'lab'. Edit freely")
+    (tmp_path / "defaults.yaml").write_text(text.replace("site_name: lab", "site_name: edited"))
+    write_inventory(tmp_path, docs(4), "lab")
+    assert "site_name: edited" in (tmp_path / "defaults.yaml").read_text()
+    assert "lab4:" in (tmp_path / "hosts.yaml").read_text()
+    (tmp_path / "groups.yaml").write_text("a: [unclosed\n")
+    with pytest.raises(NrError, match=r"cannot keep your edits: .*groups.yaml: line 2"):
+        write_inventory(tmp_path, docs(4), "lab")
+
+
+def test_the_likely_cause_of_a_dead_host() -> None:
+    assert "inotify limits" in (likely_cause("Failed to allocate directory watch: Too many open files") or "")
+    assert "cgroups" in (likely_cause("Failed to mount cgroup at /sys/fs/cgroup/systemd") or "")
+    assert likely_cause("everything is fine") is None
