@@ -55,7 +55,9 @@ class Peer(paramiko.ServerInterface):
     def _exec(self, channel: paramiko.Channel) -> None:
         while channel.recv(65536):  # the script, until EOF
             pass
-        if self.mode == "echo":
+        if self.mode == "slow":
+            time.sleep(3)  # longer than the keepalive window of the test: answering keepalives meanwhile
+        if self.mode in ("echo", "slow"):
             channel.sendall(b"ok\n")
             channel.send_exit_status(0)
             channel.close()
@@ -150,6 +152,16 @@ def test_a_command_runs(keys: tuple[Path, paramiko.PKey], tmp_path: Path) -> Non
     conn = connect(serve("echo", keys[1]), keys[0], tmp_path)
     try:
         assert conn.connection.run("true").stdout == "ok\n"
+    finally:
+        conn.close()
+
+
+def test_a_busy_host_that_answers_keepalives_is_not_lost(
+    keys: tuple[Path, paramiko.PKey], tmp_path: Path
+) -> None:
+    conn = connect(serve("slow", keys[1]), keys[0], tmp_path, keepalive_interval=1, keepalive_count=2)
+    try:
+        assert conn.connection.run("sleep 3").stdout == "ok\n"
     finally:
         conn.close()
 
