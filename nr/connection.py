@@ -14,6 +14,9 @@ Transport rules:
   user is not root), so nothing a task passes — secrets included — appears on a remote command
   line or in the remote process list. The sudo password, when needed, is sent first on stdin.
 * Connect and command timeouts are bounded; errors are short messages naming host and cause.
+* While a command or an upload runs, keepalives (:mod:`nr.keepalive`) notice a host that went
+  silent, and the channel loop (:mod:`nr.channel`) leaves as soon as the connection is gone or the
+  run is interrupted: a lost host is reported as lost (never as slow), within seconds.
 """
 
 from __future__ import annotations

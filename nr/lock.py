@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import fcntl
 import getpass
+import hashlib
 import json
 import os
 import socket
@@ -71,11 +72,25 @@ class RunLock:
         self.path = folder / LOCK_NAME
         self._fh: IO[str] | None = None
 
-    def acquire(self) -> None:
+    def _open(self) -> IO[str]:
+        """The lock file in the inventory folder; for a folder this user cannot write (a read-only
+        checkout), one in ~/.cache/nr/locks named after the folder's absolute path."""
         try:
-            fh = self.path.open("a+", encoding="utf-8")
+            return self.path.open("a+", encoding="utf-8")
         except OSError as exc:
-            raise Locked(f"{self.path}: cannot create the inventory's lock file: {exc.strerror}") from None
+            first = exc
+        digest = hashlib.sha256(str(self.path.parent.resolve()).encode()).hexdigest()[:16]
+        fallback = Path("~/.cache/nr/locks").expanduser() / f"{digest}.lock"
+        try:
+            fallback.parent.mkdir(parents=True, exist_ok=True)
+            fh = fallback.open("a+", encoding="utf-8")
+        except OSError:
+            raise Locked(f"{self.path}: cannot create the inventory's lock file: {first.strerror}") from None
+        self.path = fallback
+        return fh
+
+    def acquire(self) -> None:
+        fh = self._open()
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -115,9 +130,11 @@ def _read_holder(fh: IO[str]) -> str:
         return "a process whose details are not recorded"
 
 
-def host_lock_script(holder: Holder = HOLDER, lock: str = HOST_LOCK) -> str:
-    """Shell that takes the host's lock for the rest of the script (fd 9) or fails, naming the holder;
-    then removes uploads killed runs left in the login user's home (the working directory)."""
+def host_lock_script(holder: Holder = HOLDER, lock: str | None = None) -> str:
+    """Shell that takes the host's lock (``lock``, default :data:`HOST_LOCK`) for the rest of the
+    script (fd 9) or fails, naming the holder; then removes uploads killed runs left in the login
+    user's home (the working directory)."""
+    lock = lock or HOST_LOCK
     me, path, who = quote(holder.describe()), quote(lock), quote(lock + ".holder")
     return "\n".join(
         [

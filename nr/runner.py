@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable
 from typing import Any, NoReturn
@@ -86,6 +87,13 @@ def exit_interrupted(report: RunReport | None = None) -> NoReturn:
     (a worker still blocked in local work would otherwise hold the process at exit)."""
     sys.stdout.flush()
     sys.stderr.flush()
-    if report is not None and report.running():
+    busy = report.running() if report is not None else _workers_alive()
+    if busy:
         os._exit(interrupt.EXIT_INTERRUPTED)
     sys.exit(interrupt.EXIT_INTERRUPTED)
+
+
+def _workers_alive() -> bool:
+    """Without a report (a second Ctrl-C): are worker threads still about?"""
+    main = threading.main_thread()
+    return any(t.is_alive() and not t.daemon and t is not main for t in threading.enumerate())

@@ -7,6 +7,8 @@ import hashlib
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from nr.changes import apply_script
 from nr.facts import Facts, FileState, Output, gather_script, parse_gather
 from nr.ops.files import FileSpec, plan_file
@@ -40,7 +42,8 @@ def test_gather_script_runs_and_parses_locally(tmp_path: Path) -> None:
     assert facts.outputs["fails"] == Output(3, "", "oops\n")  # stderr is kept apart, never parsed
 
 
-def test_write_script_is_atomic_and_exact(tmp_path: Path) -> None:
+def test_write_script_is_atomic_and_exact(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("nr.lock.HOST_LOCK", str(tmp_path / "nr.lock"))  # not this machine's /run/nr.lock
     spec = FileSpec.text(
         str(tmp_path / "etc" / "x.conf"),
         "line 'quoted' $HOME `x`\nsecond\n",

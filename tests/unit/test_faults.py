@@ -194,3 +194,14 @@ def test_a_run_releases_the_lock_when_it_ends(tmp_path: Path) -> None:
     assert (folder / ".nr.lock").read_text() == ""
     with RunLock(folder):
         pass
+
+
+def test_an_inventory_folder_that_cannot_take_the_lock_file_locks_in_the_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    unwritable = tmp_path / "gone"  # (root writes anywhere: a folder that is not there cannot take it)
+    with RunLock(unwritable) as lock:
+        assert lock.path.parent == tmp_path / "home" / ".cache" / "nr" / "locks"
+        with pytest.raises(Locked, match=f"lock file {lock.path}"):
+            RunLock(unwritable).acquire()
