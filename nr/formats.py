@@ -11,6 +11,8 @@ import re
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from nr.text import clip
+
 Check = Callable[[Any], "str | None"]
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
@@ -75,9 +77,9 @@ def interface(value: Any) -> str | None:
 def _label_key_problem(key: str) -> str | None:
     prefix, _, name = key.rpartition("/")
     if prefix and not is_dns_name(prefix):
-        return f"label key prefix {prefix!r} is not a DNS subdomain"
+        return f"label key prefix {clip(repr(prefix))} is not a DNS subdomain"
     if not re.match(rf"^{_K8S_NAME}$", name):
-        return f"label key name {name!r} must be 1-63 letters, digits, '-', '_' or '.', alphanumeric at both ends"
+        return f"label key name {clip(repr(name))} must be 1-63 letters, digits, '-', '_' or '.', alphanumeric at both ends"
     return None
 
 
@@ -90,7 +92,7 @@ def k8s_label(value: Any) -> str | None:
     if problem:
         return problem
     if not _K8S_VALUE.match(val):
-        return f"label value {val!r} must be at most 63 letters, digits, '-', '_' or '.', alphanumeric at both ends"
+        return f"label value {clip(repr(val))} must be at most 63 letters, digits, '-', '_' or '.', alphanumeric at both ends"
     return None
 
 
@@ -100,9 +102,11 @@ def k8s_taint(value: Any) -> str | None:
         return f"must be key[=value]:Effect with Effect one of {', '.join(_TAINT_EFFECTS)}"
     body, _, effect = value.rpartition(":")
     if effect not in _TAINT_EFFECTS:
-        return f"taint effect {effect!r} must be one of {', '.join(_TAINT_EFFECTS)}"
+        return f"taint effect {clip(repr(effect))} must be one of {', '.join(_TAINT_EFFECTS)}"
     key, _, val = body.partition("=")
-    return _label_key_problem(key) or (None if _K8S_VALUE.match(val) else f"taint value {val!r} is not valid")
+    return _label_key_problem(key) or (
+        None if _K8S_VALUE.match(val) else f"taint value {clip(repr(val))} is not valid"
+    )
 
 
 def image_ref(value: Any) -> str | None:
@@ -128,7 +132,7 @@ def each(check: Check) -> Check:
         for v in values if isinstance(values, list) else []:
             problem = check(v)
             if problem:
-                return f"{v!r}: {problem}"
+                return f"{clip(repr(v))}: {problem}"
         return None
 
     return check_all
