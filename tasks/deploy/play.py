@@ -1,8 +1,8 @@
 """The ``deploy`` play: ship the AeroAlpes images to the cluster and apply ``k3s/``.
 
 1. images (controller): without ``data.image_registry`` the images are built here with Docker
-   (offline, from wheels; :mod:`services.images`) and saved as tarballs in ``~/.cache/nr/images``.
-   Their tag is the version plus a digest of their sources (:func:`services.images.source_tag`):
+   (offline, from wheels; :mod:`tasks.deploy.images`) and saved as tarballs in ``~/.cache/nr/images``.
+   Their tag is the version plus a digest of their sources (:func:`tasks.deploy.images.source_tag`):
    a changed source is a new tag in the manifests, so the pods roll to it; the same source is
    never rebuilt;
 2. images (every k3s node, in parallel): a node that lacks the image (its ``.id`` marker differs from
@@ -40,7 +40,7 @@ from nr.legacy import apply_changes
 from nr.ops.files import plan_upload
 from nr.play import PlayContext
 from nr.secrets import REDACTOR, SecretError, SecretRef
-from services.images import source_tag
+from tasks.deploy.images import source_tag
 from tasks.deploy.plan import (
     DEFAULT_NODE_PORT,
     DEPLOYMENTS,
@@ -133,7 +133,7 @@ def local_images(site: AppSite, base_image: str, dry_run: bool) -> list[LocalIma
     if len(ids) < len(refs):
         if dry_run:
             return None
-        from services.images import ImageBuildError, build_images
+        from tasks.deploy.images import ImageBuildError, build_images
 
         try:
             build_images(base_image=base_image, tag=site.tag)

@@ -4,7 +4,7 @@ The host prepares every wheel (``pip wheel`` of the image's pinned requirements 
 with ``--no-deps``); the Dockerfiles install them with ``pip install --no-index --find-links``, so
 ``docker build`` needs no network (no registry, no PyPI) beyond the base image already present.
 
-    python -m services.images build [--base-image IMG] [--tag T] [--only aeroalpes|adapter]
+    python -m tasks.deploy.images build [--base-image IMG] [--tag T] [--only aeroalpes|adapter]
 
 or, from Python: ``build_images(base_image=..., tag=...) -> list of image refs``.
 """
@@ -26,7 +26,7 @@ from pathlib import Path
 DEFAULT_BASE_IMAGE = "python:3.11-slim"
 DIST_NAME = "nr-orchestrator"
 BUILDER_LABEL = "org.nr-orchestrator.stage=builder"
-SERVICES_DIR = Path(__file__).resolve().parent
+SERVICES_DIR = Path(__file__).resolve().parents[2] / "services"
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,7 +246,7 @@ def build_images(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m services.images", description="AeroAlpes images")
+    parser = argparse.ArgumentParser(prog="python -m tasks.deploy.images", description="AeroAlpes images")
     sub = parser.add_subparsers(dest="command", required=True)
     build = sub.add_parser("build", help="build the images offline from wheels prepared on this host")
     build.add_argument("--base-image", default=DEFAULT_BASE_IMAGE, help=f"default: {DEFAULT_BASE_IMAGE}")
