@@ -21,7 +21,6 @@ LEGACY_MODULES = {
     "tasks/redis/play.py",
 }
 LEGACY_FUNCTIONS = {
-    "tasks/deploy/kustomize.py:build",
     "tasks/k3s/plan.py:cluster_problems",
     "tasks/k3s/plan.py:plan_host",
     "tasks/k3s/play.py:cluster_checks",
