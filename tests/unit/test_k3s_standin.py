@@ -167,7 +167,15 @@ def test_apply_get_diff_like_kubectl(k3s: ModuleType) -> None:
     primary = k3s.Primary(cfg(disable=["traefik"]))
     docs = json.loads(json.dumps(DOCS))
     code, reply = primary.call("apply", {"docs": docs, "namespace": None}, "secret")
-    assert reply["lines"] == ["deployment.apps/api created", "configmap/cm created", "namespace/ns created"]
+    # like kubectl apply: in stream order; the ConfigMap comes before its Namespace: it fails, the rest go on
+    assert reply["lines"] == ["deployment.apps/api created", "namespace/ns created"]
+    assert reply["errors"] == [
+        'Error from server (NotFound): error when creating "STDIN": namespaces "ns" not found'
+    ]
+    assert (
+        primary.call("apply", {"docs": json.loads(json.dumps(DOCS))}, "secret")[1]["lines"][1]
+        == "configmap/cm created"
+    )
     ingress = {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": {"name": "web"}}
     assert primary.call("apply", {"docs": [ingress]}, "secret")[1]["lines"] == [
         "ingress.networking.k8s.io/web created"
@@ -175,15 +183,20 @@ def test_apply_get_diff_like_kubectl(k3s: ModuleType) -> None:
     code, reply = primary.call("get", {"kind": "ingress", "namespace": "default", "name": "nope"}, "secret")
     assert reply["message"] == 'ingresses.networking.k8s.io "nope" not found'
     again = json.loads(json.dumps(DOCS))
-    assert primary.call("apply", {"docs": again, "diff": True}, "secret")[1]["diff"] == ""
+    pairs = primary.call("apply", {"docs": again, "diff": True}, "secret")[1]["objects"]
+    assert [p["live"] == p["merged"] for p in pairs] == [True, True, True]  # kubectl diff: nothing differs
     assert (
         primary.call("apply", {"docs": json.loads(json.dumps(DOCS))}, "secret")[1]["lines"][0]
         == "deployment.apps/api unchanged"
     )
     changed = json.loads(json.dumps(DOCS))
     changed[0]["spec"]["replicas"] = 3
-    diff = primary.call("apply", {"docs": json.loads(json.dumps(changed)), "diff": True}, "secret")[1]["diff"]
-    assert '-    "replicas": 2' in diff and '+    "replicas": 3' in diff
+    pairs = primary.call("apply", {"docs": json.loads(json.dumps(changed)), "diff": True}, "secret")[1][
+        "objects"
+    ]
+    assert [
+        (p["name"], p["live"]["spec"]["replicas"], p["merged"]["spec"]["replicas"]) for p in pairs[:1]
+    ] == [("apps.v1.Deployment.default.api", 2, 3)]
     assert (
         primary.call("apply", {"docs": changed}, "secret")[1]["lines"][0] == "deployment.apps/api configured"
     )
