@@ -186,9 +186,7 @@ def services(lab: LabEnv, images: list[str], tmp_path_factory: pytest.TempPathFa
     try:
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
-            states = _docker(
-                "inspect", "-f", "{{.State.Health.Status}}", SVC_API, SVC_ADAPTER
-            ).split()
+            states = _docker("inspect", "-f", "{{.State.Health.Status}}", SVC_API, SVC_ADAPTER).split()
             if states == ["healthy", "healthy"]:
                 break
             time.sleep(1)
@@ -198,6 +196,4 @@ def services(lab: LabEnv, images: list[str], tmp_path_factory: pytest.TempPathFa
         yield Services(api_ip, adapter_ip)
     finally:
         if os.environ.get("NR_KEEP_LAB") != "1":
-            subprocess.run(
-                ["docker", "rm", "-f", SVC_API, SVC_ADAPTER], capture_output=True, check=False
-            )
+            subprocess.run(["docker", "rm", "-f", SVC_API, SVC_ADAPTER], capture_output=True, check=False)
