@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from aeroalpes_testdata import StubRest
 
-from services.devtools.procs import ServiceProcess, free_port, start_adapter, start_aeroalpes
-from services.devtools.redis_cluster import LocalRedisCluster
+from tests.support.procs import ServiceProcess, free_port, start_adapter, start_aeroalpes
+from tests.support.redis_cluster import LocalRedisCluster
 
 
 @pytest.fixture

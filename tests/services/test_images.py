@@ -18,9 +18,9 @@ import pytest
 import nr
 from services import images
 from services.client import roundtrip
-from services.devtools.procs import free_port
-from services.devtools.redis_cluster import LocalRedisCluster
 from services.vuelos_pb import vuelos_pb2_grpc
+from tests.support.procs import free_port
+from tests.support.redis_cluster import LocalRedisCluster
 
 PIN = re.compile(r"^([A-Za-z0-9_.-]+)==([0-9][A-Za-z0-9.]*)$")
 

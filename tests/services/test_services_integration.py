@@ -18,9 +18,9 @@ from redis.cluster import ClusterNode, RedisCluster
 
 from services.adapter.proto_codec import nueva_reserva_a_proto, reserva_desde_proto
 from services.client import lookup_probe, roundtrip, sample_reserva
-from services.devtools.procs import base_env, json_lines, start_adapter, start_aeroalpes
-from services.devtools.redis_cluster import LocalRedisCluster
 from services.vuelos_pb import vuelos_pb2, vuelos_pb2_grpc
+from tests.support.procs import base_env, json_lines, start_adapter, start_aeroalpes
+from tests.support.redis_cluster import LocalRedisCluster
 
 
 def http(method: str, url: str, body: Any = None) -> tuple[int, Any]:

@@ -20,7 +20,7 @@ from typing import Any
 
 import redis
 
-from services.devtools.procs import LOOPBACK, port_is_free
+from tests.support.procs import LOOPBACK, port_is_free
 
 SLOTS = 16384
 
