@@ -11,7 +11,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from services.aeroalpes.domain import Aeropuerto, Itinerario, Leg, Odo, Segmento
+from services.aeroalpes.domain import Aeropuerto, Itinerario, Leg, Odo, Reserva, Segmento
+from services.aeroalpes.repository import Guardada, RepositorioNoDisponible, documento_de
+from services.aeroalpes.retry import Deadline
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -100,6 +102,33 @@ def two_itineraries_json() -> list[dict[str, Any]]:
             ]
         },
     ]
+
+
+class MemoryRepo:
+    """``RepositorioReservas`` in memory; ``up = False`` makes it unavailable. Records the budget
+    (seconds left of the deadline) each call got."""
+
+    def __init__(self) -> None:
+        self.items: dict[str, Reserva] = {}
+        self.up = True
+        self.budgets: list[float] = []
+
+    async def guardar(self, reserva: Reserva, deadline: Deadline) -> str:
+        self.budgets.append(deadline.remaining())
+        if not self.up:
+            raise RepositorioNoDisponible("down")
+        self.items[reserva.id] = reserva
+        return documento_de(reserva)
+
+    async def obtener(self, reserva_id: str, deadline: Deadline) -> Guardada | None:
+        self.budgets.append(deadline.remaining())
+        if not self.up:
+            raise RepositorioNoDisponible("down")
+        reserva = self.items.get(reserva_id)
+        return None if reserva is None else Guardada(reserva, documento_de(reserva))
+
+    async def disponible(self) -> bool:
+        return self.up
 
 
 # --- a stub of the REST API (for adapter tests that need precise failure behaviour) ---------------

@@ -59,7 +59,7 @@ class ServiceProcess:
         return "\n".join(self.log_text().splitlines()[-lines:])
 
     def stop(self, timeout: float = 15.0) -> int | None:
-        """SIGTERM, wait, then SIGKILL the whole process group (gunicorn workers included)."""
+        """SIGTERM, wait, then SIGKILL the whole process group (worker processes included)."""
         if self.alive():
             self.popen.send_signal(signal.SIGTERM)
             with contextlib.suppress(subprocess.TimeoutExpired):
@@ -126,17 +126,15 @@ def start_aeroalpes(
     password_file: Path | None = None,
     port: int | None = None,
     workers: int = 1,
-    threads: int = 4,
     **extra_env: str,
 ) -> tuple[ServiceProcess, str]:
-    """``python -m services.aeroalpes`` (gunicorn) on loopback; returns the process and its base URL."""
+    """``python -m services.aeroalpes`` on loopback; returns the process and its base URL."""
     port = port or free_port()
     env = base_env(
         PORT=str(port),
         HOST=LOOPBACK,
         REDIS_NODES=redis_nodes,
         AEROALPES_WORKERS=str(workers),
-        AEROALPES_THREADS=str(threads),
         **({"REDIS_PASSWORD_FILE": str(password_file)} if password_file else {}),
         **extra_env,
     )
