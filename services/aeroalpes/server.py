@@ -98,6 +98,7 @@ class HttpServer:
                 self.refused += 1
                 return False
             self.evicted += 1
+            self.forget(victim)  # now: its connection_lost comes on a later loop iteration
             victim.abort()
         self.connections[conn] = None
         return True
@@ -132,6 +133,7 @@ class HttpConnection(asyncio.Protocol):
         self.timer: asyncio.TimerHandle | None = None
         self.receiving: str | None = None  # None, "head" or "body"
         self.closing = False
+        self.raw_head = 0  # bytes received since the current request head began
         self.writable = asyncio.Event()
         self.writable.set()
         self._reset_message()
@@ -140,7 +142,6 @@ class HttpConnection(asyncio.Protocol):
         self.url = b""
         self.headers: dict[str, str] = {}
         self.head_size = 0
-        self.raw_head = 0
         self.body: list[bytes] = []
         self.body_size = 0
 
@@ -150,7 +151,7 @@ class HttpConnection(asyncio.Protocol):
         return self.receiving is None and not self.queue and self.worker is None and not self.closing
 
     def in_head(self) -> bool:
-        return self.receiving == "head" and not self.queue and self.worker is None
+        return self.receiving == "head" and not self.queue and self.worker is None and not self.closing
 
     def _arm(self, seconds: float, what: str) -> None:
         if self.timer is not None:

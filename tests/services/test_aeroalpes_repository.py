@@ -116,7 +116,9 @@ FAILOVER_ERRORS: list[Callable[[], BaseException]] = [
     lambda: RedisTimeoutError("Timeout reading from 127.0.0.1:7000"),
     lambda: ClusterDownError("The cluster is down"),
     lambda: TryAgainError("Multiple keys request during rehashing of slot"),
-    lambda: RedisClusterException("Redis Cluster cannot be connected. Please provide at least one reachable node"),
+    lambda: RedisClusterException(
+        "Redis Cluster cannot be connected. Please provide at least one reachable node"
+    ),
     lambda: ReadOnlyError("You can't write against a read only replica."),
 ]
 

@@ -36,7 +36,12 @@ def test_aeroalpes_settings_from_env(tmp_path: Path) -> None:
     )
     assert settings.redis.nodes == (("10.0.0.1", 7000), ("redis-2", 7003), ("::1", 7001))
     assert settings.redis.password == Secret(PASSWORD)
-    assert (settings.port, settings.workers, settings.grace, settings.redis.max_connections) == (8080, 3, 25, 16)
+    assert (settings.port, settings.workers, settings.grace, settings.redis.max_connections) == (
+        8080,
+        3,
+        25,
+        16,
+    )
     limits = settings.limits
     assert (limits.max_connections, limits.header_timeout, limits.body_timeout) == (100, 2.5, 4.0)
     assert (limits.keepalive_timeout, limits.request_budget) == (30.0, 20.0)
@@ -46,7 +51,11 @@ def test_aeroalpes_settings_from_env(tmp_path: Path) -> None:
 def test_aeroalpes_defaults() -> None:
     settings = config.from_env({"REDIS_NODES": "r:7000"})
     assert (settings.port, settings.host, settings.redis.password) == (5000, "0.0.0.0", None)
-    assert (settings.workers, settings.limits.request_budget, settings.limits.max_body_bytes) == (1, 15.0, 1 << 20)
+    assert (settings.workers, settings.limits.request_budget, settings.limits.max_body_bytes) == (
+        1,
+        15.0,
+        1 << 20,
+    )
 
 
 @pytest.mark.parametrize(
