@@ -16,6 +16,8 @@ from urllib3.exceptions import (
     ReadTimeoutError,
 )
 
+DEADLINE_MARGIN = 0.05  # seconds
+
 
 class AeroAlpesUnreachable(ConnectionError):
     """No connection to AeroAlpes (refused, unknown host, connect timeout, connection reset)."""
@@ -36,7 +38,8 @@ class AeroAlpesRest:
     """``POST /vuelos/reserva`` and ``GET /vuelos/reserva/<id>`` over a keep-alive connection pool.
 
     Connection errors are retried once (the request never reached the server); a POST is never
-    re-sent after it may have been received.
+    re-sent after it may have been received. Each request carries ``X-Request-Timeout``: the seconds
+    left of the caller's deadline, which bound AeroAlpes's retries of its store.
     """
 
     def __init__(self, base_url: str, *, pool_size: int = 16) -> None:
@@ -51,7 +54,10 @@ class AeroAlpesRest:
 
     def _request(self, method: str, path: str, timeout: float, body: bytes | None = None) -> RestResponse:
         url = f"{self.base_url}{path}"
-        headers = {"Content-Type": "application/json"} if body is not None else None
+        # AeroAlpes stops retrying its store a little before we stop waiting: its 503 arrives in time.
+        headers = {"X-Request-Timeout": f"{max(0.001, timeout - DEADLINE_MARGIN):.3f}"}
+        if body is not None:
+            headers["Content-Type"] = "application/json"
         try:
             response = self._pool.request(
                 method,

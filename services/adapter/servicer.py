@@ -1,7 +1,10 @@
 """``vuelos.Vuelos`` implemented by calling the AeroAlpes REST API.
 
 Errors are gRPC status codes: invalid input INVALID_ARGUMENT, unknown id NOT_FOUND, AeroAlpes (or
-its store) unreachable UNAVAILABLE, no answer within the deadline DEADLINE_EXCEEDED.
+its store) unreachable UNAVAILABLE, no answer within the deadline DEADLINE_EXCEEDED. From AeroAlpes's
+size limits: 413 (body too large) is RESOURCE_EXHAUSTED, as gRPC itself answers an oversized message;
+414 (request target too long) is INVALID_ARGUMENT, since only an over-long id can cause it, and such
+ids (over MAX_ID_LENGTH characters) are refused here before AeroAlpes is called.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from services.vuelos_pb import vuelos_pb2, vuelos_pb2_grpc
 log = logging.getLogger("aeroalpes.adapter")
 
 OK = "OK"
+MAX_ID_LENGTH = 128  # as AeroAlpes: no reservation has a longer id
 # grpcio reports "no deadline" as a deadline in the infinite future: anything this far away is none.
 NO_DEADLINE_BEYOND = 365 * 86400.0
 
@@ -37,13 +41,13 @@ class RpcFailure(Exception):
 
 def status_for_http(status: int) -> grpc.StatusCode:
     """The gRPC code for a non-2xx AeroAlpes answer."""
-    if status in (400, 422):
+    if status in (400, 414, 422, 431):
         return grpc.StatusCode.INVALID_ARGUMENT
     if status == 404:
         return grpc.StatusCode.NOT_FOUND
     if status in (502, 503, 504):
         return grpc.StatusCode.UNAVAILABLE
-    if status == 429:
+    if status in (413, 429):
         return grpc.StatusCode.RESOURCE_EXHAUSTED
     return grpc.StatusCode.INTERNAL
 
@@ -68,7 +72,7 @@ def respuesta_desde_rest(response: RestResponse) -> vuelos_pb2.RespuestaReserva:
 
 
 class VuelosServicer(vuelos_pb2_grpc.VuelosServicer):  # type: ignore[misc]
-    def __init__(self, rest: AeroAlpesRest, default_timeout: float = 5.0) -> None:
+    def __init__(self, rest: AeroAlpesRest, default_timeout: float = 20.0) -> None:
         self._rest = rest
         self._default_timeout = default_timeout
 
@@ -123,6 +127,11 @@ class VuelosServicer(vuelos_pb2_grpc.VuelosServicer):  # type: ignore[misc]
         def body() -> vuelos_pb2.RespuestaReserva:
             if not request.id.strip():
                 raise RpcFailure(grpc.StatusCode.INVALID_ARGUMENT, "QueryReserva.id is required")
+            if len(request.id) > MAX_ID_LENGTH:
+                raise RpcFailure(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"QueryReserva.id is longer than {MAX_ID_LENGTH} characters ({len(request.id)})",
+                )
             return self._call(context, lambda timeout: self._rest.consultar_reserva(request.id, timeout))
 
         return self._run("ConsultarReserva", context, body)

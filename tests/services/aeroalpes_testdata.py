@@ -142,6 +142,7 @@ class StubRest:
     body: Any = field(default_factory=dict)
     delay: float = 0.0
     requests: list[tuple[str, str]] = field(default_factory=list)
+    headers: list[dict[str, str]] = field(default_factory=list)  # of each request
     connections: int = 0
     server: ThreadingHTTPServer | None = None
 
@@ -165,6 +166,7 @@ class StubRest:
                 if length:
                     self.rfile.read(length)
                 stub.requests.append((self.command, self.path))
+                stub.headers.append({k.lower(): v for k, v in self.headers.items()})
                 time.sleep(stub.delay)
                 data = json.dumps(stub.body).encode()
                 self.send_response(stub.status)

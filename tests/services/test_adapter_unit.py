@@ -37,6 +37,8 @@ STORED = {
         (502, grpc.StatusCode.UNAVAILABLE),
         (500, grpc.StatusCode.INTERNAL),
         (429, grpc.StatusCode.RESOURCE_EXHAUSTED),
+        (413, grpc.StatusCode.RESOURCE_EXHAUSTED),
+        (414, grpc.StatusCode.INVALID_ARGUMENT),
     ],
 )
 def test_http_status_to_grpc_code(http: int, code: grpc.StatusCode) -> None:
@@ -109,6 +111,24 @@ def test_client_deadline_is_honoured(stub_rest: StubRest, channel: grpc.Channel)
     assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     assert time.monotonic() - started < 1.5
     assert stub_rest.requests == [("POST", "/vuelos/reserva")]
+
+
+def test_the_client_deadline_is_passed_to_aeroalpes(stub_rest: StubRest, channel: grpc.Channel) -> None:
+    stub_rest.body = STORED
+    crear(channel, timeout=3)
+    sent = float(stub_rest.headers[0]["x-request-timeout"])
+    assert 2.5 < sent < 3.0  # what is left of the deadline, less a margin for the answer's way back
+    crear(channel)  # no deadline: the adapter's own timeout (0.5 s in this fixture)
+    assert 0.3 < float(stub_rest.headers[1]["x-request-timeout"]) <= 0.45
+
+
+def test_an_overlong_id_is_refused_before_calling_rest(stub_rest: StubRest, channel: grpc.Channel) -> None:
+    stub = vuelos_pb2_grpc.VuelosStub(channel)
+    with pytest.raises(grpc.RpcError) as err:
+        stub.ConsultarReserva(vuelos_pb2.QueryReserva(id="x" * 129), timeout=5)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "longer than 128" in err.value.details()
+    assert stub_rest.requests == []
 
 
 def test_default_timeout_without_client_deadline(stub_rest: StubRest, channel: grpc.Channel) -> None:
