@@ -8,7 +8,8 @@ HOST                bind address                                           0.0.0
 AEROALPES_URL       base URL of the AeroAlpes REST API                     http://aeroalpes:5000
 AEROALPES_TIMEOUT   REST timeout (s) when the gRPC client set no deadline  20 (> AeroAlpes's
                                                                            request budget, 15)
-ADAPTER_WORKERS     RPC worker threads (also the HTTP pool size)           16
+ADAPTER_WORKERS     keep-alive connections kept open to AeroAlpes          16
+                    (RPCs are served concurrently on one event loop)
 ADAPTER_GRACE       seconds in-flight RPCs get on SIGTERM                  10
 LOG_LEVEL           DEBUG, INFO, WARNING, ERROR                            INFO
 ==================  =====================================================  =====================

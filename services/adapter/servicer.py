@@ -9,9 +9,10 @@ ids (over MAX_ID_LENGTH characters) are refused here before AeroAlpes is called.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -85,46 +86,52 @@ class VuelosServicer(vuelos_pb2_grpc.VuelosServicer):  # type: ignore[misc]
             raise RpcFailure(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline already expired")
         return float(remaining)
 
-    def _call(self, context: Any, request: Callable[[float], RestResponse]) -> vuelos_pb2.RespuestaReserva:
+    async def _call(
+        self, context: Any, request: Callable[[float], Awaitable[RestResponse]]
+    ) -> vuelos_pb2.RespuestaReserva:
         timeout = self._timeout(context)
         try:
-            response = request(timeout)
+            response = await request(timeout)
         except AeroAlpesUnreachable as exc:
             raise RpcFailure(grpc.StatusCode.UNAVAILABLE, str(exc)) from None
         except AeroAlpesTimeout as exc:
             raise RpcFailure(grpc.StatusCode.DEADLINE_EXCEEDED, str(exc)) from None
         return respuesta_desde_rest(response)
 
-    def _run(self, rpc: str, context: Any, body: Callable[[], vuelos_pb2.RespuestaReserva]) -> Any:
+    async def _run(
+        self, rpc: str, context: Any, body: Callable[[], Awaitable[vuelos_pb2.RespuestaReserva]]
+    ) -> Any:
         started = time.perf_counter()
         code = grpc.StatusCode.OK
         try:
-            return body()
+            return await body()
         except RpcFailure as failure:
             code = failure.code
-            context.abort(failure.code, failure.details)
+            await context.abort(failure.code, failure.details)
+        except asyncio.CancelledError:
+            code = grpc.StatusCode.CANCELLED
+            raise
         except Exception:
             code = grpc.StatusCode.INTERNAL
             log.exception("rpc failed", extra={"rpc": rpc})
-            context.abort(grpc.StatusCode.INTERNAL, "internal adapter error")
+            await context.abort(grpc.StatusCode.INTERNAL, "internal adapter error")
         finally:
-            log.info(
-                "rpc",
-                extra={"rpc": rpc, "code": code.name, "ms": round((time.perf_counter() - started) * 1000, 2)},
-            )
+            if log.isEnabledFor(logging.INFO):
+                ms = round((time.perf_counter() - started) * 1000, 2)
+                log.info("rpc", extra={"rpc": rpc, "code": code.name, "ms": ms})
 
-    def CrearReserva(self, request: vuelos_pb2.Reserva, context: Any) -> Any:
-        def body() -> vuelos_pb2.RespuestaReserva:
+    async def CrearReserva(self, request: vuelos_pb2.Reserva, context: Any) -> Any:
+        async def body() -> vuelos_pb2.RespuestaReserva:
             try:
                 cuerpo = itinerarios_a_json(itinerarios_desde_proto(request))
             except ReglaIncumplida as exc:
                 raise RpcFailure(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from None
-            return self._call(context, lambda timeout: self._rest.crear_reserva(cuerpo, timeout))
+            return await self._call(context, lambda timeout: self._rest.crear_reserva(cuerpo, timeout))
 
-        return self._run("CrearReserva", context, body)
+        return await self._run("CrearReserva", context, body)
 
-    def ConsultarReserva(self, request: vuelos_pb2.QueryReserva, context: Any) -> Any:
-        def body() -> vuelos_pb2.RespuestaReserva:
+    async def ConsultarReserva(self, request: vuelos_pb2.QueryReserva, context: Any) -> Any:
+        async def body() -> vuelos_pb2.RespuestaReserva:
             if not request.id.strip():
                 raise RpcFailure(grpc.StatusCode.INVALID_ARGUMENT, "QueryReserva.id is required")
             if len(request.id) > MAX_ID_LENGTH:
@@ -132,6 +139,8 @@ class VuelosServicer(vuelos_pb2_grpc.VuelosServicer):  # type: ignore[misc]
                     grpc.StatusCode.INVALID_ARGUMENT,
                     f"QueryReserva.id is longer than {MAX_ID_LENGTH} characters ({len(request.id)})",
                 )
-            return self._call(context, lambda timeout: self._rest.consultar_reserva(request.id, timeout))
+            return await self._call(
+                context, lambda timeout: self._rest.consultar_reserva(request.id, timeout)
+            )
 
-        return self._run("ConsultarReserva", context, body)
+        return await self._run("ConsultarReserva", context, body)
