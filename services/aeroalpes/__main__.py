@@ -7,7 +7,6 @@ import sys
 
 from services import jsonlog
 from services.aeroalpes import config
-from services.aeroalpes.workers import bind, run_worker, supervise
 from services.secret import ConfigError
 
 log = logging.getLogger("aeroalpes")
@@ -21,6 +20,13 @@ def main() -> None:
         log.error("invalid configuration", extra={"error": str(exc)})
         sys.exit(2)
     jsonlog.configure(settings.log_level, settings.secrets())
+    try:
+        from services.aeroalpes.workers import bind, run_worker, supervise
+    except ImportError as exc:  # the tool's install (pipx install .) has no server libraries
+        log.error(
+            "missing library", extra={"error": str(exc), "fix": "pip install 'nr-orchestrator[services]'"}
+        )
+        sys.exit(2)
     try:
         sock = bind(settings)
     except OSError as exc:
