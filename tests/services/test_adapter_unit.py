@@ -3,6 +3,7 @@ reflection and graceful shutdown."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -194,3 +195,20 @@ def test_health_reflection_and_graceful_shutdown(running: AdapterServer, channel
     with pytest.raises(grpc.RpcError) as err:
         health.Check(health_pb2.HealthCheckRequest(), timeout=2)
     assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+def test_the_client_tries_an_unavailable_call_once_more(stub_rest: StubRest, running: AdapterServer) -> None:
+    from services.client import lookup_probe, roundtrip
+
+    target = f"127.0.0.1:{running.port}"
+    stub_rest.status, stub_rest.body = 503, {"error": "AlmacenamientoNoDisponible - failing over"}
+    assert not roundtrip(target, timeout=5, retries=0).ok
+    threading.Timer(0.2, lambda: setattr(stub_rest, "status", 404)).start()  # back before the retry
+    started = time.monotonic()
+    probe = lookup_probe(target, timeout=5)  # 503 -> UNAVAILABLE, then NOT_FOUND on the second try
+    assert probe.ok, probe.message
+    assert time.monotonic() - started >= 0.5
+    stub_rest.status = 400  # INVALID_ARGUMENT is never retried
+    stub_rest.requests.clear()
+    assert not lookup_probe(target, timeout=5).ok
+    assert len(stub_rest.requests) == 1
