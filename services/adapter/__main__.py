@@ -19,7 +19,6 @@ def main() -> None:
     try:
         settings = config.from_env()
         jsonlog.configure(settings.log_level)
-        logging.getLogger("urllib3").setLevel(logging.ERROR)  # retries are reported per RPC instead
     except (ConfigError, ValueError) as exc:
         jsonlog.configure()
         log.error("invalid configuration", extra={"error": str(exc)})
