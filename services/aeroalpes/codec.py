@@ -23,7 +23,7 @@ from services.aeroalpes.domain import (
 )
 
 FORMATO_FECHA = "%Y-%m-%dT%H:%M:%SZ"
-_FECHA_RE = re.compile(r"(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})Z")
+FECHA_RE = re.compile(r"(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})Z")
 
 JSON_INVALIDO = "JSONInvalido"
 FORMATO_INVALIDO = "FormatoInvalido"
@@ -39,7 +39,7 @@ def formatear_fecha(valor: datetime) -> str:
 
 def leer_fecha(valor: object, campo: str) -> datetime:
     """Parses ``YYYY-MM-DDTHH:MM:SSZ`` strictly (UTC)."""
-    found = _FECHA_RE.fullmatch(valor) if isinstance(valor, str) else None
+    found = FECHA_RE.fullmatch(valor) if isinstance(valor, str) else None
     if found is None:
         raise ReglaIncumplida(
             FECHA_INVALIDA, f"{campo} must be a date like 2022-11-22T13:10:00Z, got {valor!r}"

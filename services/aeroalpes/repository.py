@@ -33,9 +33,9 @@ from redis.exceptions import (
     TryAgainError,
 )
 
-from services.aeroalpes.codec import reserva_a_json, reserva_desde_json
+from services.aeroalpes.codec import FECHA_RE, reserva_a_json, reserva_desde_json
 from services.aeroalpes.config import RedisSettings
-from services.aeroalpes.domain import ReglaIncumplida, Reserva
+from services.aeroalpes.domain import Reserva
 from services.aeroalpes.retry import Backoff, Deadline
 
 log = logging.getLogger(__name__)
@@ -54,10 +54,14 @@ _TRANSIENT_REPLIES = (TryAgainError, ReadOnlyError, ClusterError)
 
 @dataclass(frozen=True, slots=True)
 class Guardada:
-    """A stored reservation and its JSON document (answered as it is: no second encoding)."""
+    """A stored reservation's JSON document, answered as it is (no decoding into the domain and
+    encoding again: the reader checks its shape, see ``obtener``); ``reserva`` decodes it fully."""
 
-    reserva: Reserva
     documento: str
+
+    @property
+    def reserva(self) -> Reserva:
+        return reserva_desde_json(json.loads(self.documento))
 
 
 def documento_de(reserva: Reserva) -> str:
@@ -99,6 +103,23 @@ def cluster_factory(settings: RedisSettings) -> Callable[[], RedisCluster]:
         )
 
     return connect
+
+
+def _problema(documento: str, reserva_id: str) -> str | None:
+    """Why a stored document is not one this service wrote for ``reserva_id`` (None: it is). Checks the
+    envelope only; the documents are written whole by ``guardar`` from validated reservations."""
+    try:
+        datos = json.loads(documento)
+    except ValueError as exc:
+        return f"not JSON ({exc})"
+    if not isinstance(datos, dict) or datos.get("id") != reserva_id:
+        return "not a reservation with this id"
+    for campo in ("fecha_creacion", "fecha_actualizacion"):
+        if not isinstance(datos.get(campo), str) or not FECHA_RE.fullmatch(datos[campo]):
+            return f"{campo} is not a date"
+    if not isinstance(datos.get("itinerarios"), list) or not datos["itinerarios"]:
+        return "no itineraries"
+    return None
 
 
 def _describe(exc: BaseException) -> str:
@@ -212,10 +233,10 @@ class RepositorioRedis:
         documento = await self._retrying("cannot read reservation", read, deadline)
         if documento is None:
             return None
-        try:
-            return Guardada(reserva_desde_json(json.loads(documento)), documento)
-        except (ValueError, ReglaIncumplida) as exc:  # ReglaIncumplida is a ValueError; explicit
-            raise DocumentoCorrupto(f"stored reservation {reserva_id!r} is invalid: {exc}") from None
+        problema = _problema(documento, reserva_id)
+        if problema:
+            raise DocumentoCorrupto(f"stored reservation {reserva_id!r} is invalid: {problema}")
+        return Guardada(documento)
 
     async def disponible(self) -> bool:
         """True when a node answers ``cluster_state:ok`` within the probe timeout (no retries)."""

@@ -125,7 +125,7 @@ class MemoryRepo:
         if not self.up:
             raise RepositorioNoDisponible("down")
         reserva = self.items.get(reserva_id)
-        return None if reserva is None else Guardada(reserva, documento_de(reserva))
+        return None if reserva is None else Guardada(documento_de(reserva))
 
     async def disponible(self) -> bool:
         return self.up
