@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 import nr
+from nr.lab import IMAGE as LAB_IMAGE
 from services import images
 from services.client import roundtrip
 from services.vuelos_pb import vuelos_pb2_grpc
@@ -73,7 +74,13 @@ def test_missing_docker_is_a_clear_error() -> None:
 
 # --- with Docker ------------------------------------------------------------------------------------
 
-BASE_IMAGE_CANDIDATES = ("aeroalpes-testbase:bookworm", images.DEFAULT_BASE_IMAGE, "python:3.11-slim")
+# Present locally or not at all (no pulls here): the default base, or the lab's image (nr lab image).
+BASE_IMAGE_CANDIDATES = (
+    images.DEFAULT_BASE_IMAGE,
+    "python:3.11-slim",
+    LAB_IMAGE,
+    "aeroalpes-testbase:bookworm",
+)
 
 
 def docker(*args: str, check: bool = True, timeout: float = 120) -> str:
@@ -81,6 +88,13 @@ def docker(*args: str, check: bool = True, timeout: float = 120) -> str:
     if check and run.returncode != 0:
         raise AssertionError(f"docker {' '.join(args)}: {run.stderr.strip()}")
     return run.stdout.strip()
+
+
+def present(image: str) -> bool:
+    return (
+        subprocess.run(["docker", "image", "inspect", image], capture_output=True, check=False).returncode
+        == 0
+    )
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +105,7 @@ def base_image() -> str:
         pytest.skip("docker daemon not reachable (docker info failed)")
     wanted = os.environ.get("BASE_IMAGE") or os.environ.get("AEROALPES_BASE_IMAGE")
     for image in [wanted] if wanted else BASE_IMAGE_CANDIDATES:
-        if image and docker("image", "inspect", image, check=False):
+        if image and present(image):
             return image
     pytest.skip(
         f"no base image present: set BASE_IMAGE (tried {wanted or BASE_IMAGE_CANDIDATES}); no pulls here"
