@@ -55,6 +55,8 @@ async def serve(settings: Settings, sock: socket.socket) -> None:
 
     for sig in STOP_SIGNALS:
         loop.add_signal_handler(sig, on_signal, sig)
+    # A forked worker starts with them blocked (see _spawn): one sent meanwhile is taken now, gracefully.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
     redis = settings.redis
     repo = RepositorioRedis(
         cluster_factory(redis),
@@ -83,7 +85,7 @@ def _spawn(settings: Settings, sock: socket.socket, blocked: set[signal.Signals]
     try:
         for sig in blocked:
             signal.signal(sig, signal.SIG_DFL)
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, blocked)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, blocked - set(STOP_SIGNALS))  # serve() unblocks those
         run_worker(settings, sock)
     except BaseException:
         log.exception("worker failed")
