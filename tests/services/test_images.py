@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import re
@@ -16,7 +17,6 @@ from pathlib import Path
 import pytest
 
 import nr
-from nr.lab import IMAGE as LAB_IMAGE
 from services import images
 from services.client import roundtrip
 from services.vuelos_pb import vuelos_pb2_grpc
@@ -74,11 +74,22 @@ def test_missing_docker_is_a_clear_error() -> None:
 
 # --- with Docker ------------------------------------------------------------------------------------
 
-# Present locally or not at all (no pulls here): the default base, or the lab's image (nr lab image).
+
+def lab_image() -> str:
+    """The lab's base image (``nr lab image``), wherever the engine keeps its name."""
+    for module in ("nr.machines.image", "nr.lab"):
+        try:
+            return str(importlib.import_module(module).IMAGE)
+        except (ImportError, AttributeError):
+            continue
+    return "nr-lab-base:bookworm-2"
+
+
+# Present locally or not at all (no pulls here): the default base, or the lab's image.
 BASE_IMAGE_CANDIDATES = (
     images.DEFAULT_BASE_IMAGE,
     "python:3.11-slim",
-    LAB_IMAGE,
+    lab_image(),
     "aeroalpes-testbase:bookworm",
 )
 
