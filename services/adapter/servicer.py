@@ -98,27 +98,31 @@ class VuelosServicer(vuelos_pb2_grpc.VuelosServicer):  # type: ignore[misc]
             raise RpcFailure(grpc.StatusCode.DEADLINE_EXCEEDED, str(exc)) from None
         return respuesta_desde_rest(response)
 
+    @staticmethod
+    def _log(rpc: str, code: grpc.StatusCode, started: float) -> None:
+        if log.isEnabledFor(logging.INFO):
+            ms = round((time.perf_counter() - started) * 1000, 2)
+            log.info("rpc", extra={"rpc": rpc, "code": code.name, "ms": ms})
+
     async def _run(
         self, rpc: str, context: Any, body: Callable[[], Awaitable[vuelos_pb2.RespuestaReserva]]
     ) -> Any:
+        """Runs ``body``; logs the RPC before its answer leaves (so the log is in order with it)."""
         started = time.perf_counter()
-        code = grpc.StatusCode.OK
         try:
-            return await body()
+            answer = await body()
         except RpcFailure as failure:
-            code = failure.code
+            self._log(rpc, failure.code, started)
             await context.abort(failure.code, failure.details)
         except asyncio.CancelledError:
-            code = grpc.StatusCode.CANCELLED
+            self._log(rpc, grpc.StatusCode.CANCELLED, started)
             raise
         except Exception:
-            code = grpc.StatusCode.INTERNAL
             log.exception("rpc failed", extra={"rpc": rpc})
+            self._log(rpc, grpc.StatusCode.INTERNAL, started)
             await context.abort(grpc.StatusCode.INTERNAL, "internal adapter error")
-        finally:
-            if log.isEnabledFor(logging.INFO):
-                ms = round((time.perf_counter() - started) * 1000, 2)
-                log.info("rpc", extra={"rpc": rpc, "code": code.name, "ms": ms})
+        self._log(rpc, grpc.StatusCode.OK, started)
+        return answer
 
     async def CrearReserva(self, request: vuelos_pb2.Reserva, context: Any) -> Any:
         async def body() -> vuelos_pb2.RespuestaReserva:
