@@ -10,6 +10,8 @@ What it guarantees against slow, idle or hostile clients (limits in ``config.Lim
 * at most ``max_connections`` connections: one more closes the longest-idle keep-alive connection,
   else the oldest one still sending its request head; when every connection is busy with a request
   the newcomer gets an immediate 503. A health probe therefore always gets in;
+* a client that stops reading its answers (the write buffer stays full) for ``body_timeout`` is
+  disconnected;
 * head over ``max_header_bytes``: 431; target over ``max_url_bytes``: 414; body (declared or chunked)
   over ``max_body_bytes``: 413, before reading it.
 
@@ -284,7 +286,8 @@ class HttpConnection(asyncio.Protocol):
                 self._send(encode(response, keep_alive=keep_alive, head=request.method == "HEAD"))
                 if not keep_alive:
                     return self._close()
-                await self.writable.wait()
+                if not self.writable.is_set() and not await self._drained():
+                    return self.abort()
         finally:
             self.worker = None
         if self.server.stopping and self.receiving is None:
@@ -292,6 +295,17 @@ class HttpConnection(asyncio.Protocol):
         if self.receiving is None and not self.closing:
             self._arm(self.limits.keepalive_timeout, "keep-alive")
         return None
+
+    async def _drained(self) -> bool:
+        """Waits until the client reads what it was sent; False when it has not within the body
+        timeout (a client that pipelines requests and never reads the answers holds no connection)."""
+        try:
+            async with asyncio.timeout(self.limits.body_timeout):
+                await self.writable.wait()
+        except TimeoutError:
+            log.info("client not reading its answers")
+            return False
+        return True
 
     def _send(self, data: bytes) -> None:
         if self.transport is not None and not self.transport.is_closing():

@@ -259,3 +259,38 @@ def test_graceful_shutdown_answers_requests_in_progress() -> None:
             status, headers, _ = read_response(busy)
             assert (status, headers["connection"]) == (200, "close")
         idle.close()
+
+
+def test_a_client_that_never_reads_its_answers_is_disconnected(running: Running) -> None:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # fills fast: the server must stop writing
+    sock.connect(("127.0.0.1", running.port))
+    sock.settimeout(5)
+    sock.sendall(request("GET", "/health"))
+    assert read_response(sock)[0] == 200  # admitted
+    sock.settimeout(0.5)
+    batch = request("GET", "/health") * 500
+    sent, ended = 0, threading.Event()
+
+    def flood() -> None:
+        nonlocal sent
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and not ended.is_set():
+            try:
+                sock.sendall(batch)
+                sent += 500
+            except TimeoutError:
+                continue  # the server stopped reading (its queue is full): keep pushing
+            except OSError:
+                return  # disconnected
+
+    flooder = threading.Thread(target=flood)
+    flooder.start()
+    started = time.monotonic()
+    while running.server.connections and time.monotonic() - started < 12:
+        time.sleep(0.1)
+    ended.set()
+    flooder.join(5)
+    sock.close()
+    assert sent > 500
+    assert not running.server.connections  # LIMITS.body_timeout (1 s) after its answers stopped draining
