@@ -5,7 +5,9 @@ one byte per second is cut off by the body timeout. (gunicorn's gthread workers 
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
 import statistics
 import urllib.request
 from collections.abc import Iterator
@@ -64,3 +66,34 @@ def test_a_body_at_one_byte_per_second_is_cut_off(hardened: str) -> None:
     assert result.answer.startswith(b"HTTP/1.1 408"), result
     assert BODY_TIMEOUT - 0.5 < result.seconds < BODY_TIMEOUT + 2.0, result
     assert result.sent < 10
+
+
+def raw_exchange(port: int, data: bytes) -> bytes:
+    """Sends ``data`` (ignoring a reset once the server has answered) and returns the answer's start."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            sock.sendall(data)
+        answer = b""
+        with contextlib.suppress(ConnectionResetError, TimeoutError):
+            while b"\r\n\r\n" not in answer and (chunk := sock.recv(65536)):
+                answer += chunk
+            answer += sock.recv(65536)
+    return answer
+
+
+def test_deeply_nested_json_is_a_400_and_no_traceback(hardened: str, logs_dir: Path) -> None:
+    body = b"[" * 100_000 + b"]" * 100_000
+    head = f"POST /vuelos/reserva HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    answer = raw_exchange(port_of(hardened), head.encode() + body)
+    assert answer.startswith(b"HTTP/1.1 400"), answer[:200]
+    assert b"JSONInvalido - " in answer
+    log = (logs_dir / "aeroalpes-hostile.log").read_text()
+    assert "Traceback" not in log and "RecursionError" not in log
+
+
+def test_a_chunked_body_over_the_limit_is_413(hardened: str) -> None:
+    chunk = b"x" * 65536
+    head = b"POST /vuelos/reserva HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+    body = (b"%x\r\n" % len(chunk) + chunk + b"\r\n") * 20 + b"0\r\n\r\n"  # 1.25 MiB
+    answer = raw_exchange(port_of(hardened), head + body)
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
