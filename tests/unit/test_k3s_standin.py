@@ -17,7 +17,8 @@ from typing import Any
 import pytest
 import yaml
 
-from tasks.k3s.plan import HostInfo, Role, build_cluster, render_config
+from tasks.k3s.render import render_config
+from tasks.k3s.spec import HostInfo, Role, build_cluster
 
 FAKE = Path(__file__).resolve().parents[1] / "fakes" / "k3s"
 
