@@ -125,7 +125,7 @@ class Planner:
             readers.insert(0, hosts[cluster.first.name])
         prep.facts = ctx.run("facts", lambda run: _read(run, cluster), hosts=readers).values
         first = prep.first_facts
-        config = first.files[CONFIG].text if first is not None and first.files[CONFIG].exists else None
+        config = first.file(CONFIG).text if first is not None else None
         prep.tokens = resolve_tokens(ctx, cluster, hosts, config, readable=first is not None)
         nodes = prep.node_list()
         for target in prep.targets:
