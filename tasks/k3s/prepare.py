@@ -103,6 +103,22 @@ def _read(run: HostRun, cluster: ClusterSpec) -> Outcome[Facts]:
     return Outcome(value=facts, summary=f"k3s {binary_version(facts) or 'not installed'}")
 
 
+def _encryption(ctx: PlayContext, cluster: ClusterSpec, first: Host, config: str | None) -> ClusterSpec:
+    """secrets-encryption is on by default for a new cluster only: k3s does not support enabling it on a
+    cluster that was started without it (docs: security/secrets-encryption, cli/secrets-encrypt)."""
+    if config is None or not cluster.secrets_encryption or "secrets-encryption: true" in config:
+        return cluster
+    if first.get("k3s_secrets_encryption") is True:
+        raise NrError(
+            f"the cluster on {first.name} was created without secrets-encryption, and k3s does not support "
+            "enabling it later; remove data.k3s_secrets_encryption, or rebuild the cluster to have it"
+        )
+    ctx.note(
+        f"the cluster on {first.name} was created without secrets-encryption (k3s cannot enable it later): kept off"
+    )
+    return replace(cluster, secrets_encryption=False)
+
+
 class Planner:
     """Reads every host in scope (and the first server, read-only, when outside --limit) and plans it."""
 
@@ -127,6 +143,7 @@ class Planner:
         first = prep.first_facts
         config = first.file(CONFIG).text if first is not None else None
         prep.tokens = resolve_tokens(ctx, cluster, hosts, config, readable=first is not None)
+        prep.cluster = _encryption(ctx, cluster, hosts[cluster.first.name], config)
         nodes = prep.node_list()
         for target in prep.targets:
             if target.name in prep.facts:

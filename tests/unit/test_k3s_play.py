@@ -424,3 +424,20 @@ def test_facts_parse_stdout_only() -> None:
     from tasks.k3s.status import parse_nodes
 
     assert parse_nodes(Output(0, '{"items": []}', MEMCACHE)) == {}
+
+
+def test_secrets_encryption_is_on_for_new_clusters_only(tmp_path: Path) -> None:
+    """issue 10 item 13, and k3s docs security/secrets-encryption: it cannot be enabled on a cluster
+    that was started without it."""
+    c = Cluster(["s1"], [], tmp_path, installed={"s1"}, ready={"s1"})
+    old = c.spec({"k3s_secrets_encryption": False})
+    c.extra_files["s1"] = {CONFIG: render_config(old, old.first, TOKEN).encode()}
+    drift = c.run("drift", dry_run=True)
+    assert drift.drift == [] and any("created without secrets-encryption" in n for n in drift.notes)
+    from nr.errors import NrError
+
+    with pytest.raises(NrError, match="does not support enabling it later"):
+        c.run("drift", dry_run=True, k3s_secrets_encryption=True)
+    fresh = Cluster(["s1"], [], tmp_path / "new")
+    fresh.tmp.mkdir()
+    assert "secrets-encryption: true" in next(r.diff for r in fresh.run("apply", dry_run=True).rows if r.changed)
