@@ -281,9 +281,7 @@ def test_reset_then_three_servers_with_cluster_init_and_serial_joins(site: Site)
     left = site.env.exec(mounted, "mountpoint -q /var/lib/rancher/k3s && echo mounted; ls -A /var/lib/rancher/k3s; "
                          "ls /var/lib/cni 2>&1 | head -1; ip netns show | grep -c cni- || true")  # fmt: skip
     assert left.split("\n")[0] == "mounted" and "No such file" in left and left.strip().endswith("0"), left
-    site.env.exec(
-        mounted, "umount /var/lib/rancher/k3s && rmdir /var/lib/rancher/k3s && rm -rf /tmp/k3s-data"
-    )
+    site.env.exec(mounted, "umount /var/lib/rancher/k3s && rm -rf /var/lib/rancher/k3s /tmp/k3s-data")
     for host in site.hosts:
         left = site.env.exec(
             host,

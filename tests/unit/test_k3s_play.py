@@ -440,4 +440,6 @@ def test_secrets_encryption_is_on_for_new_clusters_only(tmp_path: Path) -> None:
         c.run("drift", dry_run=True, k3s_secrets_encryption=True)
     fresh = Cluster(["s1"], [], tmp_path / "new")
     fresh.tmp.mkdir()
-    assert "secrets-encryption: true" in next(r.diff for r in fresh.run("apply", dry_run=True).rows if r.changed)
+    assert "secrets-encryption: true" in next(
+        r.diff for r in fresh.run("apply", dry_run=True).rows if r.changed
+    )
