@@ -34,6 +34,7 @@ def k3s(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
     monkeypatch.setattr(module, "IMAGES_DIR", str(tmp_path / "agent-images"))
     monkeypatch.setattr(module, "DOCKER_SOCK", str(tmp_path / "no-docker.sock"))
     monkeypatch.delenv("KUBECTL_EXTERNAL_DIFF", raising=False)
+    monkeypatch.setattr(module, "API_STARTING", 0.0)  # no "apiserver not ready" window in these tests
     return module
 
 
