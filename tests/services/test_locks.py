@@ -16,7 +16,7 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from services import images
+from tasks.deploy import images
 from tests.support.locks import DEV_LOCK, ROOT, TOOL_LOCK, Pin, pyproject, read_lock, requirements_in
 
 SERVICE_LOCKS = {key: spec.requirements for key, spec in images.IMAGES.items()}
