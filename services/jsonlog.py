@@ -53,20 +53,3 @@ def configure(level: str = "INFO", secrets: Iterable[str] = ()) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-
-
-def dict_config(level: str = "INFO", secrets: Iterable[str] = ()) -> dict[str, Any]:
-    """A ``logging.config.dictConfig`` mapping with the same effect (for gunicorn's logconfig_dict)."""
-    formatter = {"()": JsonFormatter, "secrets": tuple(secrets)}
-    handler = {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"}
-    return {
-        "version": 1,
-        "disable_existing_loggers": False,
-        "formatters": {"json": formatter},
-        "handlers": {"stderr": handler},
-        "root": {"level": level.upper(), "handlers": ["stderr"]},
-        "loggers": {
-            "gunicorn.error": {"level": level.upper(), "handlers": [], "propagate": True},
-            "gunicorn.access": {"level": "WARNING", "handlers": [], "propagate": True},
-        },
-    }

@@ -15,7 +15,7 @@ CATALOG = Catalog(
         Entry("k3s", "k3s servers and agents: config, units, binary, ordered rollout, readiness, kubeconfig",
               "tasks.k3s.contract:CONTRACT", "tasks.k3s.play:component"),
         Entry("k3s-reset", "uninstall k3s (agents first, then servers); not part of site",
-              "tasks.k3s.contract:CONTRACT", "tasks.k3s.play:reset_component"),
+              "tasks.k3s.contract:CONTRACT", "tasks.k3s.reset:reset_component"),
         Entry("deploy", "AeroAlpes and its gRPC adapter on k3s (images pushed to the nodes, manifests applied)",
               "tasks.deploy.contract:CONTRACT", "tasks.deploy.play:component"),
         Entry("checks", "the app works: Deployments available, gRPC round trips through every node",

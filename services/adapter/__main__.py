@@ -10,7 +10,6 @@ from types import FrameType
 
 from services import jsonlog
 from services.adapter import config
-from services.adapter.server import BindError, start
 from services.secret import ConfigError
 
 log = logging.getLogger("aeroalpes.adapter")
@@ -20,12 +19,18 @@ def main() -> None:
     try:
         settings = config.from_env()
         jsonlog.configure(settings.log_level)
-        logging.getLogger("urllib3").setLevel(logging.ERROR)  # retries are reported per RPC instead
     except (ConfigError, ValueError) as exc:
         jsonlog.configure()
         log.error("invalid configuration", extra={"error": str(exc)})
         sys.exit(2)
 
+    try:
+        from services.adapter.server import BindError, start
+    except ImportError as exc:  # the tool's install (pipx install .) has no server libraries
+        log.error(
+            "missing library", extra={"error": str(exc), "fix": "pip install 'nr-orchestrator[services]'"}
+        )
+        sys.exit(2)
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:

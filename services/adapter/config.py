@@ -6,8 +6,10 @@ variable            meaning                                                defau
 PORT                gRPC port                                              50051
 HOST                bind address                                           0.0.0.0
 AEROALPES_URL       base URL of the AeroAlpes REST API                     http://aeroalpes:5000
-AEROALPES_TIMEOUT   REST timeout (s) when the gRPC client set no deadline  5
-ADAPTER_WORKERS     RPC worker threads (also the HTTP pool size)           16
+AEROALPES_TIMEOUT   REST timeout (s) when the gRPC client set no deadline  20 (> AeroAlpes's
+                                                                           request budget, 15)
+ADAPTER_WORKERS     keep-alive connections kept open to AeroAlpes          16
+                    (RPCs are served concurrently on one event loop)
 ADAPTER_GRACE       seconds in-flight RPCs get on SIGTERM                  10
 LOG_LEVEL           DEBUG, INFO, WARNING, ERROR                            INFO
 ==================  =====================================================  =====================
@@ -29,7 +31,7 @@ class Settings:
     aeroalpes_url: str = "http://aeroalpes:5000"
     host: str = "0.0.0.0"
     port: int = 50051
-    rest_timeout: float = 5.0
+    rest_timeout: float = 20.0
     workers: int = 16
     grace: float = 10.0
     log_level: str = "INFO"
@@ -53,7 +55,7 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         aeroalpes_url=check_url(env_str(env, "AEROALPES_URL", "http://aeroalpes:5000")),
         host=env_str(env, "HOST", "0.0.0.0"),
         port=env_int(env, "PORT", 50051, minimum=1, maximum=65535),
-        rest_timeout=env_float(env, "AEROALPES_TIMEOUT", 5.0),
+        rest_timeout=env_float(env, "AEROALPES_TIMEOUT", 20.0),
         workers=env_int(env, "ADAPTER_WORKERS", 16, minimum=1, maximum=1024),
         grace=env_float(env, "ADAPTER_GRACE", 10.0),
         log_level=env_str(env, "LOG_LEVEL", "INFO").upper(),

@@ -1,14 +1,18 @@
 """``vuelos.Vuelos`` implemented by calling the AeroAlpes REST API.
 
 Errors are gRPC status codes: invalid input INVALID_ARGUMENT, unknown id NOT_FOUND, AeroAlpes (or
-its store) unreachable UNAVAILABLE, no answer within the deadline DEADLINE_EXCEEDED.
+its store) unreachable UNAVAILABLE, no answer within the deadline DEADLINE_EXCEEDED. From AeroAlpes's
+size limits: 413 (body too large) is RESOURCE_EXHAUSTED, as gRPC itself answers an oversized message;
+414 (request target too long) is INVALID_ARGUMENT, since only an over-long id can cause it, and such
+ids (over MAX_ID_LENGTH characters) are refused here before AeroAlpes is called.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -22,6 +26,7 @@ from services.vuelos_pb import vuelos_pb2, vuelos_pb2_grpc
 log = logging.getLogger("aeroalpes.adapter")
 
 OK = "OK"
+MAX_ID_LENGTH = 128  # as AeroAlpes: no reservation has a longer id
 # grpcio reports "no deadline" as a deadline in the infinite future: anything this far away is none.
 NO_DEADLINE_BEYOND = 365 * 86400.0
 
@@ -37,13 +42,13 @@ class RpcFailure(Exception):
 
 def status_for_http(status: int) -> grpc.StatusCode:
     """The gRPC code for a non-2xx AeroAlpes answer."""
-    if status in (400, 422):
+    if status in (400, 414, 422, 431):
         return grpc.StatusCode.INVALID_ARGUMENT
     if status == 404:
         return grpc.StatusCode.NOT_FOUND
     if status in (502, 503, 504):
         return grpc.StatusCode.UNAVAILABLE
-    if status == 429:
+    if status in (413, 429):
         return grpc.StatusCode.RESOURCE_EXHAUSTED
     return grpc.StatusCode.INTERNAL
 
@@ -68,7 +73,7 @@ def respuesta_desde_rest(response: RestResponse) -> vuelos_pb2.RespuestaReserva:
 
 
 class VuelosServicer(vuelos_pb2_grpc.VuelosServicer):  # type: ignore[misc]
-    def __init__(self, rest: AeroAlpesRest, default_timeout: float = 5.0) -> None:
+    def __init__(self, rest: AeroAlpesRest, default_timeout: float = 20.0) -> None:
         self._rest = rest
         self._default_timeout = default_timeout
 
@@ -81,48 +86,65 @@ class VuelosServicer(vuelos_pb2_grpc.VuelosServicer):  # type: ignore[misc]
             raise RpcFailure(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline already expired")
         return float(remaining)
 
-    def _call(self, context: Any, request: Callable[[float], RestResponse]) -> vuelos_pb2.RespuestaReserva:
+    async def _call(
+        self, context: Any, request: Callable[[float], Awaitable[RestResponse]]
+    ) -> vuelos_pb2.RespuestaReserva:
         timeout = self._timeout(context)
         try:
-            response = request(timeout)
+            response = await request(timeout)
         except AeroAlpesUnreachable as exc:
             raise RpcFailure(grpc.StatusCode.UNAVAILABLE, str(exc)) from None
         except AeroAlpesTimeout as exc:
             raise RpcFailure(grpc.StatusCode.DEADLINE_EXCEEDED, str(exc)) from None
         return respuesta_desde_rest(response)
 
-    def _run(self, rpc: str, context: Any, body: Callable[[], vuelos_pb2.RespuestaReserva]) -> Any:
-        started = time.perf_counter()
-        code = grpc.StatusCode.OK
-        try:
-            return body()
-        except RpcFailure as failure:
-            code = failure.code
-            context.abort(failure.code, failure.details)
-        except Exception:
-            code = grpc.StatusCode.INTERNAL
-            log.exception("rpc failed", extra={"rpc": rpc})
-            context.abort(grpc.StatusCode.INTERNAL, "internal adapter error")
-        finally:
-            log.info(
-                "rpc",
-                extra={"rpc": rpc, "code": code.name, "ms": round((time.perf_counter() - started) * 1000, 2)},
-            )
+    @staticmethod
+    def _log(rpc: str, code: grpc.StatusCode, started: float) -> None:
+        if log.isEnabledFor(logging.INFO):
+            ms = round((time.perf_counter() - started) * 1000, 2)
+            log.info("rpc", extra={"rpc": rpc, "code": code.name, "ms": ms})
 
-    def CrearReserva(self, request: vuelos_pb2.Reserva, context: Any) -> Any:
-        def body() -> vuelos_pb2.RespuestaReserva:
+    async def _run(
+        self, rpc: str, context: Any, body: Callable[[], Awaitable[vuelos_pb2.RespuestaReserva]]
+    ) -> Any:
+        """Runs ``body``; logs the RPC before its answer leaves (so the log is in order with it)."""
+        started = time.perf_counter()
+        try:
+            answer = await body()
+        except RpcFailure as failure:
+            self._log(rpc, failure.code, started)
+            await context.abort(failure.code, failure.details)
+        except asyncio.CancelledError:
+            self._log(rpc, grpc.StatusCode.CANCELLED, started)
+            raise
+        except Exception:
+            log.exception("rpc failed", extra={"rpc": rpc})
+            self._log(rpc, grpc.StatusCode.INTERNAL, started)
+            await context.abort(grpc.StatusCode.INTERNAL, "internal adapter error")
+        self._log(rpc, grpc.StatusCode.OK, started)
+        return answer
+
+    async def CrearReserva(self, request: vuelos_pb2.Reserva, context: Any) -> Any:
+        async def body() -> vuelos_pb2.RespuestaReserva:
             try:
                 cuerpo = itinerarios_a_json(itinerarios_desde_proto(request))
             except ReglaIncumplida as exc:
                 raise RpcFailure(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from None
-            return self._call(context, lambda timeout: self._rest.crear_reserva(cuerpo, timeout))
+            return await self._call(context, lambda timeout: self._rest.crear_reserva(cuerpo, timeout))
 
-        return self._run("CrearReserva", context, body)
+        return await self._run("CrearReserva", context, body)
 
-    def ConsultarReserva(self, request: vuelos_pb2.QueryReserva, context: Any) -> Any:
-        def body() -> vuelos_pb2.RespuestaReserva:
+    async def ConsultarReserva(self, request: vuelos_pb2.QueryReserva, context: Any) -> Any:
+        async def body() -> vuelos_pb2.RespuestaReserva:
             if not request.id.strip():
                 raise RpcFailure(grpc.StatusCode.INVALID_ARGUMENT, "QueryReserva.id is required")
-            return self._call(context, lambda timeout: self._rest.consultar_reserva(request.id, timeout))
+            if len(request.id) > MAX_ID_LENGTH:
+                raise RpcFailure(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"QueryReserva.id is longer than {MAX_ID_LENGTH} characters ({len(request.id)})",
+                )
+            return await self._call(
+                context, lambda timeout: self._rest.consultar_reserva(request.id, timeout)
+            )
 
-        return self._run("ConsultarReserva", context, body)
+        return await self._run("ConsultarReserva", context, body)

@@ -23,7 +23,7 @@ from services.aeroalpes.domain import (
 )
 
 FORMATO_FECHA = "%Y-%m-%dT%H:%M:%SZ"
-_FECHA_RE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z")
+FECHA_RE = re.compile(r"(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})Z")
 
 JSON_INVALIDO = "JSONInvalido"
 FORMATO_INVALIDO = "FormatoInvalido"
@@ -33,27 +33,32 @@ JsonObject = dict[str, Any]
 
 
 def formatear_fecha(valor: datetime) -> str:
-    return valor.astimezone(UTC).strftime(FORMATO_FECHA)
+    v = valor.astimezone(UTC)
+    return f"{v.year:04d}-{v.month:02d}-{v.day:02d}T{v.hour:02d}:{v.minute:02d}:{v.second:02d}Z"
 
 
 def leer_fecha(valor: object, campo: str) -> datetime:
     """Parses ``YYYY-MM-DDTHH:MM:SSZ`` strictly (UTC)."""
-    if not isinstance(valor, str) or not _FECHA_RE.fullmatch(valor):
+    found = FECHA_RE.fullmatch(valor) if isinstance(valor, str) else None
+    if found is None:
         raise ReglaIncumplida(
             FECHA_INVALIDA, f"{campo} must be a date like 2022-11-22T13:10:00Z, got {valor!r}"
         )
     try:
-        return datetime.strptime(valor, FORMATO_FECHA).replace(tzinfo=UTC)
+        y, mo, d, h, mi, sec = map(int, found.groups())
+        return datetime(y, mo, d, h, mi, sec, tzinfo=UTC)
     except ValueError as exc:
         raise ReglaIncumplida(FECHA_INVALIDA, f"{campo}: {valor!r} is not a valid date ({exc})") from None
 
 
 def leer_cuerpo(datos: bytes) -> object:
-    """Decodes a request body; malformed JSON raises ``JSONInvalido``."""
+    """Decodes a request body; malformed (or absurdly deeply nested) JSON raises ``JSONInvalido``."""
     try:
         return json.loads(datos)
     except (UnicodeDecodeError, ValueError) as exc:
         raise ReglaIncumplida(JSON_INVALIDO, f"the body is not valid JSON ({exc})") from None
+    except RecursionError:
+        raise ReglaIncumplida(JSON_INVALIDO, "the body is nested too deeply") from None
 
 
 # --- typed access with a readable path ---------------------------------------------------------

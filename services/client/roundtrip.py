@@ -54,6 +54,22 @@ def sample_reserva(now: datetime | None = None) -> vuelos_pb2.Reserva:
     return nueva_reserva_a_proto((ida, vuelta))
 
 
+RETRY_PAUSE = 0.5  # seconds before the one retry of an UNAVAILABLE call
+
+
+def _call(method: Any, request: Any, timeout: float, retries: int, **kwargs: Any) -> Any:
+    """``method(request)``, again (``retries`` times) when it fails UNAVAILABLE: the adapter or
+    AeroAlpes restarting, or a Redis failover that outlasted AeroAlpes's budget."""
+    for attempt in range(retries + 1):
+        try:
+            return method(request, timeout=timeout, **kwargs)
+        except grpc.RpcError as exc:
+            if attempt == retries or not hasattr(exc, "code") or exc.code() != grpc.StatusCode.UNAVAILABLE:
+                raise
+        time.sleep(RETRY_PAUSE)
+    raise AssertionError("unreachable")
+
+
 def _as_dict(message: Any) -> dict[str, Any]:
     return dict(MessageToDict(message, preserving_proto_field_name=True))
 
@@ -88,10 +104,12 @@ def roundtrip(
     *,
     reserva: vuelos_pb2.Reserva | None = None,
     wait_for_ready: bool = False,
+    retries: int = 1,
 ) -> RoundTripResult:
     """CrearReserva then ConsultarReserva(id) against the adapter at ``target`` (host:port).
 
-    ``timeout`` is each RPC's deadline. Never raises for RPC failures: they come back as ``ok=False``.
+    ``timeout`` is each RPC's deadline; an RPC that fails UNAVAILABLE is tried ``retries`` more
+    times. Never raises for RPC failures: they come back as ``ok=False``.
     """
     sent = reserva if reserva is not None else sample_reserva()
     seconds: dict[str, float] = {}
@@ -99,7 +117,7 @@ def roundtrip(
         stub = vuelos_pb2_grpc.VuelosStub(channel)
         started = time.perf_counter()
         try:
-            created = stub.CrearReserva(sent, timeout=timeout, wait_for_ready=wait_for_ready)
+            created = _call(stub.CrearReserva, sent, timeout, retries, wait_for_ready=wait_for_ready)
         except grpc.RpcError as exc:
             return RoundTripResult(False, _rpc_error("CrearReserva", exc))
         seconds["crear"] = round(time.perf_counter() - started, 6)
@@ -110,7 +128,9 @@ def roundtrip(
             )
         started = time.perf_counter()
         try:
-            fetched = stub.ConsultarReserva(vuelos_pb2.QueryReserva(id=created.reserva.id), timeout=timeout)
+            fetched = _call(
+                stub.ConsultarReserva, vuelos_pb2.QueryReserva(id=created.reserva.id), timeout, retries
+            )
         except grpc.RpcError as exc:
             return RoundTripResult(False, _rpc_error("ConsultarReserva", exc), created_dict, None, seconds)
         seconds["consultar"] = round(time.perf_counter() - started, 6)
@@ -124,7 +144,7 @@ def roundtrip(
     )
 
 
-def lookup_probe(target: str, timeout: float = 10.0) -> RoundTripResult:
+def lookup_probe(target: str, timeout: float = 10.0, retries: int = 1) -> RoundTripResult:
     """Read-only: ConsultarReserva of an id no reservation can have (ids are UUIDs). NOT_FOUND proves
     the whole path (adapter -> AeroAlpes -> Redis Cluster) without writing anything."""
     probe_id = f"nr-probe-{uuid.uuid4().hex}"
@@ -132,7 +152,7 @@ def lookup_probe(target: str, timeout: float = 10.0) -> RoundTripResult:
     with grpc.insecure_channel(target) as channel:
         stub = vuelos_pb2_grpc.VuelosStub(channel)
         try:
-            stub.ConsultarReserva(vuelos_pb2.QueryReserva(id=probe_id), timeout=timeout)
+            _call(stub.ConsultarReserva, vuelos_pb2.QueryReserva(id=probe_id), timeout, retries)
         except grpc.RpcError as exc:
             seconds = {"consultar": round(time.perf_counter() - started, 6)}
             if exc.code() == grpc.StatusCode.NOT_FOUND:

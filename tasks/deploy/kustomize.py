@@ -105,19 +105,8 @@ def _set_images(obj: dict[str, Any], images: list[dict[str, Any]]) -> None:
                 c["image"] = f"{new_name}:{new_tag}" if new_tag else str(new_name)
 
 
-def build(folder: Path) -> list[dict[str, Any]]:
-    """Objects of the kustomization in ``folder`` (pure: reads files, touches nothing)."""
-    kfile = folder / "kustomization.yaml"
-    if not kfile.exists():
-        raise KustomizeError(f"{folder}: no kustomization.yaml")
-    k = yaml.safe_load(kfile.read_text()) or {}
-    unknown = set(k) - SUPPORTED
-    if unknown:
-        raise KustomizeError(f"{kfile}: unsupported field(s) {', '.join(sorted(unknown))}")
-    objects: list[dict[str, Any]] = []
-    for res in k.get("resources") or []:
-        path = (folder / res).resolve()
-        objects += build(path) if path.is_dir() else _load_yaml_docs(path)
+def _generate(kfile: Path, k: dict[str, Any], objects: list[dict[str, Any]]) -> None:
+    """``configMapGenerator`` (literals, without name suffix hashes), into ``objects``."""
     disable_hash = bool((k.get("generatorOptions") or {}).get("disableNameSuffixHash"))
     for gen in k.get("configMapGenerator") or []:
         if not disable_hash and not (gen.get("options") or {}).get("disableNameSuffixHash"):
@@ -127,21 +116,23 @@ def build(folder: Path) -> list[dict[str, Any]]:
         data = dict(line.split("=", 1) for line in gen.get("literals") or [])
         behavior = gen.get("behavior", "create")
         existing = [o for o in objects if o["kind"] == "ConfigMap" and o["metadata"]["name"] == gen["name"]]
+        if behavior not in ("create", "replace", "merge"):
+            raise KustomizeError(f"{kfile}: configMapGenerator behavior '{behavior}' is not supported")
+        if behavior == "create" and existing:
+            raise KustomizeError(f"{kfile}: ConfigMap {gen['name']} already exists (use behavior: replace)")
+        if behavior != "create" and not existing:
+            raise KustomizeError(f"{kfile}: ConfigMap {gen['name']} to {behavior} does not exist")
         if behavior == "create":
-            if existing:
-                raise KustomizeError(
-                    f"{kfile}: ConfigMap {gen['name']} already exists (use behavior: replace)"
-                )
             objects.append(
                 {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": gen["name"]}, "data": data}
             )
-        elif behavior in ("replace", "merge"):
-            if not existing:
-                raise KustomizeError(f"{kfile}: ConfigMap {gen['name']} to {behavior} does not exist")
+        else:
             cm = existing[0]
             cm["data"] = data if behavior == "replace" else {**(cm.get("data") or {}), **data}
-        else:
-            raise KustomizeError(f"{kfile}: configMapGenerator behavior '{behavior}' is not supported")
+
+
+def _patch(kfile: Path, k: dict[str, Any], objects: list[dict[str, Any]]) -> None:
+    """``patches``: JSON 6902 operations on the objects their ``target`` (kind, name) names."""
     for patch in k.get("patches") or []:
         target = patch.get("target") or {}
         ops = patch.get("patch")
@@ -158,9 +149,10 @@ def build(folder: Path) -> list[dict[str, Any]]:
         for o in hits:
             for op in ops:
                 _apply_op(o, op)
-    if k.get("images"):
-        for o in objects:
-            _set_images(o, k["images"])
+
+
+def _label(kfile: Path, k: dict[str, Any], objects: list[dict[str, Any]]) -> None:
+    """``namespace`` and ``labels`` (pairs, without selectors or templates)."""
     if k.get("namespace"):
         for o in objects:
             if o["kind"] not in NAMESPACED_EXCEPTIONS:
@@ -170,6 +162,26 @@ def build(folder: Path) -> list[dict[str, Any]]:
             raise KustomizeError(f"{kfile}: labels with includeSelectors/includeTemplates are not supported")
         for o in objects:
             o["metadata"].setdefault("labels", {}).update(rule.get("pairs") or {})
+
+
+def build(folder: Path) -> list[dict[str, Any]]:
+    """Objects of the kustomization in ``folder`` (pure: reads files, touches nothing)."""
+    kfile = folder / "kustomization.yaml"
+    if not kfile.exists():
+        raise KustomizeError(f"{folder}: no kustomization.yaml")
+    k = yaml.safe_load(kfile.read_text()) or {}
+    unknown = set(k) - SUPPORTED
+    if unknown:
+        raise KustomizeError(f"{kfile}: unsupported field(s) {', '.join(sorted(unknown))}")
+    objects: list[dict[str, Any]] = []
+    for res in k.get("resources") or []:
+        path = (folder / res).resolve()
+        objects += build(path) if path.is_dir() else _load_yaml_docs(path)
+    _generate(kfile, k, objects)
+    _patch(kfile, k, objects)
+    for o in objects if k.get("images") else []:
+        _set_images(o, k["images"])
+    _label(kfile, k, objects)
     return objects
 
 

@@ -1,134 +1,27 @@
-"""The k3s play on the operator's machine: the release cache, the cluster token file, the kubeconfig.
+"""The k3s play on the operator's machine: the cluster token file and the kubeconfig.
 
-* :class:`ReleaseCache` downloads a release asset once into ``~/.cache/nr/k3s/<version>/``, checks
-  it against the release's ``sha256sum-<arch>.txt`` and refuses a mismatch. The fetch function is
-  a parameter, so the verification is tested with local files.
 * :func:`load_token` / :func:`store_token`: a generated token lives in ``<inventory>/secrets/k3s_token``
-  (0600); it is written once and reused (k3s cannot change it later).
-* :func:`update_kubeconfig`: merge the fetched k3s.yaml into the operator's kubeconfig (0600),
-  leaving every other cluster, user and context alone, writing only when the content changes.
+  (0600); it is written once and reused (changing it later takes ``k3s token rotate`` on the cluster).
+* :func:`rewrite_kubeconfig` / :func:`merge_kubeconfig` (pure) and :func:`update_kubeconfig`: merge
+  the fetched k3s.yaml into the operator's kubeconfig (0600), leaving every other cluster, user and
+  context alone, writing only when the content changes.
 """
 
 from __future__ import annotations
 
-import hashlib
+import copy
 import os
 import secrets
-import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from nr.errors import NrError
-from nr.ops.files import local_sha256
 from nr.secrets import Secret, SecretRef, write_secret_file
-from tasks.k3s.plan import BinarySource, merge_kubeconfig, parse_sha256sums, release_asset, release_url
 
 TOKEN_FILE = "secrets/k3s_token"
-DOWNLOAD_TIMEOUT = 60
-
-Fetch = Callable[[str, Path], None]
-
-
-def http_fetch(url: str, dest: Path) -> None:
-    """Download ``url`` to ``dest`` (streamed; bounded time without progress)."""
-    req = urllib.request.Request(url, headers={"User-Agent": "nr-orchestrator"})
-    try:
-        with urllib.request.urlopen(req, timeout=DOWNLOAD_TIMEOUT) as resp, dest.open("wb") as fh:
-            while chunk := resp.read(1 << 20):
-                fh.write(chunk)
-    except OSError as exc:
-        raise NrError(
-            f"cannot download {url}: {exc}; on a machine without internet access set data.k3s_binary "
-            "(and data.k3s_airgap_images) to local files"
-        ) from None
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-class ReleaseCache:
-    """k3s release binaries, downloaded once and verified (``~/.cache/nr/k3s/<version>/<asset>``)."""
-
-    def __init__(self, root: Path | None = None, fetch: Fetch = http_fetch) -> None:
-        self.root = root or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "nr" / "k3s"
-        self.fetch = fetch
-
-    def _checksums(self, version: str, name: str) -> dict[str, str]:
-        folder = self.root / version
-        path = folder / name
-        if not path.exists():
-            folder.mkdir(parents=True, exist_ok=True)
-            part = path.with_name(path.name + ".part")
-            self.fetch(release_url(version, name), part)
-            os.replace(part, path)
-        sums = parse_sha256sums(path.read_text(encoding="utf-8", errors="replace"))
-        if not sums:
-            path.unlink()
-            raise NrError(f"{release_url(version, name)}: not a sha256sum listing (removed from the cache)")
-        return sums
-
-    def expected_sha256(self, version: str, machine: str) -> str:
-        asset = release_asset(machine)
-        sums = self._checksums(version, asset.checksums)
-        if asset.binary not in sums:
-            raise NrError(f"{asset.checksums} of k3s {version} lists no {asset.binary}")
-        return sums[asset.binary]
-
-    def binary(self, version: str, machine: str, *, download: bool = True) -> BinarySource:
-        """The verified binary for ``machine`` (``uname -m``); downloaded if missing and ``download``."""
-        asset = release_asset(machine)
-        want = self.expected_sha256(version, machine)
-        path = self.root / version / asset.binary
-        label = f"k3s {version} linux/{asset.arch} (release)"
-        if path.exists() and local_sha256(path) == want:
-            return BinarySource(want, label, path)
-        if not download:
-            return BinarySource(want, label + " [not downloaded yet]", None)
-        part = path.with_name(path.name + ".part")
-        self.fetch(release_url(version, asset.binary), part)
-        got = file_sha256(part)
-        if got != want:
-            part.unlink()
-            raise NrError(
-                f"{release_url(version, asset.binary)}: sha256 {got} does not match {want} from "
-                f"{asset.checksums}; refusing to use it (download removed)"
-            )
-        os.replace(part, path)
-        path.chmod(0o755)
-        return BinarySource(want, label, path)
-
-
-# ELF e_machine values of the architectures k3s ships.
-_ELF_MACHINES = {0x3E: "amd64", 0xB7: "arm64", 0x28: "arm"}
-
-
-def elf_arch(path: Path) -> str | None:
-    """k3s's arch name of an ELF executable (None: not ELF, e.g. a script, or unknown)."""
-    with path.open("rb") as fh:
-        head = fh.read(20)
-    if len(head) < 20 or head[:4] != b"\x7fELF":
-        return None
-    machine = int.from_bytes(head[18:20], "little" if head[5] == 1 else "big")
-    return _ELF_MACHINES.get(machine, "other")
-
-
-def local_binary(path: Path, machine: str) -> BinarySource:
-    """An operator-supplied k3s binary (data.k3s_binary), refused if built for another architecture."""
-    if not path.is_file():
-        raise NrError(f"k3s_binary {path} is not a file")
-    arch = elf_arch(path)
-    want = release_asset(machine).arch
-    if arch is not None and arch != want:
-        raise NrError(f"k3s_binary {path} is built for {arch}, but the host is {machine} ({want})")
-    return BinarySource(local_sha256(path), f"local file {path}", path)
 
 
 # -- the token -------------------------------------------------------------------------------------
@@ -159,7 +52,60 @@ def store_token(inventory_dir: Path, token: Secret) -> Path:
     return path
 
 
-# -- kubeconfig --------------------------------------------------------------------------------------
+# -- kubeconfig ------------------------------------------------------------------------------------
+def rewrite_kubeconfig(doc: Mapping[str, Any], server: str, name: str) -> dict[str, Any]:
+    """k3s.yaml as fetched (127.0.0.1, everything named ``default``) -> reachable and named ``name``."""
+    out = copy.deepcopy(dict(doc))
+    renames: dict[str, dict[Any, str]] = {}
+    for section, inner in (("clusters", "cluster"), ("users", "user"), ("contexts", "context")):
+        for entry in out.get(section) or []:
+            renames.setdefault(section, {})[entry.get("name")] = name
+            entry["name"] = name
+            if section == "clusters":
+                entry.setdefault(inner, {})["server"] = server
+    for entry in out.get("contexts") or []:
+        ctx = entry.setdefault("context", {})
+        ctx["cluster"] = renames.get("clusters", {}).get(ctx.get("cluster"), name)
+        ctx["user"] = renames.get("users", {}).get(ctx.get("user"), name)
+    out["current-context"] = name
+    return out
+
+
+def merge_kubeconfig(existing: Mapping[str, Any] | None, new: Mapping[str, Any], name: str) -> dict[str, Any]:
+    """``existing`` with the cluster, user and context ``name`` taken from ``new`` (pure).
+
+    Every other cluster, user and context is kept as it is; current-context is set only when the
+    existing file has none. The same cluster moved (same CA) or rebuilt at the same address is
+    replaced; a cluster ``name`` with another server AND another CA is another site with the same
+    name: ValueError, nothing is replaced.
+    """
+
+    def entry(doc: Mapping[str, Any]) -> tuple[str, str] | None:
+        found = [e.get("cluster") or {} for e in doc.get("clusters") or [] if e.get("name") == name]
+        return (
+            (str(found[0].get("server")), str(found[0].get("certificate-authority-data"))) if found else None
+        )
+
+    old, now = entry(existing or {}), entry(new)
+    if old and now and old[0] != now[0] and old[1] != now[1]:
+        raise ValueError(
+            f"it already has a cluster named {name!r} for another cluster ({old[0]}, another CA): give this "
+            "site another data.site_name, or remove that entry"
+        )
+    out: dict[str, Any] = copy.deepcopy(dict(existing or {}))
+    out.setdefault("apiVersion", "v1")
+    out.setdefault("kind", "Config")
+    out.setdefault("preferences", {})
+    for section in ("clusters", "users", "contexts"):
+        entries = [e for e in out.get(section) or [] if e.get("name") != name]
+        entries += [copy.deepcopy(e) for e in new.get(section) or [] if e.get("name") == name]
+        out[section] = entries
+    if not out.get("current-context"):
+        out["current-context"] = name
+    return out
+
+
+# -- the kubeconfig file --------------------------------------------------------------------------------------
 def kubeconfig_target(explicit: str | None = None, env: Mapping[str, str] | None = None) -> Path:
     """Where the operator's kubeconfig is: ``explicit``, else $KUBECONFIG's first path, else ~/.kube/config."""
     if explicit:

@@ -178,7 +178,7 @@ def _docker(*args: str) -> str:
 @pytest.fixture(scope="session")
 def images() -> list[str]:
     """Both service images, built offline on the lab's base image (or $BASE_IMAGE)."""
-    from services.images import build_images, source_tag
+    from tasks.deploy.images import build_images, source_tag
 
     base = os.environ.get("BASE_IMAGE") or Lab().ensure_image()
     return build_images(base_image=base, tag=source_tag())  # the tag `nr run deploy` uses

@@ -169,7 +169,7 @@ def test_check_passes_and_names_a_stopped_agent(site: Site) -> None:
     assert ok.code == 0, ok.stdout
     names = {c["name"] for c in ok.json["checks"]}
     assert {f"node {h} ({'server' if i == 0 else 'agent'})" for i, h in enumerate(site.hosts)} <= names
-    assert {"kube-system deployment coredns", "kube-system deployment traefik", "k3s-agent active"} <= names
+    assert {"kube-system deployment coredns", "kube-system deployment traefik", "k3s-agent service"} <= names
     victim = site.hosts[2]
     site.env.stop(victim)
     try:
@@ -206,7 +206,11 @@ def test_wrong_token_on_one_agent_is_reported_not_a_hang(site: Site) -> None:
     assert res.json["failed_hosts"] == [victim]
     error = next(r["error"] for r in res.json["results"] if r["failed"])
     assert error.startswith(f"node {victim} is not Ready after")
-    assert "k3s-agent keeps exiting" in error
+    # like k3s, the agent keeps running and retrying; its journal names the cause (issue 8 item 4)
+    assert (
+        "the server refused its token (401 Unauthorized)" in error
+        and f"set data.k3s_token for {victim}" in error
+    )
     assert f"journalctl -u k3s-agent -n 20 --no-pager on {victim}" in error
     assert "Unauthorized" in error  # the agent's own journal says why
     assert "not-the-cluster-token" not in res.stdout + res.stderr
@@ -230,10 +234,54 @@ def test_drift_shows_a_hand_edited_agent_config_with_the_fix(site: Site) -> None
     assert site.nr("drift", "k3s").code == 0
 
 
+def test_an_agent_with_a_rejected_node_password_is_named_with_the_fix(site: Site) -> None:
+    """issue 8 item 4: a reinstalled or cloned host gets a new node password; k3s keeps retrying, nr
+    stops waiting at the journal line and names the secret to delete."""
+    server, victim = site.hosts[0], site.hosts[2]
+    site.env.exec(victim, "rm -f /etc/rancher/node/password && systemctl restart k3s-agent")
+    time.sleep(12)  # the Node turns NotReady once its last heartbeat is 10 s old
+    t0 = time.monotonic()
+    res = site.nr("run", "k3s", "--json")
+    assert res.code == 1 and res.json["failed_hosts"] == [victim], res.stdout
+    error = next(r["error"] for r in res.json["results"] if r["failed"])
+    assert "rejected its node password" in error and time.monotonic() - t0 < 45
+    fix = f"/usr/local/bin/k3s kubectl -n kube-system delete secret {victim}.node-password.k3s"
+    assert f"`{fix}` on {server}" in error
+    assert site.env.exec(victim, "systemctl is-active k3s-agent").strip() == "active"  # retrying, like k3s
+    site.env.exec(server, fix)
+    again = site.nr("run", "k3s", "--json")
+    assert again.code == 0, again.stdout
+    assert all(ready(n) for n in site.nodes().values())
+
+
+def test_a_restart_that_never_happened_is_drift_then_done(site: Site) -> None:
+    """issue 11 item 1: config.yaml newer than the running k3s (a run cut short before its restart)."""
+    host = site.hosts[1]
+    time.sleep(1)
+    site.env.exec(host, "touch /etc/rancher/k3s/config.yaml")
+    drift = site.nr("drift", "k3s", "--json")
+    assert drift.code == 1, drift.stdout
+    assert [(d["host"], d["what"]) for d in drift.json["drift"]] == [(host, "service k3s-agent restart")]
+    before = site.unit(host)["MainPID"]
+    res = site.nr("run", "k3s", "--json")
+    assert res.code == 0 and res.json["changed"] == 1, res.stdout
+    assert site.unit(host)["MainPID"] != before
+    assert site.nr("drift", "k3s").code == 0
+
+
 def test_reset_then_three_servers_with_cluster_init_and_serial_joins(site: Site) -> None:
+    # issue 8 item 5: a data dir that is its own mount point is emptied and kept; CNI state removed
+    mounted = site.hosts[1]
+    site.env.exec(mounted, "mkdir -p /var/lib/rancher/k3s /var/lib/cni/networks/cbr0 && touch /var/lib/cni/networks/cbr0/10.42.1.2 "
+                  "&& ip netns add cni-nr-test && cp -a /var/lib/rancher/k3s /tmp/k3s-data "
+                  "&& mount -t tmpfs tmpfs /var/lib/rancher/k3s && cp -a /tmp/k3s-data/. /var/lib/rancher/k3s/")  # fmt: skip
     reset = site.nr("run", "k3s-reset", "--json")
     assert reset.code == 0, reset.stdout
     assert [r["task"] for r in reset.json["results"]] == ["k3s-reset.agents"] * 2 + ["k3s-reset.servers"]
+    left = site.env.exec(mounted, "mountpoint -q /var/lib/rancher/k3s && echo mounted; ls -A /var/lib/rancher/k3s; "
+                         "ls /var/lib/cni 2>&1 | head -1; ip netns show | grep -c cni- || true")  # fmt: skip
+    assert left.split("\n")[0] == "mounted" and "No such file" in left and left.strip().endswith("0"), left
+    site.env.exec(mounted, "umount /var/lib/rancher/k3s && rm -rf /var/lib/rancher/k3s /tmp/k3s-data")
     for host in site.hosts:
         left = site.env.exec(
             host,
@@ -296,26 +344,33 @@ def test_back_to_one_server_and_two_agents_for_later_tests(site: Site) -> None:
     assert sorted(site.nodes()) == sorted(site.hosts)
 
 
-def test_a_label_added_later_is_drift_with_the_kubectl_fix(site: Site) -> None:
+def test_labels_follow_the_config_taints_added_later_are_drift_with_the_kubectl_fix(site: Site) -> None:
+    """issue 8 item 7: k3s merges node-label into the Node at every start (PR #1171); node-taint counts
+    only when the Node registers, so a taint added later is drift with the (quoted) kubectl fix."""
     server, a1, a2 = site.hosts
     site.edit(
         "groups.yaml",
-        lambda d: d["k3s_agents"].setdefault("data", {}).update(k3s_node_labels=["nr.io/tier=edge"]),
+        lambda d: (
+            d["k3s_agents"]
+            .setdefault("data", {})
+            .update(k3s_node_labels=["nr.io/tier=edge"], k3s_node_taints=["nr.io/dedicated=edge:NoSchedule"])
+        ),
     )
-    assert site.nr("run", "k3s").code == 0  # config.yaml gets it; k3s itself ignores it after registration
+    assert site.nr("run", "k3s").code == 0  # config.yaml changes: k3s restarts and applies the label
+    assert site.nodes()[a1]["metadata"]["labels"]["nr.io/tier"] == "edge"
     drift = site.nr("drift", "k3s", "--json")
     assert drift.code == 1, drift.stdout
     items = {(d["host"], d["what"]): d["fix"] for d in drift.json["drift"]}
-    assert set(items) == {(a, f"node {a} label nr.io/tier=edge") for a in (a1, a2)}
+    assert set(items) == {(server, f"node {a} taint nr.io/dedicated=edge:NoSchedule") for a in (a1, a2)}
     check = site.nr("check", "k3s", "--json")
     assert check.code == 1
     assert {c["name"] for c in check.json["checks"] if not c["ok"]} == {
-        f"node {a1} labels and taints",
-        f"node {a2} labels and taints",
+        f"node {a} taint nr.io/dedicated=edge:NoSchedule" for a in (a1, a2)
     }
     for fix in items.values():  # the fix, as printed, run on the first server
         command, _, where = fix.partition("  # on ")
         assert where == server
         site.env.exec(server, command)
     assert site.nr("drift", "k3s").code == 0
-    assert site.nodes()[a1]["metadata"]["labels"]["nr.io/tier"] == "edge"
+    site.edit("groups.yaml", lambda d: d["k3s_agents"].pop("data"))
+    assert site.nr("run", "k3s").code == 0

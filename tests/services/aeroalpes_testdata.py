@@ -11,7 +11,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from services.aeroalpes.domain import Aeropuerto, Itinerario, Leg, Odo, Segmento
+from services.aeroalpes.domain import Aeropuerto, Itinerario, Leg, Odo, Reserva, Segmento
+from services.aeroalpes.repository import Guardada, RepositorioNoDisponible, documento_de
+from services.aeroalpes.retry import Deadline
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -102,6 +104,33 @@ def two_itineraries_json() -> list[dict[str, Any]]:
     ]
 
 
+class MemoryRepo:
+    """``RepositorioReservas`` in memory; ``up = False`` makes it unavailable. Records the budget
+    (seconds left of the deadline) each call got."""
+
+    def __init__(self) -> None:
+        self.items: dict[str, Reserva] = {}
+        self.up = True
+        self.budgets: list[float] = []
+
+    async def guardar(self, reserva: Reserva, deadline: Deadline) -> str:
+        self.budgets.append(deadline.remaining())
+        if not self.up:
+            raise RepositorioNoDisponible("down")
+        self.items[reserva.id] = reserva
+        return documento_de(reserva)
+
+    async def obtener(self, reserva_id: str, deadline: Deadline) -> Guardada | None:
+        self.budgets.append(deadline.remaining())
+        if not self.up:
+            raise RepositorioNoDisponible("down")
+        reserva = self.items.get(reserva_id)
+        return None if reserva is None else Guardada(documento_de(reserva))
+
+    async def disponible(self) -> bool:
+        return self.up
+
+
 # --- a stub of the REST API (for adapter tests that need precise failure behaviour) ---------------
 
 
@@ -113,6 +142,7 @@ class StubRest:
     body: Any = field(default_factory=dict)
     delay: float = 0.0
     requests: list[tuple[str, str]] = field(default_factory=list)
+    headers: list[dict[str, str]] = field(default_factory=list)  # of each request
     connections: int = 0
     server: ThreadingHTTPServer | None = None
 
@@ -136,6 +166,7 @@ class StubRest:
                 if length:
                     self.rfile.read(length)
                 stub.requests.append((self.command, self.path))
+                stub.headers.append({k.lower(): v for k, v in self.headers.items()})
                 time.sleep(stub.delay)
                 data = json.dumps(stub.body).encode()
                 self.send_response(stub.status)

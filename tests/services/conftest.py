@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from aeroalpes_testdata import StubRest
 
-from services.devtools.procs import ServiceProcess, free_port, start_adapter, start_aeroalpes
-from services.devtools.redis_cluster import LocalRedisCluster
+from tests.support.procs import ServiceProcess, free_port, start_adapter, start_aeroalpes
+from tests.support.redis_cluster import LocalRedisCluster
 
 
 @pytest.fixture
@@ -47,7 +47,7 @@ def logs_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def aeroalpes(redis_cluster: LocalRedisCluster, password_file: Path, logs_dir: Path) -> Iterator[str]:
-    """Base URL of AeroAlpes process A (gunicorn, 2 workers), Redis password from a file."""
+    """Base URL of AeroAlpes process A (2 worker processes), Redis password from a file."""
     proc, url = start_aeroalpes(
         redis_cluster.nodes_env,
         logs_dir / "aeroalpes-a.log",
@@ -61,7 +61,7 @@ def aeroalpes(redis_cluster: LocalRedisCluster, password_file: Path, logs_dir: P
 
 @pytest.fixture(scope="session")
 def aeroalpes_b(redis_cluster: LocalRedisCluster, logs_dir: Path) -> Iterator[str]:
-    """Base URL of AeroAlpes process B (another gunicorn, password from REDIS_PASSWORD)."""
+    """Base URL of AeroAlpes process B (one worker, password from REDIS_PASSWORD)."""
     proc, url = start_aeroalpes(
         redis_cluster.nodes_env,
         logs_dir / "aeroalpes-b.log",

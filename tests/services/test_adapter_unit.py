@@ -3,6 +3,7 @@ reflection and graceful shutdown."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -37,6 +38,8 @@ STORED = {
         (502, grpc.StatusCode.UNAVAILABLE),
         (500, grpc.StatusCode.INTERNAL),
         (429, grpc.StatusCode.RESOURCE_EXHAUSTED),
+        (413, grpc.StatusCode.RESOURCE_EXHAUSTED),
+        (414, grpc.StatusCode.INVALID_ARGUMENT),
     ],
 )
 def test_http_status_to_grpc_code(http: int, code: grpc.StatusCode) -> None:
@@ -111,6 +114,24 @@ def test_client_deadline_is_honoured(stub_rest: StubRest, channel: grpc.Channel)
     assert stub_rest.requests == [("POST", "/vuelos/reserva")]
 
 
+def test_the_client_deadline_is_passed_to_aeroalpes(stub_rest: StubRest, channel: grpc.Channel) -> None:
+    stub_rest.body = STORED
+    crear(channel, timeout=3)
+    sent = float(stub_rest.headers[0]["x-request-timeout"])
+    assert 2.5 < sent < 3.0  # what is left of the deadline, less a margin for the answer's way back
+    crear(channel)  # no deadline: the adapter's own timeout (0.5 s in this fixture)
+    assert 0.3 < float(stub_rest.headers[1]["x-request-timeout"]) <= 0.45
+
+
+def test_an_overlong_id_is_refused_before_calling_rest(stub_rest: StubRest, channel: grpc.Channel) -> None:
+    stub = vuelos_pb2_grpc.VuelosStub(channel)
+    with pytest.raises(grpc.RpcError) as err:
+        stub.ConsultarReserva(vuelos_pb2.QueryReserva(id="x" * 129), timeout=5)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "longer than 128" in err.value.details()
+    assert stub_rest.requests == []
+
+
 def test_default_timeout_without_client_deadline(stub_rest: StubRest, channel: grpc.Channel) -> None:
     stub_rest.body, stub_rest.delay = STORED, 3.0
     started = time.monotonic()
@@ -174,3 +195,20 @@ def test_health_reflection_and_graceful_shutdown(running: AdapterServer, channel
     with pytest.raises(grpc.RpcError) as err:
         health.Check(health_pb2.HealthCheckRequest(), timeout=2)
     assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+def test_the_client_tries_an_unavailable_call_once_more(stub_rest: StubRest, running: AdapterServer) -> None:
+    from services.client import lookup_probe, roundtrip
+
+    target = f"127.0.0.1:{running.port}"
+    stub_rest.status, stub_rest.body = 503, {"error": "AlmacenamientoNoDisponible - failing over"}
+    assert not roundtrip(target, timeout=5, retries=0).ok
+    threading.Timer(0.2, lambda: setattr(stub_rest, "status", 404)).start()  # back before the retry
+    started = time.monotonic()
+    probe = lookup_probe(target, timeout=5)  # 503 -> UNAVAILABLE, then NOT_FOUND on the second try
+    assert probe.ok, probe.message
+    assert time.monotonic() - started >= 0.5
+    stub_rest.status = 400  # INVALID_ARGUMENT is never retried
+    stub_rest.requests.clear()
+    assert not lookup_probe(target, timeout=5).ok
+    assert len(stub_rest.requests) == 1

@@ -1,7 +1,9 @@
-"""The Flask layer with an in-memory repository: routes, status codes, JSON shapes and errors."""
+"""The HTTP application with an in-memory repository: routes, status codes, JSON shapes and errors.
+(The server that carries it, with real sockets: test_aeroalpes_server.py.)"""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 from collections.abc import Iterator
@@ -9,31 +11,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from aeroalpes_testdata import two_itineraries_json
-from flask.testing import FlaskClient
+from aeroalpes_testdata import MemoryRepo, two_itineraries_json
 
-from services.aeroalpes.domain import Reserva
-from services.aeroalpes.http import create_app
-from services.aeroalpes.repository import RepositorioNoDisponible
-
-
-class MemoryRepo:
-    def __init__(self) -> None:
-        self.items: dict[str, Reserva] = {}
-        self.up = True
-
-    def guardar(self, reserva: Reserva) -> None:
-        if not self.up:
-            raise RepositorioNoDisponible("down")
-        self.items[reserva.id] = reserva
-
-    def obtener(self, reserva_id: str) -> Reserva | None:
-        if not self.up:
-            raise RepositorioNoDisponible("down")
-        return self.items.get(reserva_id)
-
-    def disponible(self) -> bool:
-        return self.up
+from services.aeroalpes.http import App, Request, Response
 
 
 class Clock:
@@ -54,20 +34,55 @@ def clock() -> Clock:
     return Clock()
 
 
+class Answer:
+    def __init__(self, response: Response) -> None:
+        self.status_code = response.status
+        self.headers = dict(response.headers)
+        self.mimetype = "application/json"  # every answer of the server is JSON
+        self._body = response.body
+
+    def get_json(self) -> Any:
+        return json.loads(self._body)
+
+
+class Client:
+    """Calls the application the way the server does (one Request in, one Response out)."""
+
+    def __init__(self, app: App) -> None:
+        self.app = app
+
+    def open(self, method: str, path: str, data: bytes = b"", **headers: str) -> Answer:
+        request = Request(method, path, {k.lower().replace("_", "-"): v for k, v in headers.items()}, data)
+        return Answer(asyncio.run(self.app.handle(request)))
+
+    def get(self, path: str) -> Answer:
+        return self.open("GET", path)
+
+    def post(self, path: str, data: bytes = b"", content_type: str = "application/json") -> Answer:
+        return self.open("POST", path, data, content_type=content_type)
+
+    def put(self, path: str) -> Answer:
+        return self.open("PUT", path)
+
+    def delete(self, path: str) -> Answer:
+        return self.open("DELETE", path)
+
+
+Client.__test__ = False  # type: ignore[attr-defined]
+
+
 @pytest.fixture
-def client(repo: MemoryRepo, clock: Clock) -> Iterator[FlaskClient]:
+def client(repo: MemoryRepo, clock: Clock) -> Iterator[Client]:
     ids = (f"id-{n}" for n in itertools.count(1))
-    app = create_app(repo, reloj=clock, nuevo_id=lambda: next(ids))
-    with app.test_client() as c:
-        yield c
+    yield Client(App(repo, reloj=clock, nuevo_id=lambda: next(ids)))
 
 
-def post(client: FlaskClient, body: Any) -> Any:
+def post(client: Client, body: Any) -> Any:
     data = body if isinstance(body, bytes) else json.dumps(body).encode()
     return client.post("/vuelos/reserva", data=data, content_type="application/json")
 
 
-def test_health_and_ready(client: FlaskClient, repo: MemoryRepo) -> None:
+def test_health_and_ready(client: Client, repo: MemoryRepo) -> None:
     assert client.get("/health").get_json() == {"status": "up"}
     assert client.get("/ready").status_code == 200
     repo.up = False
@@ -77,7 +92,7 @@ def test_health_and_ready(client: FlaskClient, repo: MemoryRepo) -> None:
     assert client.get("/health").status_code == 200  # liveness does not depend on Redis
 
 
-def test_create_returns_the_full_reservation(client: FlaskClient, repo: MemoryRepo) -> None:
+def test_create_returns_the_full_reservation(client: Client, repo: MemoryRepo) -> None:
     created = post(client, {"itinerarios": two_itineraries_json()})
     assert created.status_code == 200
     assert created.mimetype == "application/json"
@@ -90,7 +105,7 @@ def test_create_returns_the_full_reservation(client: FlaskClient, repo: MemoryRe
     assert list(repo.items) == ["id-1"]
 
 
-def test_get_returns_the_stored_reservation(client: FlaskClient, clock: Clock) -> None:
+def test_get_returns_the_stored_reservation(client: Client, clock: Clock) -> None:
     first = post(client, {"itinerarios": two_itineraries_json()}).get_json()
     clock.now += timedelta(minutes=5)
     second = post(client, {"itinerarios": two_itineraries_json()[:1]}).get_json()
@@ -99,7 +114,7 @@ def test_get_returns_the_stored_reservation(client: FlaskClient, clock: Clock) -
     assert client.get("/vuelos/reserva/id-2").get_json() == second
 
 
-def test_unknown_id_is_a_json_404(client: FlaskClient) -> None:
+def test_unknown_id_is_a_json_404(client: Client) -> None:
     answer = client.get("/vuelos/reserva/does-not-exist")
     assert answer.status_code == 404
     assert answer.get_json() == {"error": "ReservaNoEncontrada - no reservation with id 'does-not-exist'"}
@@ -132,7 +147,7 @@ def _with_leg(change: dict[str, Any]) -> dict[str, Any]:
         (_with_leg({"origen": "JFK"}), "FormatoInvalido"),
     ],
 )
-def test_invalid_input_is_a_json_400(client: FlaskClient, repo: MemoryRepo, body: Any, regla: str) -> None:
+def test_invalid_input_is_a_json_400(client: Client, repo: MemoryRepo, body: Any, regla: str) -> None:
     answer = post(client, body)
     assert answer.status_code == 400
     error = answer.get_json()["error"]
@@ -141,7 +156,7 @@ def test_invalid_input_is_a_json_400(client: FlaskClient, repo: MemoryRepo, body
     assert repo.items == {}
 
 
-def test_store_down_is_a_json_503(client: FlaskClient, repo: MemoryRepo) -> None:
+def test_store_down_is_a_json_503(client: Client, repo: MemoryRepo) -> None:
     repo.up = False
     created = post(client, {"itinerarios": two_itineraries_json()})
     assert created.status_code == 503
@@ -149,13 +164,32 @@ def test_store_down_is_a_json_503(client: FlaskClient, repo: MemoryRepo) -> None
     assert client.get("/vuelos/reserva/x").status_code == 503
 
 
-def test_other_http_errors_are_json(client: FlaskClient) -> None:
+def test_other_http_errors_are_json(client: Client) -> None:
     assert client.delete("/vuelos/reserva/x").status_code == 405
     assert client.get("/nope").get_json()["error"].startswith("NotFound - ")
     assert client.put("/vuelos/reserva").get_json()["error"].startswith("MethodNotAllowed - ")
 
 
-def test_oversized_body_is_rejected(client: FlaskClient) -> None:
-    answer = post(client, b"[" + b" " * (1024 * 1024) + b"]")
-    assert answer.status_code == 413
-    assert answer.get_json()["error"].startswith("RequestEntityTooLarge - ")
+def test_deeply_nested_json_is_a_400_without_traceback(
+    client: Client, repo: MemoryRepo, caplog: pytest.LogCaptureFixture
+) -> None:
+    for body in (b"[" * 200_000, b'{"a":' * 100_000 + b"1" + b"}" * 100_000):
+        answer = post(client, body)
+        assert answer.status_code == 400
+        assert answer.get_json()["error"].startswith("JSONInvalido - ")
+    assert not [r for r in caplog.records if r.exc_info]
+    assert repo.items == {}
+
+
+def test_head_and_allow(client: Client) -> None:
+    answer = client.open("HEAD", "/health")
+    assert answer.status_code == 200
+    refused = client.delete("/vuelos/reserva/x")
+    assert refused.headers["Allow"] == "GET, HEAD"
+
+
+def test_caller_deadline_header_bounds_the_budget(client: Client, repo: MemoryRepo) -> None:
+    post(client, {"itinerarios": two_itineraries_json()})
+    client.open("GET", "/vuelos/reserva/id-1", x_request_timeout="0.25")
+    client.open("GET", "/vuelos/reserva/id-1", x_request_timeout="junk")
+    assert 0.2 < repo.budgets[-2] <= 0.25 and 14.9 < repo.budgets[-1] <= 15.0

@@ -11,7 +11,6 @@ import pytest
 from services import jsonlog
 from services.adapter import config as adapter_config
 from services.aeroalpes import config
-from services.aeroalpes.__main__ import gunicorn_options
 from services.secret import ConfigError, Secret
 
 PASSWORD = "s3cr3t-Pa55word-xyz"
@@ -26,21 +25,37 @@ def test_aeroalpes_settings_from_env(tmp_path: Path) -> None:
             "REDIS_PASSWORD_FILE": str(password_file),
             "PORT": "8080",
             "AEROALPES_WORKERS": "3",
-            "AEROALPES_THREADS": "8",
+            "AEROALPES_MAX_CONNECTIONS": "100",
+            "AEROALPES_HEADER_TIMEOUT": "2.5",
+            "AEROALPES_BODY_TIMEOUT": "4",
+            "AEROALPES_KEEPALIVE_TIMEOUT": "30",
+            "AEROALPES_REQUEST_BUDGET": "20",
+            "AEROALPES_GRACE": "25",
+            "REDIS_MAX_CONNECTIONS": "16",
         }
     )
     assert settings.redis.nodes == (("10.0.0.1", 7000), ("redis-2", 7003), ("::1", 7001))
     assert settings.redis.password == Secret(PASSWORD)
-    assert (settings.port, settings.workers, settings.threads) == (8080, 3, 8)
+    assert (settings.port, settings.workers, settings.grace, settings.redis.max_connections) == (
+        8080,
+        3,
+        25,
+        16,
+    )
+    limits = settings.limits
+    assert (limits.max_connections, limits.header_timeout, limits.body_timeout) == (100, 2.5, 4.0)
+    assert (limits.keepalive_timeout, limits.request_budget) == (30.0, 20.0)
     assert PASSWORD not in repr(settings) and PASSWORD not in str(settings.redis.password)
-    options = gunicorn_options(settings)
-    assert options["bind"] == "0.0.0.0:8080"
-    assert (options["workers"], options["threads"], options["worker_class"]) == (3, 8, "gthread")
 
 
 def test_aeroalpes_defaults() -> None:
     settings = config.from_env({"REDIS_NODES": "r:7000"})
     assert (settings.port, settings.host, settings.redis.password) == (5000, "0.0.0.0", None)
+    assert (settings.workers, settings.limits.request_budget, settings.limits.max_body_bytes) == (
+        1,
+        15.0,
+        1 << 20,
+    )
 
 
 @pytest.mark.parametrize(
@@ -53,6 +68,8 @@ def test_aeroalpes_defaults() -> None:
         ({"REDIS_NODES": "r:1", "REDIS_PASSWORD": "a", "REDIS_PASSWORD_FILE": "/x"}, "only one of"),
         ({"REDIS_NODES": "r:1", "REDIS_PASSWORD_FILE": "/nonexistent/pw"}, "cannot read"),
         ({"REDIS_NODES": "r:1", "LOG_LEVEL": "LOUD"}, "LOG_LEVEL"),
+        ({"REDIS_NODES": "r:1", "AEROALPES_MAX_CONNECTIONS": "1"}, "AEROALPES_MAX_CONNECTIONS"),
+        ({"REDIS_NODES": "r:1", "AEROALPES_BODY_TIMEOUT": "0"}, "AEROALPES_BODY_TIMEOUT"),
     ],
 )
 def test_aeroalpes_bad_env(env: dict[str, str], message: str) -> None:

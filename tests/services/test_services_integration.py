@@ -1,4 +1,4 @@
-"""Real processes: gunicorn-served AeroAlpes on a real Redis Cluster, the adapter, the client."""
+"""Real processes: AeroAlpes on a real Redis Cluster, the adapter, the client."""
 
 from __future__ import annotations
 
@@ -18,9 +18,9 @@ from redis.cluster import ClusterNode, RedisCluster
 
 from services.adapter.proto_codec import nueva_reserva_a_proto, reserva_desde_proto
 from services.client import lookup_probe, roundtrip, sample_reserva
-from services.devtools.procs import base_env, json_lines, start_adapter, start_aeroalpes
-from services.devtools.redis_cluster import LocalRedisCluster
 from services.vuelos_pb import vuelos_pb2, vuelos_pb2_grpc
+from tests.support.procs import base_env, json_lines, start_adapter, start_aeroalpes
+from tests.support.redis_cluster import LocalRedisCluster
 
 
 def http(method: str, url: str, body: Any = None) -> tuple[int, Any]:
@@ -234,3 +234,20 @@ def test_bad_configuration_exits_2_with_a_json_log(module: str, env: dict[str, s
     assert run.returncode == 2
     (entry,) = json_lines(run.stderr)
     assert entry["msg"] == "invalid configuration" and message in str(entry["error"])
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_sigterm_stops_gracefully_with_exit_0(
+    redis_cluster: LocalRedisCluster, logs_dir: Path, workers: int
+) -> None:
+    proc, url = start_aeroalpes(
+        redis_cluster.nodes_env, logs_dir / f"aeroalpes-sigterm-{workers}.log", workers=workers,
+        REDIS_PASSWORD=redis_cluster.password, LOG_LEVEL="INFO",
+    )  # fmt: skip
+    assert http("GET", f"{url}/health") == (200, {"status": "up"})
+    assert proc.stop() == 0
+    messages = [e.get("msg") for e in json_lines(proc.log_text())]
+    assert messages.count("stopping") == (
+        1 if workers == 1 else 1 + workers
+    )  # the supervisor and each worker
+    assert messages[-1] == "stopped"

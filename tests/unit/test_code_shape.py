@@ -14,18 +14,11 @@ MAX_FUNCTION_LINES = 60
 ROOTS = ("nr", "tasks")
 
 LEGACY_MODULES = {
-    "tasks/k3s/plan.py",
-    "tasks/k3s/play.py",
     "tasks/redis/cluster.py",
     "tasks/redis/plan.py",
     "tasks/redis/play.py",
 }
 LEGACY_FUNCTIONS = {
-    "tasks/deploy/kustomize.py:build",
-    "tasks/k3s/plan.py:cluster_problems",
-    "tasks/k3s/plan.py:plan_host",
-    "tasks/k3s/play.py:cluster_checks",
-    "tasks/k3s/play.py:_wait",
     "tasks/redis/cluster.py:consolidate",
     "tasks/redis/cluster.py:findings",
     "tasks/redis/cluster.py:execute",

@@ -1,4 +1,5 @@
-"""The k3s play on the operator's machine: release cache and verification, arch mapping, token, kubeconfig."""
+"""The k3s play on the operator's machine: release assets and verification (on nr.ops.release), arch
+mapping, known sums, token, kubeconfig."""
 
 from __future__ import annotations
 
@@ -11,18 +12,17 @@ import pytest
 import yaml
 
 from nr.errors import NrError
+from nr.ops.release import BinarySource, ReleaseCache, elf_arch, parse_sha256sums
 from nr.secrets import SecretError
 from tasks.k3s.local import (
-    ReleaseCache,
-    elf_arch,
     kubeconfig_target,
     load_token,
-    local_binary,
     new_token,
+    rewrite_kubeconfig,
     store_token,
     update_kubeconfig,
 )
-from tasks.k3s.plan import parse_sha256sums, release_asset, release_url, rewrite_kubeconfig
+from tasks.k3s.release import KNOWN_SHA256, k3s_release, local_binary, release_asset, release_url
 
 VERSION = "v1.31.4+k3s1"
 
@@ -42,6 +42,19 @@ class FakeReleases:
         dest.write_bytes(self.assets[name])
 
 
+class Cache:
+    """The k3s release binaries through nr.ops.release's cache, with no pinned sums (the listing decides)."""
+
+    def __init__(
+        self, root: Path, fetch: FakeReleases, known: dict[tuple[str, str], str] | None = None
+    ) -> None:
+        self.cache = ReleaseCache(root, fetch)
+        self.known = known or {}
+
+    def binary(self, version: str, machine: str, *, download: bool = True) -> BinarySource:
+        return self.cache.binary(k3s_release(version, machine, self.known), download=download)
+
+
 def sums(**files: bytes) -> bytes:
     lines = [f"{hashlib.sha256(v).hexdigest()}  {k.replace('_', '-')}" for k, v in files.items()]
     lines.append(f"{'0' * 64}  k3s-airgap-images-amd64.tar.zst")
@@ -57,6 +70,7 @@ def test_arch_mapping_and_urls() -> None:
         release_asset("armv7l\n").binary == "k3s-armhf"
         and release_asset("armv7l").checksums == "sha256sum-arm.txt"
     )
+    assert release_asset("s390x").binary == "k3s-s390x" and release_asset("armv6l").binary == "k3s-armhf"
     with pytest.raises(ValueError, match="no k3s release for architecture 'riscv64'"):
         release_asset("riscv64")
     assert release_url(VERSION, "k3s") == "https://github.com/k3s-io/k3s/releases/download/v1.31.4%2Bk3s1/k3s"
@@ -66,9 +80,9 @@ def test_arch_mapping_and_urls() -> None:
 def test_download_once_and_verify(tmp_path: Path) -> None:
     binary = b"\x7fELF the k3s binary"
     fetch = FakeReleases({"k3s": binary, "sha256sum-amd64.txt": sums(k3s=binary)})
-    cache = ReleaseCache(tmp_path, fetch)
+    cache = Cache(tmp_path / "k3s", fetch)
     src = cache.binary(VERSION, "x86_64")
-    assert src.path == tmp_path / VERSION / "k3s" and src.path.read_bytes() == binary
+    assert src.path == tmp_path / "k3s" / "k3s" / VERSION / "k3s" and src.path.read_bytes() == binary
     assert src.sha256 == hashlib.sha256(binary).hexdigest() and "v1.31.4+k3s1 linux/amd64" in src.label
     assert fetch.fetched == [release_url(VERSION, "sha256sum-amd64.txt"), release_url(VERSION, "k3s")]
     assert cache.binary(VERSION, "x86_64").path == src.path
@@ -77,16 +91,16 @@ def test_download_once_and_verify(tmp_path: Path) -> None:
 
 def test_corrupted_download_is_refused_and_removed(tmp_path: Path) -> None:
     fetch = FakeReleases({"k3s-arm64": b"tampered", "sha256sum-arm64.txt": sums(k3s_arm64=b"genuine")})
-    cache = ReleaseCache(tmp_path, fetch)
+    cache = Cache(tmp_path / "k3s", fetch)
     with pytest.raises(NrError, match=r"does not match .* from sha256sum-arm64\.txt; refusing to use it"):
         cache.binary(VERSION, "aarch64")
-    assert sorted(p.name for p in (tmp_path / VERSION).iterdir()) == ["sha256sum-arm64.txt"]
+    assert sorted(p.name for p in (tmp_path / "k3s" / "k3s" / VERSION).iterdir()) == ["sha256sum-arm64.txt"]
 
 
 def test_a_corrupted_cached_binary_is_downloaded_again(tmp_path: Path) -> None:
     binary = b"genuine"
     fetch = FakeReleases({"k3s": binary, "sha256sum-amd64.txt": sums(k3s=binary)})
-    cache = ReleaseCache(tmp_path, fetch)
+    cache = Cache(tmp_path / "k3s", fetch)
     path = cache.binary(VERSION, "x86_64").path
     assert path is not None
     path.write_bytes(b"bit rot")
@@ -95,18 +109,18 @@ def test_a_corrupted_cached_binary_is_downloaded_again(tmp_path: Path) -> None:
 
 def test_dry_run_needs_only_the_checksums(tmp_path: Path) -> None:
     fetch = FakeReleases({"sha256sum-amd64.txt": sums(k3s=b"x")})
-    src = ReleaseCache(tmp_path, fetch).binary(VERSION, "x86_64", download=False)
+    src = Cache(tmp_path / "k3s", fetch).binary(VERSION, "x86_64", download=False)
     assert src.path is None and src.sha256 == hashlib.sha256(b"x").hexdigest()
     assert fetch.fetched == [release_url(VERSION, "sha256sum-amd64.txt")]
 
 
 def test_checksum_file_without_the_asset_or_garbage(tmp_path: Path) -> None:
     with pytest.raises(NrError, match="lists no k3s"):
-        ReleaseCache(tmp_path, FakeReleases({"sha256sum-amd64.txt": sums(k3s_arm64=b"x")})).binary(
+        Cache(tmp_path / "k3s", FakeReleases({"sha256sum-amd64.txt": sums(k3s_arm64=b"x")})).binary(
             VERSION, "x86_64"
         )
     with pytest.raises(NrError, match="not a sha256sum listing"):
-        ReleaseCache(tmp_path / "b", FakeReleases({"sha256sum-amd64.txt": b"<html>"})).binary(
+        Cache(tmp_path / "b" / "k3s", FakeReleases({"sha256sum-amd64.txt": b"<html>"})).binary(
             VERSION, "amd64"
         )
 
@@ -181,14 +195,34 @@ def test_update_kubeconfig_writes_0600_only_when_it_differs(tmp_path: Path) -> N
 def test_no_token_is_made_up_while_the_first_server_cannot_be_read(tmp_path: Path) -> None:
     from types import SimpleNamespace
 
-    from nr.errors import NrError
-    from tasks.k3s.play import component
+    from tasks.k3s.tokens import _default_token
 
     notes: list[str] = []
     ctx = SimpleNamespace(inventory_dir=tmp_path, dry_run=False, note=notes.append)
     with pytest.raises(NrError, match="the first server could not be read"):
-        component._default_token(ctx, None, readable=False)  # type: ignore[arg-type]
+        _default_token(ctx, None, readable=False)  # type: ignore[arg-type]
     assert load_token(tmp_path) is None and notes == []  # nothing stored
-    made = component._default_token(ctx, None, readable=True)  # type: ignore[arg-type]
+    made = _default_token(ctx, None, readable=True)  # type: ignore[arg-type]
     kept = load_token(tmp_path)
     assert kept is not None and kept.reveal() == made.reveal() and "generated" in notes[0]
+    assert "k3s token rotate" in notes[0]  # the token can be changed, at a price (k3s docs, cli/token.md)
+
+
+def test_a_sum_known_to_nr_is_used_instead_of_the_release_listing(tmp_path: Path) -> None:
+    """issue 10 item 14: a compromised release page cannot swap the binary and its listing together."""
+    binary = b"genuine k3s"
+    good = hashlib.sha256(binary).hexdigest()
+    tampered = FakeReleases({"k3s": b"evil", "sha256sum-amd64.txt": sums(k3s=b"evil")})
+    with pytest.raises(NrError, match=r"does not match .* from the sha256 known to nr"):
+        Cache(tmp_path / "a", tampered, known={(VERSION, "k3s"): good}).binary(VERSION, "x86_64")
+    assert tampered.fetched == [release_url(VERSION, "k3s")]  # the listing is not even read
+    honest = FakeReleases({"k3s": binary})
+    assert (
+        Cache(tmp_path / "b", honest, known={(VERSION, "k3s"): good}).binary(VERSION, "x86_64").sha256 == good
+    )
+    release = k3s_release("v1.32.3+k3s1", "aarch64")
+    assert (
+        release.asset == "k3s-arm64" and release.known_sha256 == KNOWN_SHA256[("v1.32.3+k3s1", "k3s-arm64")]
+    )
+    assert all(len(v) == 64 and int(v, 16) >= 0 for v in KNOWN_SHA256.values())
+    assert k3s_release("v1.29.0+k3s1", "x86_64").known_sha256 is None  # unknown version: the listing decides

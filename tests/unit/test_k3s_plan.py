@@ -13,44 +13,25 @@ import yaml
 
 from nr.facts import Facts, FileState, Output
 from nr.ops.files import FileSpec
-from tasks.k3s.plan import (
-    BINARY,
-    CONFIG,
-    DEFAULT_VERSION,
-    SERVICES_CMD,
-    BinarySource,
-    ExpectedNode,
+from nr.ops.release import BinarySource
+from tasks.k3s.contract import BINARY, DEFAULT_VERSION
+from tasks.k3s.local import merge_kubeconfig, rewrite_kubeconfig
+from tasks.k3s.observe import DEPLOY_CMD, NODES_CMD, UNITS, facts_request
+from tasks.k3s.plan import Stage, plan_host, rollout
+from tasks.k3s.render import CONFIG, config_spec, render_config, render_env, render_unit
+from tasks.k3s.reset import RESET_SCRIPT
+from tasks.k3s.spec import (
     HostInfo,
     K3sPlanError,
     NodeSpec,
     Role,
-    Stage,
     build_cluster,
     cluster_problems,
-    config_spec,
-    deployment_problems,
-    merge_kubeconfig,
-    missing_node_metadata,
-    node_problems,
-    parse_nodes,
     pinned_flannel_iface,
-    plan_host,
-    render_config,
-    render_unit,
-    rewrite_kubeconfig,
-    rollout,
     version_change_problem,
 )
-from tasks.k3s.play import (
-    DEPLOY_CMD,
-    NODES_CMD,
-    PROBE_CMD,
-    RESET_SCRIPT,
-    ServiceProbe,
-    cluster_checks,
-    facts_request,
-    service_checks,
-)
+from tasks.k3s.status import ExpectedNode, deployment_problems, missing_taints, node_problems, parse_nodes
+from tasks.k3s.wait import PROBE_CMD, ServiceProbe
 
 TOKEN = "s3cr3t-cluster-token-0123456789"
 
@@ -79,7 +60,9 @@ def test_single_server_has_no_cluster_init() -> None:
         "tls-san": ["10.0.0.1"],
         "cluster-cidr": "10.42.0.0/16",
         "service-cidr": "10.43.0.0/16",
+        "secrets-encryption": True,  # issue 10 item 13: Secrets encrypted at rest by default
     }
+    assert "secrets-encryption" not in config(hosts(1, 1, k3s_secrets_encryption=False), "s1")
 
 
 def test_first_server_of_several_initialises_the_embedded_etcd() -> None:
@@ -150,7 +133,18 @@ def test_refuses_cluster_critical_values_that_differ_between_servers() -> None:
     assert problems[0].startswith(
         "host s2: k3s_service_cidr is '10.99.0.0/16' but the first server s1 has '10.43.0.0/16'"
     )
+    assert "critical configuration value mismatch" in problems[0]
+    # issue 8 item 8: `disable` is not a critical value k3s compares (only servicelb is)
     assert problems[1].startswith("host s3: k3s_disable is ['traefik'] but the first server s1 has []")
+    assert "critical configuration value mismatch" not in problems[1]
+    assert "k3s would accept the join (only servicelb is a critical value)" in problems[1]
+    inv[2] = HostInfo("s3", "10.0.0.3", Role.SERVER, {"k3s_disable": ["servicelb"]})
+    inv[1] = HostInfo("s2", "10.0.0.2", Role.SERVER, {"k3s_secrets_encryption": False})
+    problems = cluster_problems(inv)
+    assert [p.split(";")[0] for p in problems] == [
+        "host s2: k3s_secrets_encryption is False but the first server s1 has True",
+        "host s3: k3s_disable is ['servicelb'] but the first server s1 has []",
+    ]
     assert all("critical configuration value mismatch" in p for p in problems)
 
 
@@ -181,17 +175,23 @@ def test_refuses_servers_with_different_tokens_without_showing_them() -> None:
 
 def test_other_inventory_problems_are_named_by_host() -> None:
     inv = [
-        HostInfo("s1", "k3s-1.lan", Role.SERVER, {"k3s_version": "1.31"}),
-        HostInfo("a1", "10.0.1.1", Role.AGENT, {"k3s_version": "v1.31.4+k3s1", "k3s_node_taints": ["bad"]}),
-        HostInfo("a2", "10.0.1.2", Role.AGENT, {"k3s_node_labels": ["novalue"], "k3s_disable": ["nginx"]}),
+        HostInfo("s1", "k3s-1.lan", Role.SERVER, {"k3s_version": "v1.26.3+k3s1"}),
+        HostInfo("a1", "10.0.1.1", Role.AGENT, {"k3s_version": "v1.31.4+k3s1"}),
+        HostInfo("a2", "10.0.1.2", Role.AGENT, {"k3s_version": "v1.26.3+k3s1", "k3s_disable": ["runtimes"]}),
     ]
     text = "\n".join(cluster_problems(inv))
     assert "host s1: address 'k3s-1.lan' is not an IP address; set data.node_ip" in text
-    assert "host s1: k3s_version '1.31' is not a k3s release name" in text
-    assert "host a1: k3s_version is 'v1.31.4+k3s1' but s1 has '1.31'" in text
-    assert "host a1: k3s_node_taints: 'bad'" in text
-    assert "host a2: k3s_node_labels: 'novalue' is not key=value" in text
-    assert "host a2: k3s_disable: unknown component(s) nginx" in text
+    assert "host a1: k3s_version is 'v1.31.4+k3s1' but s1 has 'v1.26.3+k3s1'" in text
+    assert "host a2: k3s_disable: k3s v1.26.3+k3s1 does not know 'runtimes'" in text
+
+
+def test_runtimes_may_be_disabled_where_the_pinned_version_knows_it() -> None:
+    """issue 8 item 8: `runtimes` is a packaged manifest since the December 2023 releases."""
+    assert cluster_problems(hosts(1, 1, k3s_disable=["runtimes", "traefik"])) == []  # default v1.31.4
+    for version, ok in (("v1.28.5+k3s1", True), ("v1.28.4+k3s1", False), ("v1.29.0+k3s1", True),
+                        ("v1.26.12+k3s1", True), ("v1.25.16+k3s4", False)):  # fmt: skip
+        problems = cluster_problems(hosts(1, 0, k3s_disable=["runtimes"], k3s_version=version))
+        assert (problems == []) is ok, version
     assert cluster_problems([HostInfo("a1", "10.0.1.1", Role.AGENT)]) == [
         "k3s_agents (a1) need at least one host in k3s_servers"
     ]
@@ -215,13 +215,22 @@ def test_unit_runs_the_binary_with_nothing_but_the_subcommand(role: Role) -> Non
         "WantedBy=multi-user.target",
     ):
         assert setting in unit.splitlines()
-    assert "EnvironmentFile" not in unit and "Environment=" not in unit
+    # issue 8 item 6: install.sh's environment file (proxies), ours written 0600 from data.k3s_env
+    assert "EnvironmentFile=-/etc/default/%N" in unit.splitlines()
+    assert "Environment=" not in unit
     # systemd has no trailing comments: every comment is a line of its own
     assert all(line.startswith("#") or "#" not in line for line in unit.splitlines())
 
 
 def empty_facts(*, arch: str = "x86_64") -> Facts:
-    return Facts(outputs={"arch": Output(0, arch), "services": Output(0, ""), "version": Output(0, "")})
+    return Facts(
+        outputs={
+            "arch": Output(0, arch),
+            "services": Output(0, ""),
+            "version": Output(0, ""),
+            "started": Output(0, ""),
+        }
+    )
 
 
 def binary_source(tmp_path: Path, content: bytes = b"k3s binary") -> BinarySource:
@@ -250,7 +259,7 @@ def test_token_travels_only_inside_config_yaml(tmp_path: Path) -> None:
         c.script.replace("\n", "")
         for c in plan_host(cluster, cluster.node("a1"), TOKEN, empty_facts(), binary_source(tmp_path)).changes
     )
-    for command in (NODES_CMD, DEPLOY_CMD, PROBE_CMD, SERVICES_CMD, RESET_SCRIPT):
+    for command in (NODES_CMD, DEPLOY_CMD, PROBE_CMD, UNITS.command, RESET_SCRIPT):
         assert "token" not in command.lower()
     _files, commands = facts_request(cluster.first, True)
     assert all("token" not in c for c in commands.values())
@@ -280,6 +289,7 @@ def converged_facts(
     for path, content, mode in (
         (CONFIG, render_config(cluster, node, TOKEN).encode(), 0o600),
         (role.unit_path, render_unit(role).encode(), 0o644),
+        (role.env_path, render_env(node).encode(), 0o600),
         (BINARY, b"k3s binary", 0o755),
     ):
         facts.files[path] = FileState(
@@ -304,9 +314,9 @@ def test_config_change_restarts_and_a_stopped_service_only_starts(tmp_path: Path
     assert "daemon-reload" not in plan.after  # the unit did not change
     facts, source = converged_facts(tmp_path, active="failed")
     plan = plan_host(cluster, cluster.node("a1"), TOKEN, facts, source)
-    assert not plan.restart
-    assert [c.what for c in plan.changes] == ["service k3s-agent active"]
-    assert plan.after.splitlines() == [
+    assert [c.what for c in plan.changes] == ["service k3s-agent"]
+    assert plan.after == ""  # the change carries its own script
+    assert plan.changes[0].script.splitlines() == [
         "systemctl reset-failed k3s-agent 2>/dev/null || true",
         "systemctl start k3s-agent",
     ]
@@ -414,13 +424,19 @@ def nodes_json(*items: dict[str, object]) -> str:
     return json.dumps({"apiVersion": "v1", "kind": "List", "items": list(items)})
 
 
+def ok(text: str) -> Output:
+    return Output(0, text)
+
+
 def test_node_problems() -> None:
     status = parse_nodes(
-        nodes_json(
-            node("s1", server=True),
-            node("a1", ready="Unknown"),
-            node("a2", version="v1.30.0+k3s1"),
-            node("a3", server=True),
+        ok(
+            nodes_json(
+                node("s1", server=True),
+                node("a1", ready="Unknown"),
+                node("a2", version="v1.30.0+k3s1"),
+                node("a3", server=True),
+            )
         )
     )
     want = [
@@ -436,7 +452,7 @@ def test_node_problems() -> None:
         "a3": "registered as a control-plane node, expected an agent",
         "a4": "not registered with the cluster",
     }
-    assert node_problems(parse_nodes(nodes_json(node("s1"))), want[:1]) == {
+    assert node_problems(parse_nodes(ok(nodes_json(node("s1")))), want[:1]) == {
         "s1": "registered without the control-plane role (is it an agent?)"
     }
 
@@ -448,62 +464,52 @@ def test_deployment_problems() -> None:
             {"metadata": {"name": "traefik"}, "spec": {"replicas": 2}, "status": {"availableReplicas": 1}},
         ]
     }
-    assert deployment_problems(json.dumps(doc), ["coredns", "traefik", "metrics-server"]) == {
+    assert deployment_problems(ok(json.dumps(doc)), ["coredns", "traefik", "metrics-server"]) == {
         "traefik": "1/2 replicas available",
         "metrics-server": "not deployed (yet)",
     }
 
 
-def test_cluster_and_service_checks_name_host_and_what_to_look_at() -> None:
-    cluster = build_cluster(hosts(1, 2, k3s_disable=["traefik"]))
-    deploy = {
-        "items": [
-            {"metadata": {"name": n}, "spec": {"replicas": 1}, "status": {"availableReplicas": 1}}
-            for n in ("coredns", "metrics-server", "local-path-provisioner")
-        ]
-    }
-    facts = Facts(
-        outputs={
-            "nodes": Output(0, nodes_json(node("s1", server=True), node("a1", ready="Unknown"))),
-            "deploy": Output(0, json.dumps(deploy)),
-        }
-    )
-    items = {i.name: i for i in cluster_checks(cluster, facts, list(cluster.nodes))}
-    assert items["k3s API on s1"].ok and items["node s1 (server)"].ok
-    assert not items["node a1 (agent)"].ok and "a1" in items["node a1 (agent)"].hint
-    assert "journalctl -u k3s-agent" in items["node a1 (agent)"].hint
-    assert items["node a2 (agent)"].detail == "not registered with the cluster"
-    assert "kube-system deployment traefik" not in items  # disabled
-    assert items["kube-system deployment coredns"].ok
-    down = Facts(
-        outputs={"nodes": Output(1, "The connection to the server was refused"), "deploy": Output(3, "")}
-    )
-    assert [(i.name, i.ok) for i in cluster_checks(cluster, down, list(cluster.nodes))] == [
-        ("k3s API on s1", False)
-    ]
-    svc = Facts(
-        outputs={"services": Output(0, "k3s inactive \nk3s-agent active enabled"), "version": Output(0, "")}
-    )
-    result = {i.name: i for i in service_checks(cluster.node("a1"), svc)}
-    assert result["k3s-agent active"].ok and result["k3s-agent enabled"].ok
-    assert (
-        not result["k3s version"].ok
-        and result["k3s version"].detail == f"not installed (want {DEFAULT_VERSION})"
-    )
-
-
-def test_service_probe() -> None:
-    text = "NRestarts=3\nActiveState=activating\nSubState=auto-restart\nUp=40\n"
+def test_service_probe_reads_systemd_and_the_journal() -> None:
+    text = "NRestarts=3\nActiveState=activating\nSubState=auto-restart\nNow=1700000000\nUp=40\n"
     probe = ServiceProbe.parse("k3s-agent", text)
-    assert probe.restarts == 3 and not probe.running
+    assert probe.restarts == 3 and not probe.running and probe.now == 1700000000
     assert probe.verdict() == "k3s-agent keeps exiting (restarted 3 times by systemd)"
-    ok = ServiceProbe.parse("k3s", "NRestarts=0\nActiveState=active\nSubState=running\nUp=7\n")
-    assert ok.running and ok.up == 7 and ok.verdict() is None
+    ok_ = ServiceProbe.parse("k3s", "NRestarts=0\nActiveState=active\nSubState=running\nUp=7\n")
+    assert ok_.running and ok_.up == 7 and ok_.verdict() is None
     assert (
         ServiceProbe.parse("k3s", "NRestarts=0\nActiveState=inactive\nSubState=dead\n").verdict()
         == "k3s is inactive"
     )
     assert ServiceProbe("k3s", error="timed out").verdict() == "its host cannot be reached: timed out"
+
+
+PASSWORD_LINE = (
+    'time="2025-01-07T10:00:05Z" level=info msg="Waiting to retrieve agent configuration; server is not ready: '
+    "Node password rejected, duplicate hostname or contents of '/etc/rancher/node/password' may not match "
+    'server node-passwd entry, try enabling a unique node name with the --with-node-id flag"'
+)
+TOKEN_LINE = (
+    'time="2025-01-07T10:00:05Z" level=info msg="Waiting to retrieve agent configuration; server is not ready: '
+    'failed to retrieve configuration from server: https://127.0.0.1:6444/v1-k3s/config: 401 Unauthorized"'
+)
+
+
+@pytest.mark.parametrize(
+    ("line", "cause", "fix"),
+    [
+        (PASSWORD_LINE, "rejected its node password",
+         "`/usr/local/bin/k3s kubectl -n kube-system delete secret a1.node-password.k3s` on s1"),
+        (TOKEN_LINE, "refused its token (401 Unauthorized)", "set data.k3s_token for a1"),
+    ],
+)  # fmt: skip
+def test_an_agent_that_retries_forever_is_given_up_on_with_cause_and_fix(
+    line: str, cause: str, fix: str
+) -> None:
+    """issue 8 item 4: the unit stays active/running (k3s retries forever); the journal says why."""
+    text = f"NRestarts=0\nActiveState=active\nSubState=running\nNow=1700000010\nUp=30\n@@journal\nother\n{line}\n"
+    verdict = ServiceProbe.parse("k3s-agent", text).verdict("a1", "s1")
+    assert verdict is not None and cause in verdict and fix in verdict
 
 
 # -- kubeconfig -----------------------------------------------------------------------------------------
@@ -607,21 +613,19 @@ def test_version_changes_go_one_minor_at_a_time_and_never_down() -> None:
     assert down is not None and "downgrade" in down
 
 
-def test_missing_labels_and_taints_come_with_the_kubectl_command_that_adds_them() -> None:
-    nodes = parse_nodes(json.dumps({"items": [{
+def test_only_taints_can_be_missing_labels_are_applied_by_k3s_at_every_start() -> None:
+    """issue 8 item 7: node-label is merged into the Node at each k3s start (k3s PR #1171)."""
+    nodes = parse_nodes(ok(json.dumps({"items": [{
         "metadata": {"name": "vm2", "labels": {"nr.io/role": "agent", "kubernetes.io/os": "linux"}},
         "spec": {"taints": [{"key": "dedicated", "value": "db", "effect": "NoSchedule"},
                             {"key": "spot", "effect": "PreferNoSchedule"}]},
         "status": {"conditions": [{"type": "Ready", "status": "True"}]},
-    }]}))  # fmt: skip
+    }]})))  # fmt: skip
     assert nodes["vm2"].taints == ("dedicated=db:NoSchedule", "spot:PreferNoSchedule")
     node = NodeSpec(
         "vm2", "10.0.0.2", Role.AGENT, "10.0.0.2",
         labels=("nr.io/role=agent", "nr.io/tier=edge"), taints=("dedicated=db:NoSchedule", "gpu=yes:NoExecute"),
     )  # fmt: skip
-    assert missing_node_metadata(nodes["vm2"], node, "k3s kubectl") == [
-        ("label nr.io/tier=edge", "k3s kubectl label node vm2 nr.io/tier=edge --overwrite"),
-        ("taint gpu=yes:NoExecute", "k3s kubectl taint node vm2 gpu=yes:NoExecute --overwrite"),
-    ]
-    same = NodeSpec("vm2", "10.0.0.2", Role.AGENT, "10.0.0.2", labels=("nr.io/role=agent",))
-    assert missing_node_metadata(nodes["vm2"], same, "k3s kubectl") == []
+    assert missing_taints(nodes["vm2"], node) == ["gpu=yes:NoExecute"]
+    same = NodeSpec("vm2", "10.0.0.2", Role.AGENT, "10.0.0.2", labels=("nr.io/other=x",))
+    assert missing_taints(nodes["vm2"], same) == []

@@ -11,8 +11,9 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from nr.secrets import Secret
 from tasks.deploy.kustomize import KustomizeError, build, key
-from tasks.deploy.plan import BASE, K3S_DIR, AppSite, overlay_yaml, render, secret_manifest
+from tasks.deploy.manifests import BASE, K3S_DIR, AppSite, overlay_yaml, render, secret_manifest
 
 K8S_VERSION = "1.31.0"  # the minor of the pinned k3s release
 SITE = AppSite(
@@ -83,7 +84,7 @@ def test_committed_example_overlay_is_current() -> None:
 
 
 def test_every_object_validates_against_kubernetes_schemas(objects: list[dict[str, Any]]) -> None:
-    for obj in [*objects, secret_manifest("example-password")]:
+    for obj in [*objects, secret_manifest(Secret("example-password"))]:
         kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
 
 
@@ -163,7 +164,7 @@ def test_config_map_and_secret(objects: list[dict[str, Any]]) -> None:
         "REDIS_NODES": ",".join(f"10.1.0.{i}:{p}" for i in (1, 2, 3, 4) for p in (7100, 7103))
     }
     assert not [o for o in objects if o["kind"] == "Secret"]  # the password never goes through the overlay
-    secret = secret_manifest("pa55")
+    secret = secret_manifest(Secret("pa55"))
     assert secret["data"] == {"password": "cGE1NQ=="}
     volumes = pod_spec(by(objects, "Deployment", "aeroalpes"))["volumes"]
     assert {

@@ -1,15 +1,18 @@
 """A throwaway Redis Cluster of ``redis-server`` processes on loopback (tests and benchmarks).
 
-Masters only by default (3 is the minimum for a cluster); each node has its own directory, a
-config file (mode 0600) holding requirepass/masterauth, so the password is never on a command line.
-The cluster is formed with CLUSTER ADDSLOTSRANGE + CLUSTER MEET through redis-py.
+Masters only by default (3 is the minimum for a cluster); ``replicas=1`` gives each master a replica
+(for failover tests: :meth:`pause` freezes a node like a lost host). Each node has its own directory,
+a config file (mode 0600) holding requirepass/masterauth, so the password is never on a command line.
+The cluster is formed with CLUSTER ADDSLOTSRANGE + CLUSTER MEET (+ CLUSTER REPLICATE) through redis-py.
 """
 
 from __future__ import annotations
 
+import os
 import random
 import secrets
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -20,7 +23,7 @@ from typing import Any
 
 import redis
 
-from services.devtools.procs import LOOPBACK, port_is_free
+from tests.support.procs import LOOPBACK, port_is_free
 
 SLOTS = 16384
 
@@ -50,6 +53,7 @@ def slot_ranges(masters: int) -> list[tuple[int, int]]:
 @dataclass
 class LocalRedisCluster:
     masters: int = 3
+    replicas: int = 0  # per master
     password: str = field(default_factory=lambda: secrets.token_urlsafe(18))
     redis_server: str = "redis-server"
     node_timeout_ms: int = 2000
@@ -83,7 +87,7 @@ class LocalRedisCluster:
             self.workdir = Path(tempfile.mkdtemp(prefix="redis-cluster-"))
             self._own_workdir = True
         try:
-            for _ in range(self.masters):
+            for _ in range(self.masters * (1 + self.replicas)):
                 port = pick_node_port(set(self.ports))
                 self.ports.append(port)
                 self._procs.append(self._start_node(binary, port))
@@ -141,25 +145,53 @@ class LocalRedisCluster:
     def _form(self, timeout: float) -> None:
         clients = [self.client(port) for port in self.ports]
         self._wait("redis-server to answer", timeout, lambda: all(c.ping() for c in clients))
-        for client, (first, last) in zip(clients, slot_ranges(self.masters), strict=True):
+        for client, (first, last) in zip(clients[: self.masters], slot_ranges(self.masters), strict=True):
             _command(client, "CLUSTER", "ADDSLOTSRANGE", first, last)
         for port in self.ports[1:]:
             _command(clients[0], "CLUSTER", "MEET", LOOPBACK, port)
+        total = len(self.ports)
 
         def ok() -> bool:
             for client in clients:
                 info = _command(client, "CLUSTER", "INFO").decode()
-                if "cluster_state:ok" not in info or f"cluster_known_nodes:{self.masters}" not in info:
+                if "cluster_state:ok" not in info or f"cluster_known_nodes:{total}" not in info:
                     return False
             return True
 
         self._wait("cluster_state:ok", timeout, ok)
+        if self.replicas:
+            self._replicate(clients, timeout)
         for client in clients:
             client.close()
+
+    def _replicate(self, clients: list[redis.Redis], timeout: float) -> None:
+        """Node ``masters + i`` replicates master ``i % masters``; waits until every link is up."""
+        ids = [_command(c, "CLUSTER", "MYID").decode() for c in clients[: self.masters]]
+        for i, client in enumerate(clients[self.masters :]):
+            _command(client, "CLUSTER", "REPLICATE", ids[i % self.masters])
+
+        def synced() -> bool:
+            return all(
+                c.info("replication").get("master_link_status") == "up" for c in clients[self.masters :]
+            )
+
+        self._wait("replicas in sync", timeout, synced)
+
+    @property
+    def master_ports(self) -> list[int]:
+        return self.ports[: self.masters]
+
+    def pause(self, port: int) -> None:
+        """SIGSTOP the node: it answers nothing, as if its host were lost (``resume`` undoes it)."""
+        os.kill(self._procs[self.ports.index(port)].pid, signal.SIGSTOP)
+
+    def resume(self, port: int) -> None:
+        os.kill(self._procs[self.ports.index(port)].pid, signal.SIGCONT)
 
     def stop(self) -> None:
         for proc in self._procs:
             if proc.poll() is None:
+                os.kill(proc.pid, signal.SIGCONT)  # a paused node would not act on SIGTERM
                 proc.terminate()
         for proc in self._procs:
             try:

@@ -1,10 +1,16 @@
 """Build the container images of the AeroAlpes services, offline.
 
-The host prepares every wheel (``pip wheel`` of the image's pinned requirements and of our project
-with ``--no-deps``); the Dockerfiles install them with ``pip install --no-index --find-links``, so
-``docker build`` needs no network (no registry, no PyPI) beyond the base image already present.
+The host prepares every wheel: ``pip download --require-hashes`` of the image's lock
+(``services/<service>/requirements.txt``: each pin with the sha256 of its distributions, written by
+``scripts/lock``) and ``pip wheel --no-deps`` of our project; the Dockerfiles install them with
+``pip install --require-hashes --no-index --find-links``, so ``docker build`` needs no network (no
+registry, no PyPI) beyond the base image already present, and a wheel that is not the locked one is
+refused on the host and again in the image.
 
-    python -m services.images build [--base-image IMG] [--tag T] [--only aeroalpes|adapter]
+The default base image is pinned by digest (``DEFAULT_BASE_IMAGE``, the same as the Dockerfiles'
+``ARG BASE_IMAGE``); ``--base-image`` / ``build_images(base_image=...)`` overrides it.
+
+    python -m tasks.deploy.images build [--base-image IMG] [--tag T] [--only aeroalpes|adapter]
 
 or, from Python: ``build_images(base_image=..., tag=...) -> list of image refs``.
 """
@@ -23,10 +29,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-DEFAULT_BASE_IMAGE = "python:3.11-slim"
+# python:3.11-slim by digest (a tag moves; a digest is one image). To move it: docker pull
+# python:3.11-slim && docker inspect --format '{{index .RepoDigests 0}}' python:3.11-slim, then set the
+# new digest here and in both Dockerfiles (tests/services/test_images.py checks they agree).
+DEFAULT_BASE_IMAGE = (
+    "python:3.11-slim@sha256:9c900dea9e8fb7e16277c179b555cc72d29a352dbc33cff48ad5a0412fd5bfc7"
+)
 DIST_NAME = "nr-orchestrator"
 BUILDER_LABEL = "org.nr-orchestrator.stage=builder"
-SERVICES_DIR = Path(__file__).resolve().parent
+SERVICES_DIR = Path(__file__).resolve().parents[2] / "services"
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,13 +182,17 @@ def prepare_context(
     pip_args: Sequence[str] = (),
     quiet: bool = True,
 ) -> Path:
-    """A build context: Dockerfile, requirements.txt and wheels/ (requirements + project wheel)."""
+    """A build context: Dockerfile, requirements.txt (the hashed lock) and wheels/ (the locked wheels,
+    checked against their hashes, + the project wheel)."""
     wheels = context_dir / "wheels"
     wheels.mkdir(parents=True, exist_ok=True)
     shutil.copy2(spec.dockerfile, context_dir / "Dockerfile")
     shutil.copy2(spec.requirements, context_dir / "requirements.txt")
     shutil.copy2(project_wheel, wheels / project_wheel.name)
-    argv = [python, "-m", "pip", "wheel", "-q", "-w", str(wheels), "-r", str(spec.requirements), *pip_args]
+    argv = [
+        python, "-m", "pip", "download", "-q", "--disable-pip-version-check", "--require-hashes",
+        "--no-deps", "--only-binary=:all:", "-d", str(wheels), "-r", str(spec.requirements), *pip_args,
+    ]  # fmt: skip
     _run(argv, f"preparing the wheels of {spec.name}", quiet)
     return context_dir
 
@@ -246,7 +261,7 @@ def build_images(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m services.images", description="AeroAlpes images")
+    parser = argparse.ArgumentParser(prog="python -m tasks.deploy.images", description="AeroAlpes images")
     sub = parser.add_subparsers(dest="command", required=True)
     build = sub.add_parser("build", help="build the images offline from wheels prepared on this host")
     build.add_argument("--base-image", default=DEFAULT_BASE_IMAGE, help=f"default: {DEFAULT_BASE_IMAGE}")

@@ -59,7 +59,7 @@ class ServiceProcess:
         return "\n".join(self.log_text().splitlines()[-lines:])
 
     def stop(self, timeout: float = 15.0) -> int | None:
-        """SIGTERM, wait, then SIGKILL the whole process group (gunicorn workers included)."""
+        """SIGTERM, wait, then SIGKILL the whole process group (worker processes included)."""
         if self.alive():
             self.popen.send_signal(signal.SIGTERM)
             with contextlib.suppress(subprocess.TimeoutExpired):
@@ -79,11 +79,12 @@ def start_process(
     log_path: Path,
     ready: Callable[[], bool],
     timeout: float = 30.0,
+    cwd: Path | None = None,
 ) -> ServiceProcess:
     """Starts ``argv`` in its own session and waits until ``ready()`` is true."""
     log_file = log_path.open("wb")
     popen = subprocess.Popen(
-        argv, env=dict(env), stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True
+        argv, env=dict(env), stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True, cwd=cwd
     )
     proc = ServiceProcess(name, popen, log_path, log_file)
     deadline = time.monotonic() + timeout
@@ -126,30 +127,30 @@ def start_aeroalpes(
     password_file: Path | None = None,
     port: int | None = None,
     workers: int = 1,
-    threads: int = 4,
+    cwd: Path | None = None,
     **extra_env: str,
 ) -> tuple[ServiceProcess, str]:
-    """``python -m services.aeroalpes`` (gunicorn) on loopback; returns the process and its base URL."""
+    """``python -m services.aeroalpes`` on loopback; returns the process and its base URL. With
+    ``cwd``, the ``services`` package of that checkout runs (``python -m`` looks there first)."""
     port = port or free_port()
     env = base_env(
         PORT=str(port),
         HOST=LOOPBACK,
         REDIS_NODES=redis_nodes,
         AEROALPES_WORKERS=str(workers),
-        AEROALPES_THREADS=str(threads),
         **({"REDIS_PASSWORD_FILE": str(password_file)} if password_file else {}),
         **extra_env,
     )
     url = f"http://{LOOPBACK}:{port}"
     argv = [sys.executable, "-m", "services.aeroalpes"]
     proc = start_process(
-        f"aeroalpes:{port}", argv, env=env, log_path=log_path, ready=lambda: http_ok(f"{url}/health")
+        f"aeroalpes:{port}", argv, env=env, log_path=log_path, ready=lambda: http_ok(f"{url}/health"), cwd=cwd
     )
     return proc, url
 
 
 def start_adapter(
-    aeroalpes_url: str, log_path: Path, *, port: int | None = None, **extra_env: str
+    aeroalpes_url: str, log_path: Path, *, port: int | None = None, cwd: Path | None = None, **extra_env: str
 ) -> tuple[ServiceProcess, str]:
     """``python -m services.adapter`` on loopback; returns the process and its target host:port."""
     port = port or free_port()
@@ -157,7 +158,7 @@ def start_adapter(
     target = f"{LOOPBACK}:{port}"
     argv = [sys.executable, "-m", "services.adapter"]
     proc = start_process(
-        f"adapter:{port}", argv, env=env, log_path=log_path, ready=lambda: grpc_serving(target)
+        f"adapter:{port}", argv, env=env, log_path=log_path, ready=lambda: grpc_serving(target), cwd=cwd
     )
     return proc, target
 

@@ -1,9 +1,10 @@
-"""Pure planning for the ``deploy`` play: the site overlay, the rendered manifests, the Secret.
+"""The app's manifests (pure): the site overlay, the rendered objects, the Redis password Secret.
 
 The kustomize base lives in ``k3s/base``; :func:`overlay` writes the site's overlay (image tags
 or registry, REDIS_NODES, the Redis hosts allowed by the egress policy, the adapter's NodePort) and
-:func:`render` builds it with :mod:`tasks.deploy.kustomize`. The Redis password never enters the overlay:
-:func:`secret_manifest` builds the Secret separately, only in memory, for ``kubectl apply -f -``.
+:func:`render` builds it with :mod:`tasks.deploy.kustomize`. The Redis password never enters the
+overlay: it stays a :class:`~nr.secrets.Secret` up to :func:`secret_manifest`, the one place it is
+revealed (and :func:`config_digest`, which only keeps a PBKDF2 of it), in memory only.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from nr.secrets import REDACTOR, Secret
 from tasks.deploy.kustomize import build
 
 K3S_DIR = Path(__file__).resolve().parents[2] / "k3s"
@@ -115,8 +117,10 @@ def render(site: AppSite, base: Path = BASE) -> list[dict[str, Any]]:
         return build(folder)
 
 
-def secret_manifest(password: str) -> dict[str, Any]:
+def secret_manifest(password: Secret) -> dict[str, Any]:
     """The Secret holding the Redis password (built in memory only; never written to git)."""
+    encoded = base64.b64encode(password.reveal().encode()).decode()
+    REDACTOR.add(encoded)  # the Secret's data field, should kubectl ever print it in an error
     return {
         "apiVersion": "v1",
         "kind": "Secret",
@@ -126,21 +130,21 @@ def secret_manifest(password: str) -> dict[str, Any]:
             "namespace": NAMESPACE,
             "labels": {"app.kubernetes.io/part-of": "aeroalpes", "app.kubernetes.io/managed-by": "nr"},
         },
-        "data": {"password": base64.b64encode(password.encode()).decode()},
+        "data": {"password": encoded},
     }
 
 
 CONFIG_DIGEST = "nr.io/config-digest"
 
 
-def config_digest(config: dict[str, str], password: str) -> str:
+def config_digest(config: dict[str, str], password: Secret) -> str:
     """A digest of what the aeroalpes pods read only when they start (its ConfigMap and the Redis
     password). The password enters through PBKDF2, so the digest does not give it away."""
-    key = hashlib.pbkdf2_hmac("sha256", password.encode(), b"nr/aeroalpes/config-digest", 100_000)
+    key = hashlib.pbkdf2_hmac("sha256", password.reveal().encode(), b"nr/aeroalpes/config-digest", 100_000)
     return hashlib.sha256(json.dumps(config, sort_keys=True).encode() + key).hexdigest()[:16]
 
 
-def with_config_digest(objects: list[dict[str, Any]], password: str) -> list[dict[str, Any]]:
+def with_config_digest(objects: list[dict[str, Any]], password: Secret) -> list[dict[str, Any]]:
     """The objects, the aeroalpes Deployment's pod template annotated with :func:`config_digest`:
     a new password or Redis node list is then a template change, and the pods roll to it (a
     ConfigMap or Secret change alone restarts nothing in Kubernetes)."""
@@ -157,3 +161,14 @@ def with_config_digest(objects: list[dict[str, Any]], password: str) -> list[dic
 
 def manifests_yaml(objects: list[dict[str, Any]]) -> str:
     return "".join("---\n" + yaml.safe_dump(o, sort_keys=True) for o in objects)
+
+
+def site_objects(site: AppSite, password: Secret) -> list[dict[str, Any]]:
+    """Everything deploy applies, in order (the Namespace first): the rendered overlay with the
+    config digest, then the Secret."""
+    return [*with_config_digest(render(site), password), secret_manifest(password)]
+
+
+def namespace_objects(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The Namespace objects among ``objects`` (applied first on a cluster that lacks them)."""
+    return [o for o in objects if o.get("kind") == "Namespace"]
