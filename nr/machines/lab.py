@@ -254,7 +254,9 @@ class Lab:
         inv_dir = self.state_dir / "inventory"
         inv_dir.mkdir(parents=True, exist_ok=True)
         self.options.save(self.state_dir)
-        docs = lab_inventory(pairs, self.state_dir, self.options, schema)
+        docs = lab_inventory(
+            pairs, self.state_dir, self.options, schema, str(ipaddress.ip_network(self.subnet, strict=False))
+        )
         header = f"# Written by `nr lab up` for lab '{self.name}'; rewritten on every `nr lab up`.\n"
         for fname, doc in docs.items():
             (inv_dir / f"{fname}.yaml").write_text(header + yaml.safe_dump(doc, sort_keys=False))
