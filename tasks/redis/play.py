@@ -19,6 +19,7 @@ Steps of ``nr run redis``:
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Sequence
 
@@ -115,30 +116,37 @@ class RedisComponent:
         if not hosts:
             return
         specs = self._specs(site, hosts)
-        ctx.run("install", lambda run: _install(run, specs[run.name]), hosts=hosts)
-        self._restart(ctx, site, hosts)
+        installed = ctx.run("install", lambda run: _install(run, specs[run.name]), hosts=hosts)
+        seen = self._observe(site, running=True)
+        restarted = self._restart(ctx, site, hosts, seen)
         failed = [h.name for h in ctx.all_hosts(REDIS) if ctx.failed(h)]
         if failed:
             ctx.note(f"cluster step skipped: {', '.join(failed)} failed earlier")
             return
-        ctx.run("cluster", lambda run: self._cluster(run, site), hosts=[ctx.all_hosts(REDIS)[0]])
+        current = (
+            None if installed.changed or restarted else seen
+        )  # nothing changed since: no need to look again
+        ctx.run("cluster", lambda run: self._cluster(run, site, current), hosts=[ctx.all_hosts(REDIS)[0]])
 
-    def _restart(self, ctx: PlayContext, site: RedisSite, hosts: Sequence[Host]) -> None:
+    def _restart(
+        self, ctx: PlayContext, site: RedisSite, hosts: Sequence[Host], seen: ClusterObservation
+    ) -> bool:
         """Restart, one host at a time in inventory order, every instance running an outdated config."""
-        todo = pending_restarts(site, by_instance(site.configs, self._observe(site, running=True)))
+        todo = pending_restarts(site, by_instance(site.configs, seen))
         restarter = Restarter(site, self._connect(site), self.restart_timeout, self.poll)
         for host in hosts:
             job = todo.get(host.name)
             if job is None or ctx.failed(host):
                 continue
-            ctx.run("restart", lambda run, job=job: restarter(run, job), hosts=[host])  # type: ignore[misc]
+            ctx.run("restart", functools.partial(restarter, restart=job), hosts=[host])
             if ctx.failed(host):
                 later = [h.name for h in hosts[hosts.index(host) + 1 :] if h.name in todo]
                 ctx.note(
                     f"restarts stopped at {host.name}: {', '.join(later) or 'no host'} after it keep(s) running "
                     "the old config (nr drift shows it; the next nr run redis restarts them)"
                 )
-                return
+                break
+        return bool(todo)
 
     def _wait_reachable(self, site: RedisSite, timeout: float) -> ClusterObservation:
         """Observe until every instance answers (freshly started units need a moment) or ``timeout``."""
@@ -151,8 +159,13 @@ class RedisComponent:
                 return obs
             time.sleep(self.poll)
 
-    def _cluster(self, run: HostRun, site: RedisSite) -> Outcome[None]:
-        obs = self._wait_reachable(site, 2.0 if run.dry_run else self.up_timeout)
+    def _cluster(
+        self, run: HostRun, site: RedisSite, seen: ClusterObservation | None = None
+    ) -> Outcome[None]:
+        if seen is not None and all(i.access is Access.OK for i in seen.instances):
+            obs = seen
+        else:
+            obs = self._wait_reachable(site, 2.0 if run.dry_run else self.up_timeout)
         down = [i for i in obs.instances if i.access is not Access.OK]
         if run.dry_run and down and all(i.access is Access.UNREACHABLE for i in down):
             labels = ", ".join(i.label for i in down)

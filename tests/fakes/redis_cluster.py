@@ -17,6 +17,10 @@ What it imitates, and from where:
 * ``CONFIG GET name`` -> ``[name, value]`` of the running config; a restart re-reads the config file
   (the running values become the file's: what ``CONFIG SET`` changed is lost, src/config.c);
 * a restarted node keeps its role and slots (nodes.conf); a node that is down refuses connections.
+
+Not imitated: automatic failover after cluster-node-timeout, gossip delays, slot moves. A stopped master
+leaves its slots uncovered here until a test fails it over itself (the lab and tests/redis_local cover
+those with real servers).
 """
 
 from __future__ import annotations
