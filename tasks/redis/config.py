@@ -207,6 +207,8 @@ def _render(config: InstanceConfig, secret_line: str) -> str:
     o = config.options
     bind = " ".join((config.address, *o.extra_bind))
     lines = [
+        # The header names the module the file came from before tasks/redis became a package: kept byte
+        # for byte, so that upgrading nr does not rewrite every instance's config.
         f"# Managed by nr (tasks/redis.py): redis-server@{config.port} on {config.host}. Do not edit by hand.",
         "# Cluster state lives in cluster-config-file and is rewritten by Redis itself; the role of this",
         "# instance (master/replica) is set at run time by nr and deliberately not part of this file.",

@@ -1,4 +1,5 @@
-"""Integration: tasks.redis.cluster against real redis-server processes (see conftest.py).
+"""Integration: the redis cluster modules (observe, reconcile, execute, findings, runtime) against real
+redis-server processes (see conftest.py).
 
 The tests share one module-scoped set of simulated hosts and run in file order as one scenario:
 form -> idempotent -> wrong password -> write keys -> lose a host -> host back (swapped shard) -> repair ->
