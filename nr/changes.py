@@ -8,6 +8,7 @@ into findings, is what ``nr drift`` reports.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +47,19 @@ def mask(text: str, secrets: Sequence[str]) -> str:
         if s:
             text = text.replace(s, MASK)
     return redact(text)
+
+
+def mask_keys(text: str, keys: Sequence[str]) -> str:
+    """``text`` with the value of every line that sets one of ``keys`` masked, whatever the value.
+
+    A line sets a key when its first word is the key (``requirepass "x"``, ``token: x``, ``token=x``),
+    in any case (some programs read their directives case-insensitively); comments are left alone.
+    """
+    if not keys:
+        return text
+    names = "|".join(re.escape(k) for k in keys)
+    pattern = re.compile(rf"^([ \t]*(?:{names}))([ \t]*[:=][ \t]*|[ \t]+)(?=\S)(.*?)(\r?)$", re.I | re.M)
+    return pattern.sub(lambda m: f"{m.group(1)}{m.group(2)}{MASK}{m.group(4)}", text)
 
 
 def apply_script(changes: Sequence[Change], after: str = "") -> str:

@@ -89,8 +89,9 @@ class Contract:
     rules: Sequence[RoleRule] = ()
     secrets: Sequence[GeneratedSecret] = ()
     lab_options: Sequence[LabOption] = ()
-    # data keys set in the lab inventory; "{lab_image}" is replaced by the lab's base image
-    lab_data: Mapping[str, str] = field(default_factory=dict)
+    # data keys set in the lab inventory (a string or a list of strings); "{lab_image}" is replaced by the
+    # lab's base image, "{lab_subnet}" by the lab network's CIDR
+    lab_data: Mapping[str, str | Sequence[str]] = field(default_factory=dict)
     # networks the component creates on hosts (e.g. a pod network): never a host's own address
     internal_networks: Sequence[str] = ()
 
@@ -104,7 +105,7 @@ class Schema:
     rules: Sequence[RoleRule]
     secrets: Sequence[GeneratedSecret]
     lab_options: Sequence[LabOption]
-    lab_data: Mapping[str, str]
+    lab_data: Mapping[str, str | Sequence[str]]
     internal_networks: Sequence[str] = ()
 
     @property

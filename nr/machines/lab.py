@@ -269,9 +269,9 @@ class Lab:
         write_generated_secrets(self.state_dir, schema)
         self.options.save(self.state_dir)
         inv_dir = self.state_dir / "inventory"
-        write_inventory(
-            inv_dir, lab_inventory(pairs, self.state_dir, self.options, schema, self.name), self.name
-        )
+        subnet = str(ipaddress.ip_network(self.subnet, strict=False))
+        docs = lab_inventory(pairs, self.state_dir, self.options, schema, self.name, subnet)
+        write_inventory(inv_dir, docs, self.name)
         gitignore = self.state_dir / ".gitignore"
         if not gitignore.exists():
             gitignore.write_text("*\n")

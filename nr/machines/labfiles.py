@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,8 +49,22 @@ class LabOptions:
         (state_dir / "lab.json").write_text(json.dumps(doc, indent=1) + "\n")
 
 
+def _lab_value(value: str | Sequence[str], subnet: str) -> str | list[str]:
+    """A contract's lab_data value with the lab's image and network filled in."""
+
+    def fill(text: str) -> str:
+        return text.replace("{lab_image}", IMAGE).replace("{lab_subnet}", subnet)
+
+    return fill(value) if isinstance(value, str) else [fill(v) for v in value]
+
+
 def lab_inventory(
-    hosts: list[tuple[str, str]], state_dir: Path, options: LabOptions, schema: Schema, site: str = "lab"
+    hosts: list[tuple[str, str]],
+    state_dir: Path,
+    options: LabOptions,
+    schema: Schema,
+    site: str = "lab",
+    subnet: str = "198.18.0.0/24",
 ) -> dict[str, dict[str, Any]]:
     """hosts/groups/defaults documents for the lab (pure): role groups, generated secrets and
     settings come from the components' contracts; the site is named after the lab (``site``), so two
@@ -60,7 +75,7 @@ def lab_inventory(
     data: dict[str, Any] = {"site_name": site}
     data.update({s.key: f"file:../secrets/{s.key}" for s in schema.secrets})
     # the service images and the like build offline on the lab's own base image
-    data.update({k: v.replace("{lab_image}", IMAGE) for k, v in schema.lab_data.items()})
+    data.update({k: _lab_value(v, subnet) for k, v in schema.lab_data.items()})
     data.update(options.data)
     defaults = {
         "username": USER,

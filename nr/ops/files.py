@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from shlex import quote
 
-from nr.changes import Change, Upload, mask
+from nr.changes import Change, Upload, mask, mask_keys
 from nr.facts import FileState
 from nr.lock import UPLOAD_PREFIX
 
@@ -32,6 +32,9 @@ class FileSpec:
     owner: str = "root"
     group: str = "root"
     secrets: Sequence[str] = field(default=(), repr=False)  # values masked in diffs
+    # keys whose lines are masked in diffs whatever their value (``requirepass``, ``token``): a secret
+    # that differs from the inventory's (hand-edited, or the old one after a rotation) never prints either
+    secret_keys: Sequence[str] = ()
 
     @classmethod
     def text(
@@ -42,8 +45,13 @@ class FileSpec:
         owner: str = "root",
         group: str = "root",
         secrets: Sequence[str] = (),
+        secret_keys: Sequence[str] = (),
     ) -> FileSpec:
-        return cls(path, text.encode(), mode, owner, group, tuple(secrets))
+        return cls(path, text.encode(), mode, owner, group, tuple(secrets), tuple(secret_keys))
+
+    def masked(self, text: str) -> str:
+        """``text`` (this file's content, old or new) as a diff may show it."""
+        return mask_keys(mask(text, self.secrets), self.secret_keys)
 
     @property
     def sha256(self) -> str:
@@ -70,7 +78,7 @@ def plan_file(spec: FileSpec, state: FileState) -> Change | None:
     what = f"file {spec.path}"
     want_meta = f"{spec.mode:04o} {spec.owner}:{spec.group}"
     if not state.exists:
-        new = mask(spec.content.decode("utf-8", errors="replace"), spec.secrets)
+        new = spec.masked(spec.content.decode("utf-8", errors="replace"))
         diff = "".join(difflib.unified_diff([], new.splitlines(keepends=True), "/dev/null", spec.path))
         return Change(
             what,
@@ -81,10 +89,8 @@ def plan_file(spec: FileSpec, state: FileState) -> Change | None:
         )
     have_meta = f"{state.mode:04o} {state.owner}:{state.group}" if state.mode is not None else "?"
     if state.sha256 != spec.sha256:
-        old = (
-            mask(state.text or "", spec.secrets) if state.content is not None else "(not shown: large file)\n"
-        )
-        new = mask(spec.content.decode("utf-8", errors="replace"), spec.secrets)
+        old = spec.masked(state.text or "") if state.content is not None else "(not shown: large file)\n"
+        new = spec.masked(spec.content.decode("utf-8", errors="replace"))
         diff = "".join(
             difflib.unified_diff(
                 old.splitlines(keepends=True), new.splitlines(keepends=True), spec.path, spec.path

@@ -1,10 +1,9 @@
 """The deploy play's view of the inventory: the k3s hosts, the first server, the app's settings and
 the Redis Cluster the services use.
 
-:func:`redis_endpoints` is the one place deploy reads the redis component's site model. Until the
-redis component exports it (``tasks.redis.site.load_site(ctx) -> RedisSite``: addresses, ports and
-the password as a Secret), it reads the same inventory keys the redis play reads; switching means
-replacing its body with a call to ``load_site``.
+:func:`redis_endpoints` is the one place deploy reads the redis component's site model
+(``tasks.redis.site.load_site``: addresses, ports and the password as a Secret), so both plays agree
+on every rule (the same password reference on every host, its length, the ports).
 """
 
 from __future__ import annotations
@@ -15,7 +14,6 @@ from dataclasses import dataclass, field
 from nornir.core.inventory import Host
 
 from nr.errors import NrError
-from nr.formats import is_ip
 from nr.play import PlayContext
 from nr.secrets import Secret
 from tasks.deploy.images import DEFAULT_BASE_IMAGE, project_version, source_tag
@@ -23,7 +21,7 @@ from tasks.deploy.manifests import DEFAULT_NODE_PORT, AppSite
 from tasks.k3s.contract import AGENTS as K3S_AGENTS
 from tasks.k3s.contract import SERVERS as K3S_SERVERS
 from tasks.redis.contract import GROUP as REDIS
-from tasks.redis.plan import DEFAULT_MASTER_PORT, DEFAULT_REPLICA_PORT
+from tasks.redis.site import load_site as load_redis_site
 
 K3S = "/usr/local/bin/k3s"
 KUBECTL = f"{K3S} kubectl"
@@ -43,14 +41,12 @@ class RedisEndpoints:
 
 def redis_endpoints(ctx: PlayContext) -> RedisEndpoints:
     """The redis component's site model, as deploy needs it (raises NrError naming host and field)."""
-    hosts = ctx.all_hosts(REDIS)
-    if not hosts:
+    if not ctx.all_hosts(REDIS):
         raise NrError(
             f"deploy: the services keep reservations in Redis: the inventory needs a '{REDIS}' group"
         )
-    ports = [(h, h.get("redis_ports") or (DEFAULT_MASTER_PORT, DEFAULT_REPLICA_PORT)) for h in hosts]
-    nodes = tuple((str(h.get("node_ip") or h.hostname), int(p)) for h, pair in ports for p in pair)
-    return RedisEndpoints(nodes, ctx.secret(hosts[0], "redis_password"))
+    site = load_redis_site(ctx)
+    return RedisEndpoints(site.nodes, site.password)
 
 
 def k3s_hosts(ctx: PlayContext) -> list[Host]:
@@ -96,17 +92,11 @@ def problems(ctx: PlayContext) -> list[str]:
     """What stops a deploy, found before any host is touched."""
     if first_server(ctx) is None:
         return []
-    try:
-        redis = redis_endpoints(ctx)
+    try:  # the redis site model refuses what the app cannot use too (e.g. a host named by DNS name:
+        redis_endpoints(ctx)  # the app's NetworkPolicy allows Redis by IP)
     except NrError as exc:
         return [str(exc)]
     out = []
-    for a in (a for a in redis.addresses if not is_ip(a)):
-        names = ", ".join(h.name for h in ctx.all_hosts(REDIS) if a in (h.get("node_ip"), h.hostname))
-        out.append(
-            f"deploy: redis host {names}: address {a!r} is not an IP address; the app's NetworkPolicy allows "
-            "Redis by IP: set data.node_ip"
-        )
     first = first_server(ctx)
     if first is not None and not first.get("image_registry") and shutil.which("docker") is None:
         out.append(

@@ -98,13 +98,17 @@ class ScriptedRemote:
         return [r for r in self.replies if r.times not in (None, 0)]
 
 
-def _file_lines(marker: str, path: str, content: bytes | None, mode: int = 0o644) -> list[str]:
+Mode = int | tuple[int, str, str]  # a file's mode, or (mode, owner, group); root:root unless given
+
+
+def _file_lines(marker: str, path: str, content: bytes | None, mode: Mode = 0o644) -> list[str]:
     if content is None:
         return [f"{marker} nofile {path}"]
     digest = hashlib.sha256(content).hexdigest()
+    bits, owner, group = mode if isinstance(mode, tuple) else (mode, "root", "root")
     return [
         f"{marker} file {path}",
-        f"{mode:o} root root {len(content)}",
+        f"{bits:o} {owner} {group} {len(content)}",
         digest,
         base64.b64encode(content).decode(),
     ]
@@ -114,7 +118,7 @@ def gather_output(
     marker: str,
     files: Mapping[str, bytes | str | None],
     outputs: Mapping[str, str | tuple[int, str] | tuple[int, str, str]],
-    modes: Mapping[str, int] | None = None,
+    modes: Mapping[str, Mode] | None = None,
 ) -> str:
     """What the gather script prints for these files and command outputs (``(rc, stdout, stderr)``)."""
     lines: list[str] = []
@@ -133,7 +137,7 @@ def facts_reply(
     files: Mapping[str, bytes | str | None] | None = None,
     outputs: Mapping[str, str | tuple[int, str] | tuple[int, str, str]] | None = None,
     *,
-    modes: Mapping[str, int] | None = None,
+    modes: Mapping[str, Mode] | None = None,
     times: int | None = 1,
     strict: bool = True,
 ) -> Reply:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import threading
 import time
 from pathlib import Path
 
@@ -134,3 +138,80 @@ def slot_counts(env: LabEnv, host: str) -> dict[str, int]:
             n += int(hi or lo) - int(lo) + 1
         counts[parts[1].split("@")[0]] = n
     return counts
+
+
+class Writer:
+    """Writes ``w:{i}`` keys through a cluster client until stopped, as an application would (redis-py's
+    own redirects and retries, nothing more). A write that raises is a failed write; one that returns is
+    acknowledged and must be readable afterwards."""
+
+    def __init__(self, env: LabEnv, host: str, prefix: str = "w") -> None:
+        self.env, self.host, self.prefix = env, host, prefix
+        self.acked: dict[str, str] = {}
+        self.failed: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        rc = cluster_client(self.env, self.host)
+        i = 0
+        try:
+            while not self._stop.is_set():
+                key, value = f"{self.prefix}:{{k{i}}}", f"v{i}"
+                try:
+                    rc.set(key, value)
+                    self.acked[key] = value
+                except Exception as exc:
+                    self.failed.append(f"{key}: {type(exc).__name__}: {exc}")
+                i += 1
+                time.sleep(0.005)
+        finally:
+            rc.close()
+
+    def __enter__(self) -> Writer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=60)
+
+    def lost(self) -> list[str]:
+        """Acknowledged keys that are missing or wrong now."""
+        rc = cluster_client(self.env, self.host)
+        try:
+            return [k for k, v in self.acked.items() if rc.get(k) != v]
+        finally:
+            rc.close()
+
+
+def run_and_kill(env: LabEnv, args: list[str], inventory: Path, marker: str, timeout: float = 300) -> str:
+    """Start ``nr ARGS -i INVENTORY``, SIGKILL it as soon as ``marker`` appears in its progress output (an
+    operator's kill, or a crashed controller); returns what it printed."""
+    cmd = [sys.executable, "-m", "nr", *args, "-i", str(inventory)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    seen: list[str] = []
+    deadline = time.monotonic() + timeout
+    assert proc.stdout is not None
+    try:
+        for line in proc.stdout:
+            seen.append(line)
+            if marker in line or time.monotonic() > deadline:
+                break
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+    out = "".join(seen)
+    assert marker in out, f"{marker!r} never appeared:\n{out}"
+    return out
+
+
+def connects(env: LabEnv, source_ip: str, target: str, port: int, timeout: float = 3.0) -> bool:
+    """Whether a fresh container at ``source_ip`` on the lab network opens a TCP connection to target:port."""
+    image = os.environ.get("BASE_IMAGE") or env.lab.ensure_image()
+    probe = f"import socket; socket.create_connection(('{target}', {port}), {timeout}).close()"
+    proc = subprocess.run(
+        ["docker", "run", "--rm", "--network", env.lab.network, "--ip", source_ip, image, "python3", "-c", probe],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    return proc.returncode == 0

@@ -5,7 +5,7 @@ Run from the repository root (needs redis-server; takes ~10 s):
     .venv/bin/python -m tests.redis_local.capture_fixtures
 
 It starts 3 simulated hosts (see conftest.py), forms the cluster with plain redis-py commands (deliberately not
-with tasks.redis.cluster, so the parser fixtures do not depend on the code they test) and records:
+with the tasks.redis modules, so the parser fixtures do not depend on the code they test) and records:
 
 * fresh: a node before any MEET;
 * healthy: the formed 3-shard cluster (views of a master and of a replica);

@@ -28,13 +28,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from tasks.redis.plan import (
-    BUS_PORT_OFFSET,
-    InstanceConfig,
-    RedisConfigOptions,
-    RedisHost,
-    render_redis_conf,
-)
+from tasks.redis.config import InstanceConfig, RedisConfigOptions, render_redis_conf
+from tasks.redis.plan import BUS_PORT_OFFSET, RedisHost
 
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 HOST_ADDRESSES = {"lab1": "127.0.0.1", "lab2": "127.0.0.2", "lab3": "127.0.0.3", "lab4": "127.0.0.4"}
@@ -61,7 +56,7 @@ def pick_ports(addresses: list[str], gap: int = 3) -> tuple[int, int]:
     """A (first, first+gap) pair whose client and bus ports are free on every address."""
     rng = random.Random()
     for _ in range(200):
-        base = rng.randrange(20000, 30000)
+        base = rng.randrange(12000, 19000)  # bus ports (+10000) stay below the NodePort range
         ports = [base, base + gap, base + BUS_PORT_OFFSET, base + gap + BUS_PORT_OFFSET]
         if all(_port_free(a, p) for a in addresses for p in ports):
             return base, base + gap

@@ -1,4 +1,5 @@
-"""Integration: tasks.redis.cluster against real redis-server processes (see conftest.py).
+"""Integration: the redis cluster modules (observe, reconcile, execute, findings, runtime) against real
+redis-server processes (see conftest.py).
 
 The tests share one module-scoped set of simulated hosts and run in file order as one scenario:
 form -> idempotent -> wrong password -> write keys -> lose a host -> host back (swapped shard) -> repair ->
@@ -18,24 +19,14 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from redis.cluster import RedisCluster
 
-from tasks.redis.cluster import (
-    Access,
-    AccessError,
-    AddSlots,
-    ClusterObservation,
-    Failover,
-    Finding,
-    Meet,
-    MoveSlots,
-    NodeRef,
-    Replicate,
-    Severity,
-    execute,
-    findings,
-    observe,
-    plan_actions,
-)
-from tasks.redis.plan import Layout, PlanError, plan_layout
+from tasks.redis.actions import AddSlots, Failover, Meet, MoveSlots, NodeRef, Replicate
+from tasks.redis.errors import AccessError, PlanError
+from tasks.redis.execute import execute
+from tasks.redis.findings import ClusterFinding, Severity, findings
+from tasks.redis.observe import Access, ClusterObservation, observe
+from tasks.redis.plan import Layout, plan_layout
+from tasks.redis.reconcile import plan_actions
+from tasks.redis.runtime import Mismatch, by_instance, settings_to_read
 
 if TYPE_CHECKING:
     from tests.redis_local.conftest import LocalRedisHosts
@@ -149,6 +140,36 @@ def test_second_plan_is_empty(redis_hosts: LocalRedisHosts) -> None:
     assert plan_actions(STATE.layout, observe(STATE.layout, redis_hosts.password)) == []
 
 
+def test_running_configs_match_their_files_and_a_config_set_is_seen(redis_hosts: LocalRedisHosts) -> None:
+    """What real redis-server answers to CONFIG GET equals runtime_settings() of its rendered file (every
+    directive); a CONFIG SET at run time and another masterauth are told apart without printing it."""
+    layout = STATE.layout
+    assert layout is not None
+    p = redis_hosts.ports[0]
+    configs = {n: [i.config for i in redis_hosts.host_instances(n)] for n in ("lab1", "lab2", "lab3")}
+    settings = settings_to_read([c for cs in configs.values() for c in cs])
+    assert {"cluster-node-timeout", "appendonly", "dir", "requirepass", "maxmemory"} - set(settings) == {
+        "maxmemory"
+    }
+    assert by_instance(configs, observe(layout, redis_hosts.password, settings=settings)) == {}
+    client = redis_hosts.client(f"lab2:{p}")
+    try:
+        client.config_set("appendonly", "no")
+        client.config_set("masterauth", "not-the-password-at-all")
+        found = by_instance(configs, observe(layout, redis_hosts.password, settings=settings))
+        assert found == {
+            f"lab2:{p}": [
+                Mismatch("appendonly", "yes", "no"),
+                Mismatch("masterauth", "<redacted>", "<another value>"),
+            ]
+        }
+        assert "not-the-password-at-all" not in repr(found) and redis_hosts.password not in repr(found)
+    finally:
+        client.config_set("appendonly", "yes")
+        client.config_set("masterauth", redis_hosts.password)
+        client.close()
+
+
 def test_wrong_password_is_a_clear_error_and_changes_nothing(redis_hosts: LocalRedisHosts) -> None:
     layout = STATE.layout
     assert layout is not None
@@ -232,7 +253,7 @@ def test_restarted_host_is_reported_as_swapped_shard(redis_hosts: LocalRedisHost
     p, r = redis_hosts.ports
     redis_hosts.start_host("lab2")
 
-    def only_swap() -> list[Finding] | None:
+    def only_swap() -> list[ClusterFinding] | None:
         found = findings(layout, observe(layout, redis_hosts.password, timeout=1))
         return found if [f.what for f in found] == ["shard 2: master"] else None
 

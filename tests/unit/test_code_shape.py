@@ -13,18 +13,8 @@ MAX_MODULE_LINES = 400
 MAX_FUNCTION_LINES = 60
 ROOTS = ("nr", "tasks")
 
-LEGACY_MODULES = {
-    "tasks/redis/cluster.py",
-    "tasks/redis/plan.py",
-    "tasks/redis/play.py",
-}
-LEGACY_FUNCTIONS = {
-    "tasks/redis/cluster.py:consolidate",
-    "tasks/redis/cluster.py:findings",
-    "tasks/redis/cluster.py:execute",
-    "tasks/redis/plan.py:plan_membership",
-    "tasks/redis/play.py:plan_host",
-}
+LEGACY_MODULES: set[str] = set()
+LEGACY_FUNCTIONS: set[str] = set()
 
 
 def sources() -> list[Path]:

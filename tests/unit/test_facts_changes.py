@@ -115,6 +115,25 @@ def base_facts(**over: str) -> Facts:
     return Facts(files=files, outputs={k: Output(0, v) for k, v in outputs.items()})
 
 
+def test_secret_lines_are_masked_whatever_their_value() -> None:
+    """A password on the host that is not the inventory's (hand-edited, or the old one) never prints."""
+    spec = FileSpec.text("/etc/redis/r.conf", 'port 7000\nrequirepass "new-one"\nmasterauth "new-one"\n',
+                         secrets=["new-one"], secret_keys=("requirepass", "masterauth", "token"))  # fmt: skip
+    old = b'port 7000\nREQUIREPASS  "typed-by-hand"\nmasterauth old-secret\n# requirepass is set below\n'
+    state = FileState(spec.path, True, 0o644, "root", "root", len(old), hashlib.sha256(old).hexdigest(), old)
+    change = plan_file(spec, state)
+    assert change is not None
+    assert (
+        "typed-by-hand" not in change.diff
+        and "old-secret" not in change.diff
+        and "new-one" not in change.diff
+    )
+    assert f"-REQUIREPASS  {MASK}" in change.diff and "-# requirepass is set below" in change.diff
+    yaml_spec = FileSpec.text("/etc/k.yaml", "token: abc\n", secret_keys=("token",))
+    created = plan_file(yaml_spec, FileState(yaml_spec.path, False))
+    assert created is not None and "abc" not in created.diff and f"+token: {MASK}" in created.diff
+
+
 def test_base_plan_converged_host_has_no_changes() -> None:
     assert plan(BaseSpec(hostname="vm1", packages=("curl", "kmod")), base_facts()) == []
 

@@ -39,6 +39,12 @@ def test_lab_inventory_is_valid_and_has_roles(tmp_path: Path) -> None:
     validate(RawInventory(docs["hosts"], docs["groups"], docs["defaults"], base_dir=tmp_path), SCHEMA)
 
 
+def test_lab_data_can_name_the_lab_network(tmp_path: Path) -> None:
+    """The lab's app containers get addresses of the lab network: the Redis firewall lets it in."""
+    docs = lab_inventory([("lab1", "198.18.7.11")], tmp_path, LabOptions(), SCHEMA, subnet="198.18.7.0/24")
+    assert docs["defaults"]["data"]["redis_clients"] == ["198.18.7.0/24"]
+
+
 def test_two_hosts_have_no_redis_group(tmp_path: Path) -> None:
     docs = lab_inventory([("lab1", "198.18.0.11"), ("lab2", "198.18.0.12")], tmp_path, LabOptions(), SCHEMA)
     assert all("redis" not in h["groups"] for h in docs["hosts"].values())

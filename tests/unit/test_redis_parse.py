@@ -10,21 +10,21 @@ from typing import Any
 import pytest
 import redis
 
-from tasks.redis.cluster import (
-    Access,
+from tasks.redis.errors import ClusterParseError
+from tasks.redis.findings import findings
+from tasks.redis.observe import Access, observe
+from tasks.redis.parse import (
     ClusterNode,
-    ClusterParseError,
     SlotMigration,
-    consolidate,
-    findings,
-    observe,
     parse_cluster_info,
     parse_cluster_nodes,
     parse_cluster_shards,
     parse_info,
-    plan_actions,
 )
-from tasks.redis.plan import SlotRange, plan_layout
+from tasks.redis.plan import plan_layout
+from tasks.redis.reconcile import plan_actions
+from tasks.redis.slots import SlotRange
+from tasks.redis.topology import consolidate
 
 FIXTURES = Path(__file__).parent / "fixtures" / "redis"
 MANIFEST = json.loads((FIXTURES / "manifest.json").read_text())

@@ -10,43 +10,25 @@ from pathlib import Path
 
 import pytest
 
-from tasks.redis.cluster import (
-    Access,
-    AccessError,
-    AddSlots,
-    ClusterObservation,
-    Failover,
-    Forget,
-    InstanceState,
-    MoveSlots,
-    Replicate,
-    SettleSlots,
-    Severity,
-    findings,
-    parse_cluster_info,
-    parse_cluster_nodes,
-    plan_actions,
-)
-from tasks.redis.plan import (
-    SLOT_COUNT,
+from tasks.redis.actions import AddSlots, Failover, Forget, MoveSlots, Replicate, SettleSlots
+from tasks.redis.config import (
     InstanceConfig,
-    Layout,
-    Member,
-    PlanError,
     RedisConfigOptions,
-    RedisHost,
-    SlotRange,
-    even_slot_ranges,
     instance_configs,
-    plan_layout,
-    plan_membership,
-    plan_slot_moves,
     render_redis_conf,
     render_redis_conf_redacted,
     validate_password,
 )
+from tasks.redis.errors import AccessError, PlanError
+from tasks.redis.findings import Severity, findings
+from tasks.redis.membership import Member, plan_membership, plan_slot_moves
+from tasks.redis.observe import Access, ClusterObservation, InstanceState
+from tasks.redis.parse import parse_cluster_info, parse_cluster_nodes
+from tasks.redis.plan import Layout, RedisHost, plan_layout
+from tasks.redis.reconcile import plan_actions
+from tasks.redis.slots import SLOT_COUNT, SlotRange, even_slot_ranges
 
-PASSWORD = "s3cret-Pa55word"
+PASSWORD = "s3cret-Pa55word-16"  # at least 16 characters (issue 10 item 9)
 
 
 def hosts(n: int) -> list[RedisHost]:
