@@ -37,6 +37,10 @@ class Change:
     fix: str = ""  # command that repairs it (default: "nr run <component> --limit <host>")
     upload: Upload | None = None  # a local file copied over SFTP before ``script`` runs
 
+    def __post_init__(self) -> None:
+        if not self.script.strip():  # a row to report without a script is a nr.outcome.Finding
+            raise ValueError(f"change {self.what!r} has no script: report it as a Finding instead")
+
     def summary(self) -> str:
         return self.diff or f"{self.what}: {self.actual} -> {self.expected}"
 

@@ -312,19 +312,6 @@ class PlayContext:
         self.recorder.record(self.component, step, result)
         return result
 
-    def run_nornir(
-        self,
-        step: str,
-        task: Callable[..., Result],
-        *,
-        hosts: Sequence[Host] | None = None,
-        group: str | None = None,
-        serial: bool = False,
-        **kwargs: Any,
-    ) -> AggregatedResult:
-        """Legacy: run a Nornir task function (results with ``changes``/``checks`` extras)."""
-        return self._run_nornir(step, task, hosts=hosts, group=group, serial=serial, **kwargs)
-
     def note(self, message: str) -> None:
         self.recorder.note(self.component, message)
 

@@ -20,9 +20,8 @@ from nornir.core.task import AggregatedResult, MultiResult, Result, Task
 from rich.console import Console
 from rich.table import Table
 
-from nr.changes import Change
 from nr.errors import NrError
-from nr.outcome import CheckItem, Finding
+from nr.outcome import Finding
 from nr.play import OutcomeResult
 from nr.secrets import redact
 from nr.text import show
@@ -158,24 +157,6 @@ class RunReport:
             )
             if isinstance(r, OutcomeResult):
                 self._record_outcome(component, host, r)
-                continue
-            for c in getattr(r, "checks", None) or []:
-                assert isinstance(c, CheckItem)
-                self.checks.append(
-                    CheckRow(component, host, c.name, c.ok, redact(c.detail), redact(c.hint), c.warning)
-                )
-            for c in getattr(r, "changes", None) or []:
-                assert isinstance(c, Change)
-                self.drift.append(
-                    DriftItem(
-                        component,
-                        host,
-                        redact(c.what),
-                        redact(c.expected),
-                        redact(c.actual),
-                        redact(c.fix or self.default_fix(component, host)),
-                    )
-                )
 
     def _record_outcome(self, component: str, host: str, r: OutcomeResult) -> None:
         o = r.outcome
@@ -222,10 +203,7 @@ class RunReport:
             self.console.print(f"  [red]✗ {host.name}[/] {show(error_message(r.exception, r))}")
         elif result.changed:
             verb = "would change" if self.dry_run else "changed"
-            if isinstance(r, OutcomeResult):
-                n: int | str = len(r.outcome.changes) or ""
-            else:
-                n = len(getattr(r, "changes", None) or r.result or []) if isinstance(r.result, list) else ""
+            n = len(r.outcome.changes) if isinstance(r, OutcomeResult) else 0
             self.console.print(f"  [yellow]~ {host.name}[/] {verb}{f' ({n})' if n else ''}")
         else:
             self.console.print(f"  [green]✓ {host.name}[/] ok")

@@ -274,7 +274,7 @@ def test_secret_given_to_a_task_stays_off_command_lines_and_output(lab: LabEnv) 
 
 
 def test_upload_only_when_the_host_copy_differs(lab: LabEnv, tmp_path: Path) -> None:
-    """Engine level: plan_upload + apply_changes push a large file over SFTP once, as user nr + sudo."""
+    """Engine level: plan_upload + HostRun.apply push a large file over SFTP once, as user nr + sudo."""
     import os
 
     from nr.config import Settings, init_nornir

@@ -1,6 +1,6 @@
 """The shape the codebase keeps: no module of the engine or a component over 400 lines, no function
-over 60, so a newcomer can read any one of them in one sitting. ``LEGACY`` lists what is still being
-split; it may only shrink (a listed file that now fits must be removed from the list)."""
+over 60, so a newcomer can read any one of them in one sitting. ``LEGACY`` lists exceptions while a
+module is being split; they may only shrink (a listed file that now fits must leave the list)."""
 
 from __future__ import annotations
 

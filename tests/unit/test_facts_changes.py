@@ -169,3 +169,12 @@ def test_facts_commands_are_read_only() -> None:
     text = "\n".join(facts_commands(BaseSpec(hostname="vm1", packages=("curl",))).values())
     for verb in ("apt-get", "modprobe", "> /proc", "hostnamectl set", "rm "):
         assert verb not in text
+
+
+def test_a_change_always_carries_its_script() -> None:
+    import pytest
+
+    from nr.changes import Change
+
+    with pytest.raises(ValueError, match="report it as a Finding"):
+        Change("service x", "restarted", "running", "", "~ restart x")
