@@ -332,6 +332,28 @@ def test_version_change_is_a_rolling_upgrade(site: Site, tmp_path: Path) -> None
     assert check.code == 0, check.stdout
 
 
+def test_servers_turned_into_agents_in_place_are_refused_and_nothing_changes(site: Site) -> None:
+    # issue 8 item 3: k3s keeps a server's roles and etcd member when it comes back as an agent
+    # (two of the three: one server left keeps the embedded etcd count odd)
+    moved = site.hosts[1:]
+    probe = "sha256sum /etc/rancher/k3s/config.yaml; ls /etc/systemd/system/k3s*.service"
+    before = {h: site.env.exec(h, probe) for h in moved}
+    site.edit("hosts.yaml", lambda d: [d[h].update(groups=["k3s_agents", "redis"]) for h in moved])
+    try:
+        res = site.nr("run", "k3s", "--json")
+    finally:
+        site.edit("hosts.yaml", lambda d: [d[h].update(groups=["k3s_servers", "redis"]) for h in moved])
+    text = res.stdout + res.stderr
+    assert res.code != 0, text
+    nodes = site.nodes()
+    for host in moved:
+        assert f"{host} runs a k3s server and is now listed as an agent" in text, text
+        assert f"delete node {host}" in text and "k3s-reset" in text
+        assert site.env.exec(host, probe) == before[host]
+        assert site.env.exec(host, "systemctl is-active k3s").strip() == "active"
+        assert nodes[host]["metadata"]["labels"]["node-role.kubernetes.io/control-plane"] == "true"
+
+
 def test_back_to_one_server_and_two_agents_for_later_tests(site: Site) -> None:
     assert site.nr("run", "k3s-reset").code == 0
     site.inv.joinpath("hosts.yaml").write_text(site.env.inventory.joinpath("hosts.yaml").read_text())
