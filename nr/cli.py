@@ -10,28 +10,32 @@ import json
 import sys
 from collections.abc import Iterable
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import click
-from nornir.core import Nornir
-from rich.console import Console
 
-from nr import __version__, views
+from nr import __version__
 from nr.config import DEFAULT_INVENTORY, Settings, init_nornir
-from nr.errors import NrError
-from nr.inventory.validate import InventoryError
-from nr.lock import Locked, RunLock
-from nr.play import Component, PlayContext, host_groups
+from nr.console import lazy_console
+from nr.errors import InventoryError, NrError
 from nr.registry import registry
-from nr.report import RunReport
-from nr.runner import Action, execute, exit_interrupted
 from nr.secrets import redact
 from nr.text import show
 
+# What a command does not use is not imported at start (see nr.console and tests/unit/test_startup.py):
+# Nornir, the report and Rich when a command needs them, the SSH stack on the first connection.
+if TYPE_CHECKING:
+    from nornir.core import Nornir
+    from rich.console import Console
+
+    from nr.play import Component
+    from nr.report import RunReport
+    from nr.runner import Action
+
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+out = lazy_console(highlight=False, soft_wrap=True)
+err = lazy_console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def _bad_input(messages: Iterable[str]) -> NoReturn:
@@ -51,6 +55,8 @@ def _limit(nr: Nornir, values: tuple[str, ...]) -> set[str] | None:
     """Host names selected by ``--limit`` (host or group names, repeatable, comma-separated)."""
     if not values:
         return None
+    from nr.play import host_groups
+
     names: set[str] = set()
     bad = []
     for value in (v.strip() for raw in values for v in raw.split(",") if v.strip()):
@@ -92,6 +98,9 @@ def _run_selected(
     action: Action,
 ) -> dict[str, dict[str, object]]:
     """Validate the components against the inventory (exit 2 before any host is touched), then run."""
+    from nr.play import PlayContext
+    from nr.runner import execute
+
     inv_arg = None if inventory == DEFAULT_INVENTORY else inventory
     nr = nr.with_processors([report])
     ctx = PlayContext(nr, component="nr", recorder=report, limit=limit, inventory_arg=inv_arg)
@@ -185,6 +194,10 @@ def run(
     Prints progress per host, then a summary of what was ok, changed or failed, with diffs.
     One run at a time changes an inventory (a lock in its folder); a dry run takes no lock.
     """
+    from nr.lock import Locked, RunLock
+    from nr.report import RunReport
+    from nr.runner import exit_interrupted
+
     selected = _select(play)
     nr = _open(inventory, workers, dry_run)
     report = RunReport(
@@ -244,6 +257,10 @@ def check(
     service it checks (see the README).
     Exit 0 all passed (warnings allowed), 1 a check failed or a host could not be checked.
     """
+    from nr import views
+    from nr.report import RunReport
+    from nr.runner import exit_interrupted
+
     selected = _select_read_only(components)
     nr = _open(inventory, workers, True)
     report = RunReport("check", dry_run=True, console=_progress(json_out))
@@ -284,6 +301,8 @@ def drift(
     Schedule it with contrib/nr-drift.timer or cron.
     """
     from nr.drift import drift_exit_code, drift_json, print_drift, prom_text, write_prom
+    from nr.report import RunReport
+    from nr.runner import exit_interrupted
 
     if prom is not None and not prom.name.endswith(".prom"):
         _bad_input([f"--prom {prom}: node_exporter's textfile collector only reads files ending in .prom"])
@@ -318,6 +337,8 @@ def drift(
 @json_opt
 def inventory_cmd(inventory: str, json_out: bool) -> None:
     """Show the resolved hosts, groups, roles and addresses (secrets shown as references only)."""
+    from nr import views
+
     rows = views.inventory_rows(_open(inventory, None, True))
     if json_out:
         click.echo(json.dumps({"hosts": rows}, indent=2, default=str))
@@ -333,6 +354,8 @@ def main() -> None:
         exc.show()
         sys.exit(exc.exit_code)
     except (click.exceptions.Abort, KeyboardInterrupt):  # Ctrl-C before any host was touched
+        from nr.runner import exit_interrupted
+
         err.print("[red]Interrupted (Ctrl-C)[/]")
         exit_interrupted()
     except NrError as exc:

@@ -15,8 +15,8 @@ a catalog (:mod:`nr.registry`). The context runs a host function ``fn(run: HostR
 
 from __future__ import annotations
 
-import functools
 import shlex
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -106,11 +106,18 @@ class HostRun:
     host: Host
     dry_run: bool
     connect: Callable[[], Remote] = field(repr=False)
+    _remote: Remote | None = field(default=None, init=False, repr=False)
 
-    @functools.cached_property
+    @property
     def remote(self) -> Remote:
-        """The host's connection (opened on first use, then shared by every step of the run)."""
-        return self.connect()
+        """The host's connection (opened on first use, then shared by every step of the run).
+
+        (Not a ``functools.cached_property``: before Python 3.12 that holds one lock for every
+        instance while it computes, which made the hosts open their connections one at a time.)
+        """
+        if self._remote is None:
+            self._remote = self.connect()
+        return self._remote
 
     @property
     def name(self) -> str:
@@ -190,6 +197,8 @@ class PlayContext:
         self.limit = set(limit) if limit is not None else None
         self.inventory_arg = inventory_arg  # how the operator named the inventory, for "fix" commands
         self._connect = connect or self._open_fabric
+        self._opening: dict[str, threading.Lock] = {}  # one per host: a connection is opened once
+        self._opening_lock = threading.Lock()
 
     @property
     def nornir(self) -> Nornir:
@@ -255,7 +264,14 @@ class PlayContext:
 
     # -- connections ---------------------------------------------------------------------------
     def _open_fabric(self, host: Host) -> Remote:
-        conn: Remote = host.get_connection(CONNECTION_NAME, self._nr.config)
+        """The host's connection, opened on first use (the SSH stack is imported then, not at start).
+        Hosts open theirs in parallel; two steps asking for one host at once share one connection."""
+        import nr.connection  # noqa: F401  (registers the connection plugin)
+
+        with self._opening_lock:
+            lock = self._opening.setdefault(host.name, threading.Lock())
+        with lock:
+            conn: Remote = host.get_connection(CONNECTION_NAME, self._nr.config)
         return conn
 
     def remote(self, host: Host | str) -> Remote:

@@ -10,10 +10,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
-from typing import Any, NoReturn
-
-from nornir.core import Nornir
-from rich.console import Console
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from nr import interrupt
 from nr.errors import NrError
@@ -21,6 +18,10 @@ from nr.play import Component, PlayContext
 from nr.report import RunReport
 from nr.secrets import redact
 from nr.text import printable, show
+
+if TYPE_CHECKING:
+    from nornir.core import Nornir
+    from rich.console import Console
 
 Action = Callable[[Component, PlayContext], None]
 
