@@ -96,8 +96,10 @@ def _run_selected(
     limit: set[str] | None,
     inventory: str,
     action: Action,
+    mode: str,
 ) -> dict[str, dict[str, object]]:
-    """Validate the components against the inventory (exit 2 before any host is touched), then run."""
+    """Validate the components against the inventory (exit 2 before any host is touched), then run
+    (``mode``: apply, check or drift, for the reads the components declare: nr.readahead)."""
     from nr.play import PlayContext
     from nr.runner import execute
 
@@ -107,7 +109,7 @@ def _run_selected(
     problems = [p for c in selected for p in c.validate(ctx.for_component(c.name))]
     if problems:
         _bad_input(problems)
-    return execute(nr, ctx, report, selected, action, err)
+    return execute(nr, ctx, report, selected, action, err, mode)
 
 
 def _progress(json_out: bool) -> Console | None:
@@ -211,7 +213,7 @@ def run(
     try:
         if not dry_run:
             lock.acquire()
-        stats = _run_selected(nr, report, selected, hosts, inventory, lambda c, ctx: c.apply(ctx))
+        stats = _run_selected(nr, report, selected, hosts, inventory, lambda c, ctx: c.apply(ctx), "apply")
     except Locked as exc:
         _bad_input([str(exc)])
     finally:
@@ -264,7 +266,7 @@ def check(
     selected = _select_read_only(components)
     nr = _open(inventory, workers, True)
     report = RunReport("check", dry_run=True, console=_progress(json_out))
-    _run_selected(nr, report, selected, _limit(nr, limit), inventory, lambda c, ctx: c.check(ctx))
+    _run_selected(nr, report, selected, _limit(nr, limit), inventory, lambda c, ctx: c.check(ctx), "check")
     if json_out:
         click.echo(json.dumps(views.checks_json(report), indent=2))
     else:
@@ -319,7 +321,7 @@ def drift(
         console=_progress(json_out),
         inventory_arg=None if inventory == DEFAULT_INVENTORY else inventory,
     )
-    _run_selected(nr, report, selected, _limit(nr, limit), inventory, lambda c, ctx: c.drift(ctx))
+    _run_selected(nr, report, selected, _limit(nr, limit), inventory, lambda c, ctx: c.drift(ctx), "drift")
     if report.interrupted:
         print_drift(report, out)
         exit_interrupted(report)

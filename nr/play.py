@@ -31,6 +31,7 @@ from nr import interrupt
 from nr.changes import Change, apply_script
 from nr.errors import NrError
 from nr.outcome import CheckItem, Finding, Outcome
+from nr.readahead import ReadAhead, ReadAheadRemote
 from nr.secrets import Secret, SecretError, SecretRef
 from nr.transport import Remote
 
@@ -63,6 +64,16 @@ class Recorder(Protocol):
     def record(self, component: str, step: str, result: AggregatedResult) -> None: ...
 
     def note(self, component: str, message: str) -> None: ...
+
+
+@dataclass
+class _Shared:
+    """What every component's context of one run shares: the connections being opened, the read-ahead."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    opening: dict[str, threading.Lock] = field(default_factory=dict)  # one per host
+    open_failed: dict[str, BaseException] = field(default_factory=dict)
+    ahead: ReadAhead | None = None
 
 
 def host_groups(host: Host) -> set[str]:
@@ -190,6 +201,7 @@ class PlayContext:
         limit: Iterable[str] | None = None,
         inventory_arg: str | None = None,
         connect: Callable[[Host], Remote] | None = None,
+        shared: _Shared | None = None,
     ) -> None:
         self._nr = nr
         self.component = component
@@ -197,8 +209,7 @@ class PlayContext:
         self.limit = set(limit) if limit is not None else None
         self.inventory_arg = inventory_arg  # how the operator named the inventory, for "fix" commands
         self._connect = connect or self._open_fabric
-        self._opening: dict[str, threading.Lock] = {}  # one per host: a connection is opened once
-        self._opening_lock = threading.Lock()
+        self._shared = shared or _Shared()
 
     @property
     def nornir(self) -> Nornir:
@@ -223,6 +234,7 @@ class PlayContext:
             limit=self.limit,
             inventory_arg=self.inventory_arg,
             connect=self._connect,
+            shared=self._shared,
         )
 
     # -- hosts ------------------------------------------------------------------------------
@@ -268,16 +280,46 @@ class PlayContext:
         Hosts open theirs in parallel; two steps asking for one host at once share one connection."""
         import nr.connection  # noqa: F401  (registers the connection plugin)
 
-        with self._opening_lock:
-            lock = self._opening.setdefault(host.name, threading.Lock())
-        with lock:
-            conn: Remote = host.get_connection(CONNECTION_NAME, self._nr.config)
+        conn: Remote = host.get_connection(CONNECTION_NAME, self._nr.config)
         return conn
+
+    def _open(self, host: Host, *, ahead: bool = False) -> Remote:
+        """The host's connection: opened once (one lock per host), hosts in parallel. A connection the
+        read-ahead could not open is not tried again at once: the next caller gets the same error."""
+        shared = self._shared
+        with shared.lock:
+            lock = shared.opening.setdefault(host.name, threading.Lock())
+        with lock:
+            failed = shared.open_failed.pop(host.name, None)
+            if failed is not None:
+                raise failed
+            try:
+                return self._connect(host)
+            except Exception as exc:
+                if ahead:
+                    shared.open_failed[host.name] = exc
+                raise
 
     def remote(self, host: Host | str) -> Remote:
         """The open connection of any inventory host, for steps the controller drives (e.g. waits)."""
         h = self._nr.inventory.hosts[host] if isinstance(host, str) else host
-        return self._connect(h)
+        conn = self._open(h)
+        ahead = self._shared.ahead
+        return conn if ahead is None or not ahead.valid else ReadAheadRemote(conn, ahead, h.name)
+
+    # -- read-ahead (nr.readahead) ----------------------------------------------------------------
+    def read_ahead(self) -> ReadAhead:
+        """The run's read-ahead (started by the runner before the first component)."""
+        if self._shared.ahead is None:
+            hosts = self._nr.inventory.hosts
+            self._shared.ahead = ReadAhead(lambda name: self._open(hosts[name], ahead=True))
+        return self._shared.ahead
+
+    def _changed(self, result: AggregatedResult) -> None:
+        """A step changed something or failed on a host: reads made ahead may be stale now."""
+        ahead = self._shared.ahead
+        if ahead is not None and (result.failed or any(m.changed for m in result.values())):
+            ahead.invalidate()
 
     # -- running ------------------------------------------------------------------------------
     def run(
@@ -295,7 +337,7 @@ class PlayContext:
         """
 
         def task(t: Task) -> Result:
-            run = HostRun(t.host, t.is_dry_run(), lambda: self._connect(t.host))
+            run = HostRun(t.host, t.is_dry_run(), lambda: self.remote(t.host))
             return OutcomeResult(t.host, fn(run))
 
         result = self._run_nornir(step, task, hosts=hosts, group=group, serial=serial)
@@ -325,6 +367,7 @@ class PlayContext:
             return task(t, **kw)
 
         result = nr.run(task=unless_interrupted, name=f"{self.component}.{step}", **kwargs)
+        self._changed(result)
         self.recorder.record(self.component, step, result)
         return result
 

@@ -11,16 +11,50 @@ which happens on the first connection (:meth:`nr.play.PlayContext.remote`).
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor, wait
 from typing import TYPE_CHECKING, Any
 
 from nr.registry import load, own_entry_points
 
 if TYPE_CHECKING:
     from nornir.core.configuration import Config
-    from nornir.core.inventory import Inventory
+    from nornir.core.inventory import Host, Inventory
     from nornir.core.plugins.runners import RunnerPlugin
+    from nornir.core.task import AggregatedResult, Task
 
 INVENTORY_GROUP = "nornir.plugins.inventory"
+POLL = 0.2  # seconds: how often the main thread looks up from waiting (Ctrl-C is handled there)
+
+
+class ThreadedRunner:
+    """Nornir's ``threaded`` runner, but the main thread waits for the hosts in short slices.
+
+    Nornir's waits for its workers without a timeout. A Ctrl-C (SIGINT, sent to the process) may be
+    delivered to a worker thread by the kernel; Python then runs the handler only when the main
+    thread next executes bytecode, which a waiting main thread does not do until every host is done.
+    Waiting in slices lets the KeyboardInterrupt through within POLL seconds, and the workers are then
+    left to :mod:`nr.runner` (which tells them to stop), not waited for.
+    """
+
+    def __init__(self, num_workers: int = 20) -> None:
+        self.num_workers = num_workers
+
+    def run(self, task: Task, hosts: list[Host]) -> AggregatedResult:
+        from nornir.core.task import AggregatedResult
+
+        result = AggregatedResult(task.name)
+        pool = ThreadPoolExecutor(self.num_workers)
+        try:
+            futures = [pool.submit(task.copy().start, host) for host in hosts]
+            pending = set(futures)
+            while pending:
+                pending = wait(pending, timeout=POLL).not_done
+        finally:
+            pool.shutdown(wait=False)
+        for future in futures:
+            done = future.result()
+            result[done.host.name] = done
+        return result
 
 
 def inventory_plugin(name: str) -> Any:
@@ -49,7 +83,7 @@ def load_inventory(config: Config) -> Inventory:
 
 def runner(name: str, options: dict[str, Any]) -> RunnerPlugin:
     """Nornir's runner ``name`` (``threaded``, ``serial``, or a registered plugin) with ``options``."""
-    from nornir.plugins.runners import SerialRunner, ThreadedRunner
+    from nornir.plugins.runners import SerialRunner
 
     known: dict[str, Any] = {"threaded": ThreadedRunner, "serial": SerialRunner}
     if name in known:
