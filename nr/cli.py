@@ -340,8 +340,12 @@ def drift(
 def inventory_cmd(inventory: str, json_out: bool) -> None:
     """Show the resolved hosts, groups, roles and addresses (secrets shown as references only)."""
     from nr import views
+    from nr.config import inventory_rows
 
-    rows = views.inventory_rows(_open(inventory, None, True))
+    try:
+        rows = inventory_rows(Settings(Path(inventory)))
+    except InventoryError as exc:
+        _bad_input(exc.issues)
     if json_out:
         click.echo(json.dumps({"hosts": rows}, indent=2, default=str))
         return

@@ -61,6 +61,45 @@ def _read_config(folder: Path) -> dict[str, Any]:
     return cfg
 
 
+def _open_folder(settings: Settings) -> tuple[Path, dict[str, Any], dict[str, Any]]:
+    """The inventory folder, its config.yaml, and the inventory section with the plugin and its options."""
+    folder = settings.inventory.expanduser()
+    if not folder.exists():
+        raise InventoryError([f"{folder}: inventory folder not found"])
+    if not folder.is_dir():
+        raise InventoryError([f"{folder}: must be an inventory folder (with hosts.yaml), not a file"])
+    cfg = _read_config(folder)
+    inv = dict(cfg.get("inventory") or {})
+    inv["plugin"] = inv.get("plugin", "NrYAMLInventory")
+    options = dict(inv.get("options") or {})
+    if inv["plugin"] == "NrYAMLInventory":
+        options.setdefault("path", str(folder))
+    else:
+        options.setdefault("base_dir", str(folder))
+    inv["options"] = options
+    return folder, cfg, inv
+
+
+def inventory_rows(settings: Settings) -> list[dict[str, Any]]:
+    """What ``nr inventory`` shows. Inventory files read by nr's own plugin are resolved without
+    building Nornir's objects (nr.inventory.resolve: a fast start); another plugin goes through Nornir."""
+    _, _, inv = _open_folder(settings)
+    transform = inv.get("transform_function") or os.environ.get("NORNIR_INVENTORY_TRANSFORM_FUNCTION")
+    if inv["plugin"] != "NrYAMLInventory" or transform:
+        from nr import views
+
+        return views.inventory_rows(init_nornir(settings))
+    from nr.inventory import resolve
+    from nr.inventory.validate import validate
+    from nr.inventory.yaml_plugin import read_raw
+    from nr.registry import registry
+
+    raw = read_raw(Path(inv["options"]["path"]).expanduser())
+    schema = registry().schema
+    validate(raw, schema)
+    return resolve.inventory_rows(raw, schema)
+
+
 def init_nornir(settings: Settings) -> Nornir:
     """Validate and load the inventory; raises :class:`InventoryError` (exit 2) on bad input.
 
@@ -76,19 +115,8 @@ def init_nornir(settings: Settings) -> Nornir:
     from nr import plugins
 
     _quiet_nornir_logs()
-    folder = settings.inventory.expanduser()
-    if not folder.exists():
-        raise InventoryError([f"{folder}: inventory folder not found"])
-    if not folder.is_dir():
-        raise InventoryError([f"{folder}: must be an inventory folder (with hosts.yaml), not a file"])
-    cfg = _read_config(folder)
-    inv = dict(cfg.get("inventory") or {})
-    plugin = inv.get("plugin", "NrYAMLInventory")
-    options = dict(inv.get("options") or {})
-    if plugin == "NrYAMLInventory":
-        options.setdefault("path", str(folder))
-    else:
-        options.setdefault("base_dir", str(folder))
+    folder, cfg, inv = _open_folder(settings)
+    plugin, options = inv["plugin"], inv["options"]
     runner = dict(cfg.get("runner") or {})
     runner_options = dict(runner.get("options") or {})
     env_workers = os.environ.get("NR_WORKERS")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from nr.play import host_groups
 from nr.registry import registry
 from nr.text import show
 
@@ -81,6 +80,10 @@ def print_checks(report: RunReport, out: Console, verbose: bool) -> None:
 
 
 def inventory_rows(nr: Nornir) -> list[dict[str, Any]]:
+    """The rows of ``nr inventory`` from Nornir's inventory (another plugin than nr's own files:
+    nr.config.inventory_rows; nr.inventory.resolve computes the same rows from the files)."""
+    from nr.play import host_groups
+
     schema = registry().schema
     rows: list[dict[str, Any]] = []
     for name, h in nr.inventory.hosts.items():

@@ -65,12 +65,19 @@ def test_a_command_help_imports_no_heavy_library(command: str) -> None:
     assert mods == set()
 
 
-def test_inventory_json_reads_the_inventory_without_the_ssh_stack_or_rich() -> None:
+def test_inventory_json_reads_the_files_with_nothing_but_yaml() -> None:
     code = "from nr.cli import main; sys.argv = ['nr', 'inventory', '--json', '-i', 'inventory']; main()"
     mods, proc = imported_after(code)
     doc = json.loads(proc.stdout)
     assert [h["name"] for h in doc["hosts"]] == ["vm1", "vm2", "vm3"]
-    assert not mods & {"paramiko", "fabric", "invoke", "rich", "grpc", "redis", "cryptography"}
+    assert mods == {"yaml"}
+
+
+def test_inventory_prints_its_table_with_rich_but_not_nornir() -> None:
+    code = "from nr.cli import main; sys.argv = ['nr', 'inventory', '-i', 'inventory']; main()"
+    mods, proc = imported_after(code)
+    assert "vm1" in proc.stdout and "192.168.64.11:22" in proc.stdout
+    assert mods == {"yaml", "rich"}
 
 
 def test_a_bad_inventory_is_still_refused_with_exit_2(tmp_path: Path) -> None:
