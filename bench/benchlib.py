@@ -90,12 +90,14 @@ class Series:
         return text
 
 
-def container_ids(prefix: str) -> list[str]:
+def container_ids(inventory: Path) -> list[str]:
+    """The Docker ids of the lab hosts of ``inventory`` (a lab names each container after its host;
+    the app's pods that the k3s stand-in runs beside them are not counted)."""
+    import yaml
+
+    names = list(yaml.safe_load((inventory / "hosts.yaml").read_text()))
     out = subprocess.run(
-        ["docker", "ps", "-q", "--no-trunc", "--filter", f"name=^{prefix}"],
-        capture_output=True,
-        text=True,
-        check=False,
+        ["docker", "inspect", "-f", "{{.Id}}", *names], capture_output=True, text=True, check=False
     ).stdout
     return out.split()
 

@@ -16,7 +16,6 @@ a catalog (:mod:`nr.registry`). The context runs a host function ``fn(run: HostR
 from __future__ import annotations
 
 import shlex
-import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +31,7 @@ from nr.changes import Change, apply_script
 from nr.errors import NrError
 from nr.outcome import CheckItem, Finding, Outcome
 from nr.readahead import ReadAhead, ReadAheadRemote
+from nr.runstate import RunState
 from nr.secrets import Secret, SecretError, SecretRef
 from nr.transport import Remote
 
@@ -64,16 +64,6 @@ class Recorder(Protocol):
     def record(self, component: str, step: str, result: AggregatedResult) -> None: ...
 
     def note(self, component: str, message: str) -> None: ...
-
-
-@dataclass
-class _Shared:
-    """What every component's context of one run shares: the connections being opened, the read-ahead."""
-
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    opening: dict[str, threading.Lock] = field(default_factory=dict)  # one per host
-    open_failed: dict[str, BaseException] = field(default_factory=dict)
-    ahead: ReadAhead | None = None
 
 
 def host_groups(host: Host) -> set[str]:
@@ -201,7 +191,7 @@ class PlayContext:
         limit: Iterable[str] | None = None,
         inventory_arg: str | None = None,
         connect: Callable[[Host], Remote] | None = None,
-        shared: _Shared | None = None,
+        shared: RunState | None = None,
     ) -> None:
         self._nr = nr
         self.component = component
@@ -209,7 +199,7 @@ class PlayContext:
         self.limit = set(limit) if limit is not None else None
         self.inventory_arg = inventory_arg  # how the operator named the inventory, for "fix" commands
         self._connect = connect or self._open_fabric
-        self._shared = shared or _Shared()
+        self._shared = shared or RunState()
 
     @property
     def nornir(self) -> Nornir:
@@ -284,21 +274,7 @@ class PlayContext:
         return conn
 
     def _open(self, host: Host, *, ahead: bool = False) -> Remote:
-        """The host's connection: opened once (one lock per host), hosts in parallel. A connection the
-        read-ahead could not open is not tried again at once: the next caller gets the same error."""
-        shared = self._shared
-        with shared.lock:
-            lock = shared.opening.setdefault(host.name, threading.Lock())
-        with lock:
-            failed = shared.open_failed.pop(host.name, None)
-            if failed is not None:
-                raise failed
-            try:
-                return self._connect(host)
-            except Exception as exc:
-                if ahead:
-                    shared.open_failed[host.name] = exc
-                raise
+        return self._shared.open(host.name, lambda: self._connect(host), ahead=ahead)
 
     def remote(self, host: Host | str) -> Remote:
         """The open connection of any inventory host, for steps the controller drives (e.g. waits)."""
@@ -306,6 +282,11 @@ class PlayContext:
         conn = self._open(h)
         ahead = self._shared.ahead
         return conn if ahead is None or not ahead.valid else ReadAheadRemote(conn, ahead, h.name)
+
+    def once(self, key: object, compute: Callable[[], T]) -> T:
+        """``compute()`` at most once per run, shared by every context of the run (e.g. what a
+        component's declared reads and its turn both need)."""
+        return self._shared.once(key, compute)
 
     # -- read-ahead (nr.readahead) ----------------------------------------------------------------
     def read_ahead(self) -> ReadAhead:

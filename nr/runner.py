@@ -71,16 +71,17 @@ def read_ahead(ctx: PlayContext, selected: Iterable[Component], mode: str) -> in
     A component whose declaration fails reads in its turn as usual (it reports the problem itself)."""
     if not readahead.enabled():
         return 0
-    reads: list[readahead.Read] = []
-    for c in selected:
+    started = 0
+    for c in selected:  # each component's reads start as soon as they are known, in order
         declare = getattr(c, "reads", None)
         if declare is None:
             continue
         try:
-            reads += declare(ctx.for_component(c.name), mode)
-        except Exception:
+            reads = declare(ctx.for_component(c.name), mode)
+        except Exception:  # its turn raises the same, and reports it there
             continue
-    return ctx.read_ahead().start(reads) if reads else 0
+        started += ctx.read_ahead().start(reads)
+    return started
 
 
 def execute(

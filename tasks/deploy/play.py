@@ -50,8 +50,12 @@ class _Play:
         self.ctx, self.mode = ctx, mode
         self.site: DeploySite = load_site(ctx)
         self.builder = Builder(self.site.app, self.site.base_image, dry_run=ctx.dry_run or mode != "apply")
-        self.objects = site_objects(self.site.app, self.site.password)
-        self.manifests = manifests_yaml(self.objects)
+        # rendered once per run: the declared reads (read ahead) and the turn need the same manifests
+        self.objects, self.manifests = ctx.once(("deploy", "manifests"), self._render)
+
+    def _render(self) -> tuple[list[dict[str, Any]], str]:
+        objects = site_objects(self.site.app, self.site.password)
+        return objects, manifests_yaml(objects)
 
     def fix(self, host: str | None = None) -> str:
         return self.ctx.fix_command("deploy", host)
