@@ -63,6 +63,13 @@ class Builder:
         self._images: list[Image] | None = None
         self._error: NrError | None = None
         self._arch: str | None = None
+        self._found: dict[str, tuple[str, str] | None] | None = None  # docker image inspect, per ref
+
+    def _inspect(self) -> dict[str, tuple[str, str] | None]:
+        """What Docker has of the images (asked once; again after a build)."""
+        if self._found is None:
+            self._found = {ref: inspect(ref) for _, ref in self.refs}
+        return self._found
 
     @property
     def refs(self) -> list[tuple[str, str]]:
@@ -72,7 +79,7 @@ class Builder:
         """What the images are (or will be) built for."""
         with self._lock:
             if self._arch is None:
-                found = [inspect(ref) for _, ref in self.refs]
+                found = list(self._inspect().values())
                 self._arch = found[0][1] if all(found) and found[0] else docker_arch()
             return self._arch
 
@@ -90,12 +97,13 @@ class Builder:
             return self._images
 
     def _lookup(self) -> list[Image]:
-        found = {ref: inspect(ref) for _, ref in self.refs}
+        found = self._inspect()
         if not all(found.values()):
             if self.dry_run:
                 return [Image(name, ref) for name, ref in self.refs]
             self._build()
-            found = {ref: inspect(ref) for _, ref in self.refs}
+            self._found = None
+            found = self._inspect()
         out = []
         for name, ref in self.refs:
             image_id = (found[ref] or ("", ""))[0]
