@@ -177,7 +177,7 @@ workers_opt = click.option(
     "--workers",
     type=click.IntRange(1, 500),
     default=None,
-    help="Hosts handled in parallel (default 20, or NR_WORKERS, or config.yaml runner.options.num_workers).",
+    help="Hosts handled in parallel (default: every host, 20 to 200; or NR_WORKERS, or config.yaml runner.options.num_workers).",
 )
 
 
