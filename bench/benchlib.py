@@ -23,6 +23,11 @@ PYTHON = (
     str(ROOT / ".venv" / "bin" / "python") if (ROOT / ".venv" / "bin" / "python").exists() else sys.executable
 )
 
+# A benchmark started as `bench/NAME` runs on the system python3, which lacks the project's
+# libraries: it starts again on the project's venv (as bench/services does) before importing them.
+if Path(sys.prefix).resolve() != (ROOT / ".venv").resolve() and Path(PYTHON) != Path(sys.executable):
+    os.execv(PYTHON, [PYTHON, sys.argv[0], *sys.argv[1:]])
+
 
 def machine() -> str:
     """Cores and load average, for the header line (figures are comparable only under equal load)."""
