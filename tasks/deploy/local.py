@@ -1,7 +1,7 @@
 """The service images on this machine: looked up in Docker, built once per run when missing, saved.
 
 Without ``data.image_registry`` the images are built here with Docker (offline, from wheels;
-:mod:`tasks.deploy.images`) and saved as tarballs in ``~/.cache/nr/images``. Their tag is the
+:mod:`tasks.deploy.images`) and saved as tarballs in ``~/.cache/nr/images`` (``$XDG_CACHE_HOME/nr/images`` when set). Their tag is the
 version plus a digest of their sources (:func:`tasks.deploy.images.source_tag`): a changed source
 is a new tag in the manifests, so the pods roll to it; the same source is never rebuilt. A dry run
 (and ``check``/``drift``) builds and writes nothing: it works with what Docker already has.
@@ -20,11 +20,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from nr.errors import NrError
-from nr.ops.release import UNAME_ARCH
+from nr.ops.release import UNAME_ARCH, cache_root
 from tasks.deploy.manifests import IMAGES, AppSite
 from tasks.deploy.nodes import Image
 
-CACHE = Path("~/.cache/nr/images").expanduser()
+CACHE = cache_root() / "images"
 
 
 def docker(*args: str, timeout: float = 600) -> str:
@@ -124,10 +124,15 @@ class Builder:
 
 
 def save(name: str, ref: str, image_id: str, tag: str, *, dry_run: bool, cache: Path = CACHE) -> Path | None:
-    """The image's tarball in the cache (``docker save``d once; earlier builds' tarballs removed).
-    None under a dry run when it is not saved yet: a dry run writes nothing, here either."""
+    """The image's tarball in the cache (``docker save``d once). A tarball in use is marked as just
+    used; only the KEEP most recently used of an image stay (two checkouts of other versions run in
+    turn, e.g. a benchmark against main, would otherwise delete each other's tarball and pay a
+    ``docker save`` of some 240 MB in every no-op run). None under a dry run when it is not saved
+    yet: a dry run writes nothing, here either."""
     tarball = cache / f"{name}-{tag}-{image_id.removeprefix('sha256:')[:16]}.tar"
     if tarball.exists():
+        if not dry_run:
+            tarball.touch()
         return tarball
     if dry_run:
         return None
@@ -140,6 +145,19 @@ def save(name: str, ref: str, image_id: str, tag: str, *, dry_run: bool, cache: 
     return tarball
 
 
-def _older(cache: Path, name: str, current: Path) -> Sequence[Path]:
+KEEP = 3  # tarballs per image kept in the cache, the most recently used
+
+
+def _older(cache: Path, name: str, current: Path, keep: int = KEEP) -> Sequence[Path]:
+    """The tarballs of ``name`` beyond the ``keep`` most recently used (``current`` is never one)."""
     pattern = re.compile(rf"{re.escape(name)}-\d[^/]*\.tar")
-    return [p for p in cache.glob(f"{name}-*.tar") if p != current and pattern.fullmatch(p.name)]
+    others = [p for p in cache.glob(f"{name}-*.tar") if p != current and pattern.fullmatch(p.name)]
+    others.sort(key=_used, reverse=True)
+    return others[keep - 1 :]
+
+
+def _used(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:  # removed meanwhile by another run
+        return 0.0
