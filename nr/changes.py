@@ -66,6 +66,20 @@ def mask_keys(text: str, keys: Sequence[str]) -> str:
     return pattern.sub(lambda m: f"{m.group(1)}{m.group(2)}{MASK}{m.group(4)}", text)
 
 
+_URL_USERINFO = re.compile(r"(?<=://)([^/@\s:]*)(:[^/@\s]*)?@")
+
+
+def mask_url_credentials(text: str) -> str:
+    """``text`` with the password of every ``scheme://user:password@host`` masked (the whole user part
+    when it has no password: ``https://TOKEN@host``), whatever the value: an old proxy password or a
+    datastore endpoint's credentials never print."""
+
+    def hide(m: re.Match[str]) -> str:
+        return f"{m.group(1)}:{MASK}@" if m.group(2) is not None else f"{MASK}@"
+
+    return _URL_USERINFO.sub(hide, text)
+
+
 def apply_script(changes: Sequence[Change], after: str = "") -> str:
     """One script for all changes (stops at the first failing line), plus ``after`` (e.g. restarts),
     under the host's lock (:func:`nr.lock.host_lock_script`)."""

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import shlex
+import stat
 import threading
 import time
 from pathlib import Path
@@ -37,6 +38,7 @@ from nornir.core.task import Task
 from nr import interrupt
 from nr.channel import Cancelled, ChannelClosed, TransportStats, exec_channel
 from nr.errors import NrError
+from nr.inventory.files import private_problem
 from nr.keepalive import DEFAULT_COUNT, DEFAULT_INTERVAL, KeepaliveSettings, Watchdog
 from nr.secrets import Secret, SecretError, SecretRef, redact
 from nr.ssh_trust import ConnectionFailed, HostLost, connect_error, trust_host_keys
@@ -265,6 +267,32 @@ def _connect_kwargs(extras: dict[str, Any], password: str | None, timeout: int) 
     return kwargs
 
 
+# paramiko's SSHClient._auth tries these under ~/.ssh when look_for_keys is on (no key named).
+DEFAULT_KEYS = ("id_rsa", "id_dsa", "id_ecdsa", "id_ed25519")
+
+
+def unprotected_key(connect_kwargs: dict[str, Any], home: Path | None = None) -> str | None:
+    """The first private key this connection may use that group/others can access, as a problem.
+
+    OpenSSH refuses such a key ("UNPROTECTED PRIVATE KEY FILE", ``sshkey_perm_ok`` in authfile.c);
+    paramiko would use it. This covers the keys the inventory does not name: ssh_config's IdentityFile
+    (Fabric puts them in ``key_filename``) and ``~/.ssh/id_*`` (paramiko's look_for_keys).
+    """
+    names = connect_kwargs.get("key_filename") or []
+    paths = [Path(n).expanduser() for n in ([names] if isinstance(names, str) else names)]
+    if connect_kwargs.get("look_for_keys", True):
+        paths += [(home or Path.home()) / ".ssh" / name for name in DEFAULT_KEYS]
+    for path in paths:
+        try:
+            mode = path.stat().st_mode
+        except OSError:
+            continue
+        problem = private_problem(path, mode) if stat.S_ISREG(mode) else None
+        if problem:
+            return f"private key {problem} (OpenSSH refuses such a key too)"
+    return None
+
+
 class FabricConnection:
     """Nornir connection plugin (``fabric``): opens a :class:`Remote` for one host."""
 
@@ -294,6 +322,9 @@ class FabricConnection:
             connect_kwargs=_connect_kwargs(extras, password, connect_timeout),
             inline_ssh_env=False,
         )
+        problem = unprotected_key(conn.connect_kwargs)
+        if problem:
+            raise ConnectionFailed(problem)
         files = trust_host_keys(conn.client, extras, str(conn.host), int(conn.port))
         sudo_ref = _secret_option(extras.get("sudo_password"), "sudo_password")
         t0 = time.perf_counter()

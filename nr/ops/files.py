@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from shlex import quote
 
-from nr.changes import Change, Upload, mask, mask_keys
+from nr.changes import Change, Upload, mask, mask_keys, mask_url_credentials
 from nr.facts import FileState
 from nr.lock import UPLOAD_PREFIX
 
@@ -51,7 +51,7 @@ class FileSpec:
 
     def masked(self, text: str) -> str:
         """``text`` (this file's content, old or new) as a diff may show it."""
-        return mask_keys(mask(text, self.secrets), self.secret_keys)
+        return mask_url_credentials(mask_keys(mask(text, self.secrets), self.secret_keys))
 
     @property
     def sha256(self) -> str:

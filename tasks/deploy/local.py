@@ -1,9 +1,10 @@
 """The service images on this machine: looked up in Docker, built once per run when missing, saved.
 
 Without ``data.image_registry`` the images are built here with Docker (offline, from wheels;
-:mod:`tasks.deploy.images`) and saved as tarballs in ``~/.cache/nr/images`` (``$XDG_CACHE_HOME/nr/images`` when set). Their tag is the
-version plus a digest of their sources (:func:`tasks.deploy.images.source_tag`): a changed source
-is a new tag in the manifests, so the pods roll to it; the same source is never rebuilt. A dry run
+:mod:`tasks.deploy.images`) and saved as tarballs in ``~/.cache/nr/images``
+(``$XDG_CACHE_HOME/nr/images`` when set). Their tag is the version plus a digest of their sources
+(:func:`tasks.deploy.images.source_tag`): a changed source is a new tag in the manifests, so the
+pods roll to it; the same source is never rebuilt. A dry run
 (and ``check``/``drift``) builds and writes nothing: it works with what Docker already has.
 
 Docker builds for its own architecture (the wheels are prepared on this machine, for it): the
@@ -16,7 +17,7 @@ import os
 import re
 import subprocess
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from nr.errors import NrError
@@ -50,6 +51,18 @@ def docker_arch() -> str:
     return UNAME_ARCH.get(raw, raw)
 
 
+def save_platform(arch: str) -> str | None:
+    """``linux/<arch>`` when Docker keeps its images in containerd's store, else None.
+
+    From that store ``docker save`` writes the image's whole index (other platforms, build
+    attestations) whose content it may not hold, and ``ctr images import`` then fails with
+    "content digest ... not found" (containerd#11344, kind#3795); ``docker save --platform`` (Docker
+    28+, docker/cli#7278) writes only the nodes' platform. The classic store has one platform per image.
+    """
+    status = docker("info", "-f", "{{json .DriverStatus}}", timeout=60)
+    return f"linux/{arch}" if "io.containerd.snapshotter" in status else None
+
+
 class Builder:
     """The images of one run: looked up (and, unless a dry run, built and saved) at most once.
 
@@ -64,6 +77,7 @@ class Builder:
         self._error: NrError | None = None
         self._arch: str | None = None
         self._found: dict[str, tuple[str, str] | None] | None = None  # docker image inspect, per ref
+        self._save_platform: tuple[str | None] | None = None
 
     def _inspect(self) -> dict[str, tuple[str, str] | None]:
         """What Docker has of the images (asked once; again after a build)."""
@@ -109,10 +123,16 @@ class Builder:
             image_id = (found[ref] or ("", ""))[0]
             if not image_id:
                 raise NrError(f"deploy: docker has no image {ref} after building it")
-            out.append(
-                Image(name, ref, image_id, save(name, ref, image_id, self.app.tag, dry_run=self.dry_run))
-            )
+            tarball = save(name, ref, image_id, self.app.tag, dry_run=self.dry_run, platform=self._platform)
+            out.append(Image(name, ref, image_id, tarball))
         return out
+
+    def _platform(self) -> str | None:
+        """What ``docker save`` is asked for (only when a tarball is written; once per run)."""
+        if self._save_platform is None:
+            arch = (inspect(self.refs[0][1]) or ("", ""))[1] or docker_arch()
+            self._save_platform = (save_platform(arch),)
+        return self._save_platform[0]
 
     def _build(self) -> None:
         from tasks.deploy.images import ImageBuildError, build_images
@@ -123,7 +143,16 @@ class Builder:
             raise NrError(f"deploy: building the images failed: {exc}") from None
 
 
-def save(name: str, ref: str, image_id: str, tag: str, *, dry_run: bool, cache: Path = CACHE) -> Path | None:
+def save(
+    name: str,
+    ref: str,
+    image_id: str,
+    tag: str,
+    *,
+    dry_run: bool,
+    cache: Path = CACHE,
+    platform: Callable[[], str | None] = lambda: None,
+) -> Path | None:
     """The image's tarball in the cache (``docker save``d once). A tarball in use is marked as just
     used; only the KEEP most recently used of an image stay (two checkouts of other versions run in
     turn, e.g. a benchmark against main, would otherwise delete each other's tarball and pay a
@@ -138,7 +167,8 @@ def save(name: str, ref: str, image_id: str, tag: str, *, dry_run: bool, cache: 
         return None
     cache.mkdir(parents=True, exist_ok=True)
     tmp = tarball.with_name(f"{tarball.name}.{os.getpid()}.tmp")
-    docker("save", "-o", str(tmp), ref)
+    wanted = platform()
+    docker("save", *(["--platform", wanted] if wanted else []), "-o", str(tmp), ref)
     tmp.replace(tarball)
     for old in _older(cache, name, tarball):
         old.unlink(missing_ok=True)

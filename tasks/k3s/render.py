@@ -121,6 +121,14 @@ ExecStart={BINARY} {role.value}
 """
 
 
+# Lines masked in diffs whatever their value (a hand-set or old one included): the k3s variables that
+# carry a token (k3s docs, "Configuration Options": K3S_TOKEN, K3S_AGENT_TOKEN) in /etc/default/<unit>,
+# and the credentials of registries.yaml's ``configs.<registry>.auth`` (k3s docs, "Private Registry
+# Configuration": username/password/auth/identity_token).
+ENV_SECRET_KEYS = ("K3S_TOKEN", "K3S_AGENT_TOKEN")
+REGISTRY_SECRET_KEYS = ("password", "auth", "identity_token")
+
+
 def render_env(node: NodeSpec) -> str:
     """/etc/default/<unit> (pure): ``data.k3s_env``, one ``NAME="value"`` a line (values checked by the
     contract: no quotes, backslashes, '$', '`' or control characters)."""
@@ -162,8 +170,14 @@ def host_files(
     specs = [
         config_spec(cluster, node, token, old_config),
         FileSpec.text(node.role.unit_path, render_unit(node.role)),
-        FileSpec.text(node.role.env_path, render_env(node), mode=0o600, secrets=env_secrets(node)),
+        FileSpec.text(
+            node.role.env_path,
+            render_env(node),
+            mode=0o600,
+            secrets=env_secrets(node),
+            secret_keys=ENV_SECRET_KEYS,
+        ),
     ]
     if registries is not None:
-        specs.append(FileSpec(REGISTRIES, registries, mode=0o600))
+        specs.append(FileSpec(REGISTRIES, registries, mode=0o600, secret_keys=REGISTRY_SECRET_KEYS))
     return specs

@@ -39,8 +39,20 @@ class ClusterFinding:
     def message(self) -> str:
         return f"{self.what} is {self.actual}, plan says {self.expected} — fix: {self.fix}"
 
-    def finding(self) -> Finding:
-        return Finding(self.what, self.expected, self.actual, self.fix, self.severity)
+    def finding(self, command: str = FIX_RUN) -> Finding:
+        """As a drift row whose fix is ``command`` (the runnable ``nr run redis -i INV``) where the fix is
+        a run of this component; a word on what that run does follows as a shell comment, so the line
+        still runs as printed."""
+        if not self.fix.startswith(FIX_RUN):
+            return Finding(self.what, self.expected, self.actual, self.fix, self.severity)
+        note = self.fix[len(FIX_RUN) :].strip().removeprefix("(").removesuffix(")")
+        return Finding(self.what, self.expected, self.actual, with_note(command, note), self.severity)
+
+
+def with_note(command: str, note: str) -> str:
+    """``command`` followed by ``note`` as a shell comment (pasted into a shell, the note does nothing)."""
+    note = " ".join(note.replace("#", "").split())
+    return f"{command}  # {note}" if note else command
 
 
 @dataclass(frozen=True)

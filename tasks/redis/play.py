@@ -229,6 +229,7 @@ class RedisComponent:
                 running,
                 reachable,
                 cluster,
+                ctx.fix_command("redis"),
             )
             verdict = evaluate(rules(host_view), host_view)
             passed = sum(c.ok for c in verdict.checks)

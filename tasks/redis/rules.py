@@ -16,11 +16,11 @@ from nr.changes import Change
 from nr.outcome import Finding, Rule, Severity
 from tasks.redis import firewall as fw
 from tasks.redis.config import InstanceConfig
-from tasks.redis.findings import CLUSTER_CHECKS, FIX_RUN, ClusterFinding
+from tasks.redis.findings import CLUSTER_CHECKS, FIX_RUN, ClusterFinding, with_note
 from tasks.redis.runtime import ACCESS, PERSISTENCE, Mismatch
 
-RESTART_FIX = (
-    FIX_RUN + " (restarts it with its config file, one host at a time, its shards on their replicas first)"
+RESTART_NOTE = (
+    "the run restarts it with its config file, one host at a time, its shards on their replicas first"
 )
 
 
@@ -36,6 +36,7 @@ class HostView:
     running: Mapping[str, Sequence[Mismatch]]  # instance label -> running config differences
     reachable: frozenset[str]  # instance labels whose running config could be read
     cluster: Mapping[str, Sequence[ClusterFinding]]  # cluster check name -> its findings (all hosts)
+    fix: str = FIX_RUN  # the command that repairs (ctx.fix_command: with the run's -i INVENTORY)
 
 
 def _changes(match: Callable[[Change], bool]) -> Callable[[HostView], Iterator[Finding]]:
@@ -58,7 +59,12 @@ def _running_rule(label: str, name: str, settings: Callable[[str], bool], explai
         for m in v.running.get(label, ()):
             if settings(m.setting):
                 yield Finding(
-                    f"{label} {name}", m.file_text, m.running_text, RESTART_FIX, Severity.DRIFT, explain
+                    f"{label} {name}",
+                    m.file_text,
+                    m.running_text,
+                    with_note(v.fix, RESTART_NOTE),
+                    Severity.DRIFT,
+                    explain,
                 )
 
     def passed(v: HostView) -> str:
@@ -81,7 +87,7 @@ def _cluster_rule(name: str) -> Rule[HostView]:
     def find(v: HostView) -> Iterator[Finding]:
         for f in v.cluster.get(name, ()):
             if f.host == v.host or (not f.host and v.first):
-                yield f.finding()
+                yield f.finding(v.fix)
 
     return Rule(name, find)
 

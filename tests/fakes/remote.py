@@ -171,6 +171,7 @@ def scripted_context(
     limit: Sequence[str] | None = None,
     component: str = "test",
     base_dir: Path | None = None,
+    inventory_arg: str | None = None,
 ) -> tuple[PlayContext, RunReport]:
     """A :class:`PlayContext` on an inventory from dicts (validated like a real one), whose hosts are
     the scripted remotes, recording into a :class:`RunReport`."""
@@ -188,5 +189,6 @@ def scripted_context(
         recorder=report,
         limit=limit,
         connect=lambda h: remotes[h.name],
+        inventory_arg=inventory_arg,
     )
     return ctx, report

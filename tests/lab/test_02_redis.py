@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import time
 from pathlib import Path
 
@@ -86,7 +87,7 @@ def test_failover_drift_and_repair(lab: LabEnv) -> None:
     swapped = [d for d in items if d["what"] == "shard 2: master"]
     assert swapped and swapped[0]["expected"] == f"{victim}:7000"
     assert swapped[0]["actual"].startswith(f"{hosts[2]}:7003")
-    assert swapped[0]["fix"] == "nr run redis"
+    assert swapped[0]["fix"].split("  # ")[0] == shlex.join(["nr", "run", "redis", "-i", str(lab.inventory)])
     repair = lab.nr("run", "redis", "--json")
     assert repair.code == 0, repair.stdout + repair.stderr
     cluster = next(r for r in repair.json["results"] if r["task"] == "redis.cluster")

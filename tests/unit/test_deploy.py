@@ -440,3 +440,32 @@ def test_config_digest_rolls_the_pods_on_a_new_password_or_node_list_and_hides_t
     )
     assert CONFIG_DIGEST not in json.dumps(adapter)  # the adapter reads neither: it does not restart
     assert objects == render(site)  # the input is not modified
+
+
+def test_docker_save_asks_for_the_nodes_platform_only_from_containerds_image_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tasks.deploy import local
+
+    calls: list[tuple[str, ...]] = []
+    status = {"driver": '[["driver-type","io.containerd.snapshotter.v1"]]'}
+
+    def docker(*args: str, timeout: float = 600) -> str:
+        calls.append(args)
+        if args[0] == "info":
+            return status["driver"]
+        if args[0] == "save":
+            Path(args[args.index("-o") + 1]).write_bytes(b"tar")
+        return ""
+
+    monkeypatch.setattr(local, "docker", docker)
+    assert local.save_platform("arm64") == "linux/arm64"
+    tarball = local.save("aeroalpes", "aeroalpes:1", "sha256:" + "a" * 64, "1", dry_run=False, cache=tmp_path,
+                         platform=lambda: local.save_platform("amd64"))  # fmt: skip
+    assert tarball is not None and tarball.read_bytes() == b"tar"
+    assert calls[-1][:3] == ("save", "--platform", "linux/amd64")
+    status["driver"] = '[["Backing Filesystem","extfs"],["Supports d_type","true"]]'  # overlay2
+    assert local.save_platform("amd64") is None
+    local.save("aeroalpes", "aeroalpes:2", "sha256:" + "b" * 64, "2", dry_run=False, cache=tmp_path,
+               platform=lambda: local.save_platform("amd64"))  # fmt: skip
+    assert calls[-1][:2] == ("save", "-o")

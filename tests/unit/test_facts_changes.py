@@ -178,3 +178,12 @@ def test_a_change_always_carries_its_script() -> None:
 
     with pytest.raises(ValueError, match="report it as a Finding"):
         Change("service x", "restarted", "running", "", "~ restart x")
+
+
+def test_credentials_in_urls_are_masked_in_every_file_diff() -> None:
+    from nr.changes import mask_url_credentials
+
+    text = "a=http://u:pw1@h:1/x b=https://TOKEN123@h c=redis://h:6379 d=postgres://me:p%40ss@db/k3s"
+    masked = mask_url_credentials(text)
+    assert "pw1" not in masked and "TOKEN123" not in masked and "p%40ss" not in masked
+    assert "http://u:" in masked and "redis://h:6379" in masked and "@db/k3s" in masked

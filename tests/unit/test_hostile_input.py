@@ -177,3 +177,26 @@ def test_a_secret_file_readable_by_others_is_refused_up_front(tmp_path: Path) ->
     code, output = invoke(folder, "run", "base")
     assert code == 2
     assert "data.redis_password: secret file" in output and "(mode 0640); run: chmod 600" in output
+
+
+def test_a_private_key_others_can_read_is_refused_whoever_names_it(tmp_path: Path) -> None:
+    from nr.connection import FabricConnection, unprotected_key
+    from nr.ssh_trust import ConnectionFailed
+
+    home = tmp_path / "home"
+    (home / ".ssh").mkdir(parents=True)
+    default_key = home / ".ssh" / "id_ed25519"
+    default_key.write_text("-----BEGIN OPENSSH PRIVATE KEY-----\n")
+    default_key.chmod(0o644)
+    assert "id_ed25519 is accessible by group/others (mode 0644)" in (unprotected_key({}, home) or "")
+    assert unprotected_key({"look_for_keys": False}, home) is None  # a key named alone is used alone
+    default_key.chmod(0o600)
+    assert unprotected_key({}, home) is None
+
+    named = tmp_path / "from-ssh-config"
+    named.write_text("-----BEGIN OPENSSH PRIVATE KEY-----\n")
+    named.chmod(0o640)
+    config = tmp_path / "ssh_config"
+    config.write_text(f"Host *\n  IdentityFile {named}\n")
+    with pytest.raises(ConnectionFailed, match=r"from-ssh-config is accessible by group/others .*chmod 600"):
+        FabricConnection().open("192.0.2.1", "nr", None, 22, None, {"ssh_config": str(config)})

@@ -629,3 +629,37 @@ def test_only_taints_can_be_missing_labels_are_applied_by_k3s_at_every_start() -
     assert missing_taints(nodes["vm2"], node) == ["gpu=yes:NoExecute"]
     same = NodeSpec("vm2", "10.0.0.2", Role.AGENT, "10.0.0.2", labels=("nr.io/other=x",))
     assert missing_taints(nodes["vm2"], same) == []
+
+
+def test_old_and_hand_set_credentials_in_the_env_file_and_registries_never_print() -> None:
+    from nr.ops.files import plan_files
+    from tasks.k3s.render import REGISTRIES, host_files
+
+    cluster = build_cluster(hosts(1, 0, k3s_env={"HTTPS_PROXY": "http://alice:new-proxy-pw@proxy:3128"}))
+    node = cluster.first
+    registries = (
+        b'configs:\n  "reg.example:5000":\n    auth:\n      username: bob\n      password: new-reg-pw\n'
+    )
+    old = {
+        node.role.env_path: b'K3S_TOKEN="K10hand-set-token::server:abc"\nHTTPS_PROXY="http://alice:old-proxy-pw@proxy:3128"\n',
+        REGISTRIES: b'configs:\n  "reg.example:5000":\n    auth:\n      username: bob\n      password: old-reg-pw\n'
+        b"      identity_token: old-id-token\n",
+    }
+    states = {
+        path: FileState(path, True, 0o600, "root", "root", len(c), hashlib.sha256(c).hexdigest(), c)
+        for path, c in old.items()
+    }
+    for current in (states, {}):  # a changed file, and a file created (as under --dry-run on a new host)
+        changes = plan_files(host_files(cluster, node, TOKEN, None, registries), current)
+        text = "\n".join(c.diff for c in changes)
+        for secret in (
+            "new-proxy-pw",
+            "old-proxy-pw",
+            "K10hand-set-token",
+            "new-reg-pw",
+            "old-reg-pw",
+            "old-id-token",
+        ):
+            assert secret not in text
+        assert "bob" in text  # what changed stays readable: a user name, the hosts
+    assert "proxy:3128" in text and "reg.example:5000" in text

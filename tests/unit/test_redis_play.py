@@ -67,7 +67,7 @@ def test_a_restart_left_undone_is_drift_and_a_failed_check_then_the_next_run_doe
     for mode in ("drift", "check"):
         for h in NAMES:
             s.remotes[h].expect(s.facts(h))
-        ctx, report = s.context(dry_run=True)
+        ctx, report = s.context(dry_run=True, inventory_arg="my site")
         getattr(s.component(), mode)(ctx)
         rows = sorted((d.host, d.what, d.actual) for d in report.drift)
         assert rows == [
@@ -77,7 +77,10 @@ def test_a_restart_left_undone_is_drift_and_a_failed_check_then_the_next_run_doe
         ]
         failed = {(c.host, c.name) for c in report.checks if not c.ok}
         assert failed == {(h, f"{h}:{p} running config") for h in ("vm2", "vm3") for p in (7000, 7003)}
-        assert report.drift[0].fix.startswith("nr run redis (restarts it")
+        command, note = report.drift[0].fix.split("  # ")  # runnable as printed: the note is a shell comment
+        assert command == "nr run redis -i 'my site'" and note.startswith(
+            "the run restarts it with its config"
+        )
     for h in NAMES:
         s.remotes[h].expect(s.facts(h))
     for h in ("vm2", "vm3"):
