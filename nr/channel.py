@@ -61,6 +61,15 @@ def _wait(ch: paramiko.Channel, deadline: float) -> None:
     select.select([ch], [], [], min(remaining, POLL))
 
 
+def _wait_status(ch: paramiko.Channel, deadline: float) -> None:
+    """Wait for the exit status. (Not with select: after EOF paramiko keeps the channel's pipe
+    readable for good, so select returns at once and the loop would spin until the status comes.)"""
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise TimeoutError
+    ch.status_event.wait(min(remaining, POLL))
+
+
 def exec_channel(
     transport: paramiko.Transport, command: str, stdin: bytes, limit: float
 ) -> tuple[int, str, str]:
@@ -90,7 +99,7 @@ def exec_channel(
             _wait(ch, deadline)
         while not ch.exit_status_ready():
             _alive(ch, transport)
-            _wait(ch, deadline)
+            _wait_status(ch, deadline)
         status = ch.recv_exit_status()
         if status == -1 and not transport.is_active():
             raise ChannelClosed  # closed without an exit status: the host went away

@@ -10,28 +10,32 @@ import json
 import sys
 from collections.abc import Iterable
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import click
-from nornir.core import Nornir
-from rich.console import Console
 
-from nr import __version__, views
+from nr import __version__
 from nr.config import DEFAULT_INVENTORY, Settings, init_nornir
-from nr.errors import NrError
-from nr.inventory.validate import InventoryError
-from nr.lock import Locked, RunLock
-from nr.play import Component, PlayContext, host_groups
+from nr.console import lazy_console
+from nr.errors import InventoryError, NrError
 from nr.registry import registry
-from nr.report import RunReport
-from nr.runner import Action, execute, exit_interrupted
 from nr.secrets import redact
 from nr.text import show
 
+# What a command does not use is not imported at start (see nr.console and tests/unit/test_startup.py):
+# Nornir, the report and Rich when a command needs them, the SSH stack on the first connection.
+if TYPE_CHECKING:
+    from nornir.core import Nornir
+    from rich.console import Console
+
+    from nr.play import Component
+    from nr.report import RunReport
+    from nr.runner import Action
+
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+out = lazy_console(highlight=False, soft_wrap=True)
+err = lazy_console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def _bad_input(messages: Iterable[str]) -> NoReturn:
@@ -51,6 +55,8 @@ def _limit(nr: Nornir, values: tuple[str, ...]) -> set[str] | None:
     """Host names selected by ``--limit`` (host or group names, repeatable, comma-separated)."""
     if not values:
         return None
+    from nr.play import host_groups
+
     names: set[str] = set()
     bad = []
     for value in (v.strip() for raw in values for v in raw.split(",") if v.strip()):
@@ -90,15 +96,20 @@ def _run_selected(
     limit: set[str] | None,
     inventory: str,
     action: Action,
+    mode: str,
 ) -> dict[str, dict[str, object]]:
-    """Validate the components against the inventory (exit 2 before any host is touched), then run."""
+    """Validate the components against the inventory (exit 2 before any host is touched), then run
+    (``mode``: apply, check or drift, for the reads the components declare: nr.readahead)."""
+    from nr.play import PlayContext
+    from nr.runner import execute
+
     inv_arg = None if inventory == DEFAULT_INVENTORY else inventory
     nr = nr.with_processors([report])
     ctx = PlayContext(nr, component="nr", recorder=report, limit=limit, inventory_arg=inv_arg)
     problems = [p for c in selected for p in c.validate(ctx.for_component(c.name))]
     if problems:
         _bad_input(problems)
-    return execute(nr, ctx, report, selected, action, err)
+    return execute(nr, ctx, report, selected, action, err, mode)
 
 
 def _progress(json_out: bool) -> Console | None:
@@ -166,7 +177,7 @@ workers_opt = click.option(
     "--workers",
     type=click.IntRange(1, 500),
     default=None,
-    help="Hosts handled in parallel (default 20, or NR_WORKERS, or config.yaml runner.options.num_workers).",
+    help="Hosts handled in parallel (default: every host, 20 to 200; or NR_WORKERS, or config.yaml runner.options.num_workers).",
 )
 
 
@@ -185,6 +196,10 @@ def run(
     Prints progress per host, then a summary of what was ok, changed or failed, with diffs.
     One run at a time changes an inventory (a lock in its folder); a dry run takes no lock.
     """
+    from nr.lock import Locked, RunLock
+    from nr.report import RunReport
+    from nr.runner import exit_interrupted
+
     selected = _select(play)
     nr = _open(inventory, workers, dry_run)
     report = RunReport(
@@ -198,7 +213,7 @@ def run(
     try:
         if not dry_run:
             lock.acquire()
-        stats = _run_selected(nr, report, selected, hosts, inventory, lambda c, ctx: c.apply(ctx))
+        stats = _run_selected(nr, report, selected, hosts, inventory, lambda c, ctx: c.apply(ctx), "apply")
     except Locked as exc:
         _bad_input([str(exc)])
     finally:
@@ -244,10 +259,14 @@ def check(
     service it checks (see the README).
     Exit 0 all passed (warnings allowed), 1 a check failed or a host could not be checked.
     """
+    from nr import views
+    from nr.report import RunReport
+    from nr.runner import exit_interrupted
+
     selected = _select_read_only(components)
     nr = _open(inventory, workers, True)
     report = RunReport("check", dry_run=True, console=_progress(json_out))
-    _run_selected(nr, report, selected, _limit(nr, limit), inventory, lambda c, ctx: c.check(ctx))
+    _run_selected(nr, report, selected, _limit(nr, limit), inventory, lambda c, ctx: c.check(ctx), "check")
     if json_out:
         click.echo(json.dumps(views.checks_json(report), indent=2))
     else:
@@ -284,6 +303,8 @@ def drift(
     Schedule it with contrib/nr-drift.timer or cron.
     """
     from nr.drift import drift_exit_code, drift_json, print_drift, prom_text, write_prom
+    from nr.report import RunReport
+    from nr.runner import exit_interrupted
 
     if prom is not None and not prom.name.endswith(".prom"):
         _bad_input([f"--prom {prom}: node_exporter's textfile collector only reads files ending in .prom"])
@@ -300,7 +321,7 @@ def drift(
         console=_progress(json_out),
         inventory_arg=None if inventory == DEFAULT_INVENTORY else inventory,
     )
-    _run_selected(nr, report, selected, _limit(nr, limit), inventory, lambda c, ctx: c.drift(ctx))
+    _run_selected(nr, report, selected, _limit(nr, limit), inventory, lambda c, ctx: c.drift(ctx), "drift")
     if report.interrupted:
         print_drift(report, out)
         exit_interrupted(report)
@@ -318,7 +339,13 @@ def drift(
 @json_opt
 def inventory_cmd(inventory: str, json_out: bool) -> None:
     """Show the resolved hosts, groups, roles and addresses (secrets shown as references only)."""
-    rows = views.inventory_rows(_open(inventory, None, True))
+    from nr import views
+    from nr.config import inventory_rows
+
+    try:
+        rows = inventory_rows(Settings(Path(inventory)))
+    except InventoryError as exc:
+        _bad_input(exc.issues)
     if json_out:
         click.echo(json.dumps({"hosts": rows}, indent=2, default=str))
         return
@@ -333,6 +360,8 @@ def main() -> None:
         exc.show()
         sys.exit(exc.exit_code)
     except (click.exceptions.Abort, KeyboardInterrupt):  # Ctrl-C before any host was touched
+        from nr.runner import exit_interrupted
+
         err.print("[red]Interrupted (Ctrl-C)[/]")
         exit_interrupted()
     except NrError as exc:

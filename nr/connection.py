@@ -32,6 +32,7 @@ from typing import Any
 import paramiko
 from fabric import Config, Connection
 from nornir.core.configuration import Config as NornirConfig
+from nornir.core.plugins.connections import ConnectionPluginRegister
 from nornir.core.task import Task
 
 from nr import interrupt
@@ -324,7 +325,7 @@ class FabricConnection:
         problem = unprotected_key(conn.connect_kwargs)
         if problem:
             raise ConnectionFailed(problem)
-        files = trust_host_keys(conn.client, extras)
+        files = trust_host_keys(conn.client, extras, str(conn.host), int(conn.port))
         sudo_ref = _secret_option(extras.get("sudo_password"), "sudo_password")
         t0 = time.perf_counter()
         try:
@@ -365,3 +366,8 @@ def quote(value: str) -> str:
 def _alive(remote: SshRemote) -> bool:
     transport = remote.conn.client.get_transport()
     return transport is not None and transport.is_active()
+
+
+# Registered here, on the first connection (nr.plugins: no entry-point scan at start). Nornir refuses
+# another class under a taken name; its own scan would load this same class, which it accepts.
+ConnectionPluginRegister.register(CONNECTION_NAME, FabricConnection)

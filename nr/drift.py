@@ -13,13 +13,13 @@ import re
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
-
-from rich.console import Console
-from rich.table import Table
+from typing import TYPE_CHECKING, Any
 
 from nr.report import DriftItem, RunReport
 from nr.text import show
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 EXIT_NO_DRIFT, EXIT_DRIFT, EXIT_UNCHECKED = 0, 1, 2
 
@@ -43,6 +43,8 @@ def drift_json(report: RunReport) -> dict[str, Any]:
 
 def print_drift(report: RunReport, out: Console) -> None:
     if report.drift:
+        from rich.table import Table
+
         table = Table(title="Drift", title_justify="left", show_lines=False)
         for col in ("component", "host", "what", "expected", "actual", "fix"):
             table.add_column(col, overflow="fold")

@@ -15,7 +15,6 @@ a catalog (:mod:`nr.registry`). The context runs a host function ``fn(run: HostR
 
 from __future__ import annotations
 
-import functools
 import shlex
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -31,6 +30,8 @@ from nr import interrupt
 from nr.changes import Change, apply_script
 from nr.errors import NrError
 from nr.outcome import CheckItem, Finding, Outcome
+from nr.readahead import ReadAhead, ReadAheadRemote
+from nr.runstate import RunState
 from nr.secrets import Secret, SecretError, SecretRef
 from nr.transport import Remote
 
@@ -106,11 +107,18 @@ class HostRun:
     host: Host
     dry_run: bool
     connect: Callable[[], Remote] = field(repr=False)
+    _remote: Remote | None = field(default=None, init=False, repr=False)
 
-    @functools.cached_property
+    @property
     def remote(self) -> Remote:
-        """The host's connection (opened on first use, then shared by every step of the run)."""
-        return self.connect()
+        """The host's connection (opened on first use, then shared by every step of the run).
+
+        (Not a ``functools.cached_property``: before Python 3.12 that holds one lock for every
+        instance while it computes, which made the hosts open their connections one at a time.)
+        """
+        if self._remote is None:
+            self._remote = self.connect()
+        return self._remote
 
     @property
     def name(self) -> str:
@@ -183,6 +191,7 @@ class PlayContext:
         limit: Iterable[str] | None = None,
         inventory_arg: str | None = None,
         connect: Callable[[Host], Remote] | None = None,
+        shared: RunState | None = None,
     ) -> None:
         self._nr = nr
         self.component = component
@@ -190,6 +199,7 @@ class PlayContext:
         self.limit = set(limit) if limit is not None else None
         self.inventory_arg = inventory_arg  # how the operator named the inventory, for "fix" commands
         self._connect = connect or self._open_fabric
+        self._shared = shared or RunState()
 
     @property
     def nornir(self) -> Nornir:
@@ -214,6 +224,7 @@ class PlayContext:
             limit=self.limit,
             inventory_arg=self.inventory_arg,
             connect=self._connect,
+            shared=self._shared,
         )
 
     # -- hosts ------------------------------------------------------------------------------
@@ -255,13 +266,41 @@ class PlayContext:
 
     # -- connections ---------------------------------------------------------------------------
     def _open_fabric(self, host: Host) -> Remote:
+        """The host's connection, opened on first use (the SSH stack is imported then, not at start).
+        Hosts open theirs in parallel; two steps asking for one host at once share one connection."""
+        import nr.connection  # noqa: F401  (registers the connection plugin)
+
         conn: Remote = host.get_connection(CONNECTION_NAME, self._nr.config)
         return conn
+
+    def _open(self, host: Host, *, ahead: bool = False) -> Remote:
+        return self._shared.open(host.name, lambda: self._connect(host), ahead=ahead)
 
     def remote(self, host: Host | str) -> Remote:
         """The open connection of any inventory host, for steps the controller drives (e.g. waits)."""
         h = self._nr.inventory.hosts[host] if isinstance(host, str) else host
-        return self._connect(h)
+        conn = self._open(h)
+        ahead = self._shared.ahead
+        return conn if ahead is None or not ahead.valid else ReadAheadRemote(conn, ahead, h.name)
+
+    def once(self, key: object, compute: Callable[[], T]) -> T:
+        """``compute()`` at most once per run, shared by every context of the run (e.g. what a
+        component's declared reads and its turn both need)."""
+        return self._shared.once(key, compute)
+
+    # -- read-ahead (nr.readahead) ----------------------------------------------------------------
+    def read_ahead(self) -> ReadAhead:
+        """The run's read-ahead (started by the runner before the first component)."""
+        if self._shared.ahead is None:
+            hosts = self._nr.inventory.hosts
+            self._shared.ahead = ReadAhead(lambda name: self._open(hosts[name], ahead=True))
+        return self._shared.ahead
+
+    def _changed(self, result: AggregatedResult) -> None:
+        """A step changed something or failed on a host: reads made ahead may be stale now."""
+        ahead = self._shared.ahead
+        if ahead is not None and (result.failed or any(m.changed for m in result.values())):
+            ahead.invalidate()
 
     # -- running ------------------------------------------------------------------------------
     def run(
@@ -279,7 +318,7 @@ class PlayContext:
         """
 
         def task(t: Task) -> Result:
-            run = HostRun(t.host, t.is_dry_run(), lambda: self._connect(t.host))
+            run = HostRun(t.host, t.is_dry_run(), lambda: self.remote(t.host))
             return OutcomeResult(t.host, fn(run))
 
         result = self._run_nornir(step, task, hosts=hosts, group=group, serial=serial)
@@ -309,6 +348,7 @@ class PlayContext:
             return task(t, **kw)
 
         result = nr.run(task=unless_interrupted, name=f"{self.component}.{step}", **kwargs)
+        self._changed(result)
         self.recorder.record(self.component, step, result)
         return result
 

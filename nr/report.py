@@ -12,19 +12,20 @@ import threading
 import time
 import traceback
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nornir.core.exceptions import NornirSubTaskError
 from nornir.core.inventory import Host
 from nornir.core.task import AggregatedResult, MultiResult, Result, Task
-from rich.console import Console
-from rich.table import Table
 
 from nr.errors import NrError
 from nr.outcome import Finding
 from nr.play import OutcomeResult
 from nr.secrets import redact
 from nr.text import show
+
+if TYPE_CHECKING:  # Rich is imported when something is printed (not for --json)
+    from rich.console import Console
 
 
 @dataclass
@@ -255,6 +256,8 @@ class RunReport:
     def print_summary(self, out: Console) -> None:
         hosts = self.hosts() + [h for h in self.failed_hosts if h not in self.hosts()]
         title = f"{self.play}" + (" (dry run: nothing was changed)" if self.dry_run else "")
+        from rich.table import Table
+
         table = Table(title=title, title_justify="left")
         table.add_column("host")
         table.add_column("ok", justify="right")

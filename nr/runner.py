@@ -10,17 +10,18 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
-from nornir.core import Nornir
-from rich.console import Console
-
-from nr import interrupt
+from nr import interrupt, readahead
 from nr.errors import NrError
 from nr.play import Component, PlayContext
 from nr.report import RunReport
 from nr.secrets import redact
 from nr.text import printable, show
+
+if TYPE_CHECKING:
+    from nornir.core import Nornir
+    from rich.console import Console
 
 Action = Callable[[Component, PlayContext], None]
 
@@ -65,15 +66,43 @@ def _stop(nr: Nornir, report: RunReport) -> None:
     report.flush_pending()
 
 
+def read_ahead(ctx: PlayContext, selected: Iterable[Component], mode: str) -> int:
+    """Start the reads the components declare for ``mode`` (:mod:`nr.readahead`); how many started.
+    A component whose declaration fails reads in its turn as usual (it reports the problem itself)."""
+    if not readahead.enabled():
+        return 0
+    started = 0
+    for c in selected:  # each component's reads start as soon as they are known, in order
+        declare = getattr(c, "reads", None)
+        if declare is None:
+            continue
+        try:
+            reads = declare(ctx.for_component(c.name), mode)
+        except Exception:  # its turn raises the same, and reports it there
+            continue
+        started += ctx.read_ahead().start(reads)
+    return started
+
+
 def execute(
-    nr: Nornir, ctx: PlayContext, report: RunReport, selected: list[Component], action: Action, err: Console
+    nr: Nornir,
+    ctx: PlayContext,
+    report: RunReport,
+    selected: list[Component],
+    action: Action,
+    err: Console,
+    mode: str | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """Run ``action`` for each component (a component that fails stops the ones after it)."""
+    """Run ``action`` for each component (a component that fails stops the ones after it); with
+    ``mode`` (apply, check or drift), the components' declared reads start ahead (:mod:`nr.readahead`)."""
     try:
+        if mode is not None:
+            read_ahead(ctx, selected, mode)
         _run_components(ctx, report, selected, action)
     except KeyboardInterrupt:
         _stop(nr, report)
     finally:
+        ctx.read_ahead().close()
         if report.tracebacks and os.environ.get("NR_DEBUG") == "1":
             for tb in report.tracebacks:
                 err.print(printable(tb), markup=False, highlight=False)

@@ -60,20 +60,41 @@ class _RejectPolicy(paramiko.MissingHostKeyPolicy):
         )
 
 
-def trust_host_keys(client: paramiko.SSHClient, extras: dict[str, Any]) -> list[Path]:
-    """Load ~/.ssh/known_hosts and the inventory's known_hosts; refuse unknown keys unless accept_new.
+_parsed: dict[tuple[str, int, int], paramiko.HostKeys] = {}
+
+
+def _known(path: Path) -> paramiko.HostKeys:
+    """``path`` parsed once per run (and again only when it changed): paramiko builds a key object for
+    every line, so each host loading the whole file made opening N connections cost N^2 parses."""
+    st = path.stat()
+    key = (str(path), st.st_mtime_ns, st.st_size)
+    with _known_hosts_lock:
+        keys = _parsed.get(key)
+        if keys is None:
+            keys = _parsed[key] = paramiko.HostKeys(str(path))
+        return keys
+
+
+def trust_host_keys(
+    client: paramiko.SSHClient, extras: dict[str, Any], host: str, port: int = 22
+) -> list[Path]:
+    """Give ``client`` the known keys of ``host`` from ~/.ssh/known_hosts, else from the inventory's
+    known_hosts (paramiko's order: its "system" keys win); refuse unknown keys unless accept_new.
     Returns the files consulted (for messages naming the one that holds a key)."""
     files: list[Path] = []
+    name = host if port == 22 else f"[{host}]:{port}"  # how known_hosts names it
+    found = None
     system = Path("~/.ssh/known_hosts").expanduser()
     if system.is_file():
-        client.load_system_host_keys(str(system))
+        found = _known(system).lookup(name)
         files.append(system)
     own = Path(str(extras["known_hosts"])).expanduser() if extras.get("known_hosts") else None
     if own is not None:
-        if own.is_file():
-            with _known_hosts_lock:
-                client.load_host_keys(str(own))
+        if own.is_file() and found is None:
+            found = _known(own).lookup(name)
         files.append(own)
+    for keytype, key in (found or {}).items():
+        client.get_host_keys().add(name, keytype, key)
     if extras.get("accept_new"):
         client.set_missing_host_key_policy(_AcceptNewPolicy(own or system))
     else:

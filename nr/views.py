@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from nornir.core import Nornir
-from rich.console import Console
-from rich.table import Table
-
-from nr.play import host_groups
 from nr.registry import registry
-from nr.report import RunReport
 from nr.text import show
+
+if TYPE_CHECKING:  # Rich is imported only to print (not for --json)
+    from nornir.core import Nornir
+    from rich.console import Console
+
+    from nr.report import RunReport
 
 
 def failed_checks(report: RunReport) -> list[Any]:
@@ -53,6 +53,8 @@ def checks_verdict(report: RunReport) -> str:
 
 
 def print_checks(report: RunReport, out: Console, verbose: bool) -> None:
+    from rich.table import Table
+
     shown = [c for c in report.checks if verbose or not c.ok]
     if shown:
         table = Table(title="Checks" if verbose else "Checks that did not pass", title_justify="left")
@@ -78,6 +80,10 @@ def print_checks(report: RunReport, out: Console, verbose: bool) -> None:
 
 
 def inventory_rows(nr: Nornir) -> list[dict[str, Any]]:
+    """The rows of ``nr inventory`` from Nornir's inventory (another plugin than nr's own files:
+    nr.config.inventory_rows; nr.inventory.resolve computes the same rows from the files)."""
+    from nr.play import host_groups
+
     schema = registry().schema
     rows: list[dict[str, Any]] = []
     for name, h in nr.inventory.hosts.items():
@@ -98,6 +104,8 @@ def inventory_rows(nr: Nornir) -> list[dict[str, Any]]:
 
 
 def print_inventory(rows: list[dict[str, Any]], inventory: str, out: Console) -> None:
+    from rich.table import Table
+
     table = Table(title=f"Inventory {show(inventory)}", title_justify="left", show_lines=True)
     for col in ("host", "address", "user", "roles", "data"):
         table.add_column(col, overflow="fold")

@@ -8,6 +8,7 @@ from typing import Any
 
 import yaml
 
+from nr.errors import InventoryError
 from nr.text import clip
 
 MAX_BYTES = 4 * 1024 * 1024  # an inventory of a thousand hosts is well under 1 MiB
@@ -15,13 +16,7 @@ MAX_BYTES = 4 * 1024 * 1024  # an inventory of a thousand hosts is well under 1 
 # whose aliases expand to hundreds of millions of nodes (seconds and gigabytes in every later walk).
 MAX_NODES = 100_000
 
-
-class InventoryError(Exception):
-    """The inventory is invalid; ``issues`` holds one message per problem."""
-
-    def __init__(self, issues: list[str]) -> None:
-        super().__init__("\n".join(issues))
-        self.issues = issues
+__all__ = ["InventoryError", "expanded_size", "load_yaml"]
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):

@@ -8,11 +8,12 @@ mistakes are refused with a message naming the file, host and field.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from nornir.core.inventory import Inventory
-
-from nr.inventory.build import build_inventory
 from nr.inventory.validate import RawInventory, load_yaml
+
+if TYPE_CHECKING:
+    from nornir.core.inventory import Inventory
 
 
 def read_raw(path: Path) -> RawInventory:
@@ -36,4 +37,6 @@ class NrYAMLInventory:
         self.path = Path(path).expanduser()
 
     def load(self) -> Inventory:
+        from nr.inventory.build import build_inventory
+
         return build_inventory(read_raw(self.path))

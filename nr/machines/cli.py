@@ -10,17 +10,16 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import click
-from rich.console import Console
-from rich.table import Table
 
+from nr.console import lazy_console
 from nr.errors import NrError
 from nr.registry import registry
 from nr.secrets import redact
 from nr.text import command, show
 
 EXIT_BAD_INPUT = 2
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+out = lazy_console(highlight=False, soft_wrap=True)
+err = lazy_console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def _bad_input(messages: list[str]) -> NoReturn:
@@ -140,6 +139,8 @@ def lab_down(name: str, state_dir: Path) -> None:
 @LAB_DIR
 def lab_status(name: str, state_dir: Path) -> None:
     """List the lab's hosts, their addresses and state."""
+    from rich.table import Table
+
     from nr.machines.lab import Lab
 
     table = Table(title=f"Lab {show(name)}", title_justify="left")

@@ -10,9 +10,11 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from shlex import quote
+from typing import TYPE_CHECKING
 
-from nr.changes import Change
-from nr.facts import Fact, Output
+if TYPE_CHECKING:  # package_problem serves the inventory validator, which loads nothing else of this
+    from nr.changes import Change
+    from nr.facts import Fact, Output
 
 _NAME = r"[a-z0-9][a-z0-9+.-]+"
 _VERSION = r"[0-9][A-Za-z0-9.+~:-]*"
@@ -65,6 +67,8 @@ def installed(names: Iterable[str], fact_name: str = "packages") -> Fact[dict[st
     command = (
         f"dpkg-query -W -f='${{Package}} ${{db:Status-Status}} ${{Version}}\\n' -- {pkgs} 2>/dev/null || true"
     )
+    from nr.facts import Fact
+
     return Fact(fact_name, command, _parse_installed)
 
 
@@ -82,6 +86,8 @@ def plan_packages(wanted: Sequence[str], have: dict[str, str]) -> Change | None:
     todo = missing(wanted, have)
     if not todo:
         return None
+    from nr.changes import Change
+
     names = [str(p) for p in todo]
     return Change(
         f"packages {' '.join(names)}",

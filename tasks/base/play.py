@@ -12,13 +12,19 @@ from nr.errors import NrError
 from nr.facts import gather
 from nr.outcome import Outcome, evaluate
 from nr.play import HostRun, PlayContext
+from nr.readahead import Read
 from tasks.base.plan import BaseSpec, check_commands, facts_commands, os_problem, plan, spec_for
 from tasks.base.rules import Observed, duplicate_hostnames, rules
 
 
+def _request(spec: BaseSpec, *, checking: bool) -> tuple[list[str], dict[str, str]]:
+    """The files and commands of the one round trip that reads a host (check reads swap and time too)."""
+    return [f.path for f in spec.files()], check_commands(spec) if checking else facts_commands(spec)
+
+
 def _observe(run: HostRun, spec: BaseSpec, *, checking: bool) -> Observed:
-    commands = check_commands(spec) if checking else facts_commands(spec)
-    facts = gather(run.remote, files=[f.path for f in spec.files()], commands=commands)
+    files, commands = _request(spec, checking=checking)
+    facts = gather(run.remote, files=files, commands=commands)
     return Observed(spec, facts, tuple(plan(spec, facts)))
 
 
@@ -47,6 +53,10 @@ class BaseComponent:
 
     def validate(self, ctx: PlayContext) -> list[str]:
         return []
+
+    def reads(self, ctx: PlayContext, mode: str) -> list[Read]:
+        """The round trip each host's apply, check or drift starts with (read ahead: nr.readahead)."""
+        return [Read.of(h.name, *_request(spec_for(h), checking=mode == "check")) for h in ctx.hosts()]
 
     def _hostnames(self, ctx: PlayContext, names: dict[str, str]) -> None:
         clashes = duplicate_hostnames(names)

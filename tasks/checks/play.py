@@ -23,19 +23,24 @@ from nr.facts import gather
 from nr.ops import kubectl
 from nr.outcome import Outcome, evaluate
 from nr.play import HostRun, PlayContext
+from nr.readahead import Read
 from tasks.checks.routes import probe, routes_for
 from tasks.checks.rules import Fixes, Observed, rules
 from tasks.deploy.manifests import NAMESPACE
 from tasks.deploy.site import K3S, KUBECTL, first_server, k3s_hosts
 
 
+def deployments_commands() -> dict[str, str]:
+    return {
+        "k3s": f"test -x {K3S} && echo yes || echo no",
+        "deployments": kubectl.get_command(KUBECTL, "deployments", namespace=NAMESPACE),
+    }
+
+
 def read_deployments(run: HostRun) -> tuple[dict[str, tuple[int, int]] | None, str]:
     """(name -> (ready, wanted), "") from the first server; (None, "") without k3s; ({}, why) when
     the API does not answer (a failed check, and the routes are still tried)."""
-    facts = gather(run.remote, commands={
-        "k3s": f"test -x {K3S} && echo yes || echo no",
-        "deployments": kubectl.get_command(KUBECTL, "deployments", namespace=NAMESPACE),
-    })  # fmt: skip
+    facts = gather(run.remote, commands=deployments_commands())
     if facts.out("k3s").strip() != "yes":
         return None, ""
     try:
@@ -67,6 +72,14 @@ class ChecksComponent:
 
     def validate(self, ctx: PlayContext) -> list[str]:
         return []
+
+    def reads(self, ctx: PlayContext, mode: str) -> list[Read]:
+        """The first server's Deployments (read ahead: nr.readahead); the routes are probed in turn
+        (in a run and in check they create reservations)."""
+        first = first_server(ctx)
+        if first is None or (mode == "apply" and ctx.dry_run) or first not in ctx.hosts():
+            return []
+        return [Read.of(first.name, commands=deployments_commands())]
 
     def _run(self, ctx: PlayContext, step: str, mode: str) -> None:
         first = first_server(ctx)

@@ -1,9 +1,10 @@
 """The service images on this machine: looked up in Docker, built once per run when missing, saved.
 
 Without ``data.image_registry`` the images are built here with Docker (offline, from wheels;
-:mod:`tasks.deploy.images`) and saved as tarballs in ``~/.cache/nr/images``. Their tag is the
-version plus a digest of their sources (:func:`tasks.deploy.images.source_tag`): a changed source
-is a new tag in the manifests, so the pods roll to it; the same source is never rebuilt. A dry run
+:mod:`tasks.deploy.images`) and saved as tarballs in ``~/.cache/nr/images``
+(``$XDG_CACHE_HOME/nr/images`` when set). Their tag is the version plus a digest of their sources
+(:func:`tasks.deploy.images.source_tag`): a changed source is a new tag in the manifests, so the
+pods roll to it; the same source is never rebuilt. A dry run
 (and ``check``/``drift``) builds and writes nothing: it works with what Docker already has.
 
 Docker builds for its own architecture (the wheels are prepared on this machine, for it): the
@@ -20,11 +21,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from nr.errors import NrError
-from nr.ops.release import UNAME_ARCH
+from nr.ops.release import UNAME_ARCH, cache_root
 from tasks.deploy.manifests import IMAGES, AppSite
 from tasks.deploy.nodes import Image
 
-CACHE = Path("~/.cache/nr/images").expanduser()
+CACHE = cache_root() / "images"
 
 
 def docker(*args: str, timeout: float = 600) -> str:
@@ -75,7 +76,14 @@ class Builder:
         self._images: list[Image] | None = None
         self._error: NrError | None = None
         self._arch: str | None = None
+        self._found: dict[str, tuple[str, str] | None] | None = None  # docker image inspect, per ref
         self._save_platform: tuple[str | None] | None = None
+
+    def _inspect(self) -> dict[str, tuple[str, str] | None]:
+        """What Docker has of the images (asked once; again after a build)."""
+        if self._found is None:
+            self._found = {ref: inspect(ref) for _, ref in self.refs}
+        return self._found
 
     @property
     def refs(self) -> list[tuple[str, str]]:
@@ -85,7 +93,7 @@ class Builder:
         """What the images are (or will be) built for."""
         with self._lock:
             if self._arch is None:
-                found = [inspect(ref) for _, ref in self.refs]
+                found = list(self._inspect().values())
                 self._arch = found[0][1] if all(found) and found[0] else docker_arch()
             return self._arch
 
@@ -103,12 +111,13 @@ class Builder:
             return self._images
 
     def _lookup(self) -> list[Image]:
-        found = {ref: inspect(ref) for _, ref in self.refs}
+        found = self._inspect()
         if not all(found.values()):
             if self.dry_run:
                 return [Image(name, ref) for name, ref in self.refs]
             self._build()
-            found = {ref: inspect(ref) for _, ref in self.refs}
+            self._found = None
+            found = self._inspect()
         out = []
         for name, ref in self.refs:
             image_id = (found[ref] or ("", ""))[0]
@@ -144,10 +153,15 @@ def save(
     cache: Path = CACHE,
     platform: Callable[[], str | None] = lambda: None,
 ) -> Path | None:
-    """The image's tarball in the cache (``docker save``d once; earlier builds' tarballs removed).
-    None under a dry run when it is not saved yet: a dry run writes nothing, here either."""
+    """The image's tarball in the cache (``docker save``d once). A tarball in use is marked as just
+    used; only the KEEP most recently used of an image stay (two checkouts of other versions run in
+    turn, e.g. a benchmark against main, would otherwise delete each other's tarball and pay a
+    ``docker save`` of some 240 MB in every no-op run). None under a dry run when it is not saved
+    yet: a dry run writes nothing, here either."""
     tarball = cache / f"{name}-{tag}-{image_id.removeprefix('sha256:')[:16]}.tar"
     if tarball.exists():
+        if not dry_run:
+            tarball.touch()
         return tarball
     if dry_run:
         return None
@@ -161,6 +175,19 @@ def save(
     return tarball
 
 
-def _older(cache: Path, name: str, current: Path) -> Sequence[Path]:
+KEEP = 3  # tarballs per image kept in the cache, the most recently used
+
+
+def _older(cache: Path, name: str, current: Path, keep: int = KEEP) -> Sequence[Path]:
+    """The tarballs of ``name`` beyond the ``keep`` most recently used (``current`` is never one)."""
     pattern = re.compile(rf"{re.escape(name)}-\d[^/]*\.tar")
-    return [p for p in cache.glob(f"{name}-*.tar") if p != current and pattern.fullmatch(p.name)]
+    others = [p for p in cache.glob(f"{name}-*.tar") if p != current and pattern.fullmatch(p.name)]
+    others.sort(key=_used, reverse=True)
+    return others[keep - 1 :]
+
+
+def _used(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:  # removed meanwhile by another run
+        return 0.0

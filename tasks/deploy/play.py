@@ -17,10 +17,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from nornir.core.inventory import Host
+
 from nr.errors import NrError
 from nr.facts import gather
 from nr.outcome import Outcome, Rule, evaluate
 from nr.play import HostRun, PlayContext
+from nr.readahead import Read
 from tasks.deploy import cluster, nodes
 from tasks.deploy.local import Builder
 from tasks.deploy.manifests import IMAGES, manifests_yaml, site_objects
@@ -47,8 +50,12 @@ class _Play:
         self.ctx, self.mode = ctx, mode
         self.site: DeploySite = load_site(ctx)
         self.builder = Builder(self.site.app, self.site.base_image, dry_run=ctx.dry_run or mode != "apply")
-        self.objects = site_objects(self.site.app, self.site.password)
-        self.manifests = manifests_yaml(self.objects)
+        # rendered once per run: the declared reads (read ahead) and the turn need the same manifests
+        self.objects, self.manifests = ctx.once(("deploy", "manifests"), self._render)
+
+    def _render(self) -> tuple[list[dict[str, Any]], str]:
+        objects = site_objects(self.site.app, self.site.password)
+        return objects, manifests_yaml(objects)
 
     def fix(self, host: str | None = None) -> str:
         return self.ctx.fix_command("deploy", host)
@@ -92,9 +99,20 @@ class _Play:
             changed_flag=True,
         )
 
+    def image_hosts(self) -> list[Host]:
+        """The nodes the images step reads and feeds (none when they pull from a registry)."""
+        if self.site.app.registry:
+            return []
+        return [h for h in k3s_hosts(self.ctx) if h in self.ctx.hosts()]
+
+    def reads(self) -> list[Read]:
+        """The round trips :meth:`run` starts with: each node's images, the app on the first server."""
+        nodes_read = [Read.of(h.name, commands=nodes.facts_commands(IMAGES)) for h in self.image_hosts()]
+        return [*nodes_read, Read.of(self.site.first.name, commands=cluster.facts_commands(self.manifests))]
+
     def run(self) -> None:
         if not self.site.app.registry:  # else the nodes pull the images from the registry
-            self.ctx.run("images", self.node, hosts=[h for h in k3s_hosts(self.ctx) if h in self.ctx.hosts()])
+            self.ctx.run("images", self.node, hosts=self.image_hosts())
         self.ctx.run("apply", self.first, hosts=[self.site.first])
 
 
@@ -103,6 +121,10 @@ class DeployComponent:
 
     def validate(self, ctx: PlayContext) -> list[str]:
         return problems(ctx)
+
+    def reads(self, ctx: PlayContext, mode: str) -> list[Read]:
+        """What every mode reads first (read ahead: nr.readahead)."""
+        return [] if first_server(ctx) is None else _Play(ctx, mode).reads()
 
     def _play(self, ctx: PlayContext, mode: str) -> None:
         if first_server(ctx) is None:

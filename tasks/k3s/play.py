@@ -32,6 +32,8 @@ from nr.errors import NrError
 from nr.ops.release import ReleaseCache
 from nr.outcome import CheckItem, Finding, Outcome, Verdict, evaluate
 from nr.play import PlayContext
+from nr.readahead import Read
+from tasks.k3s import prepare
 from tasks.k3s.contract import KUBECTL
 from tasks.k3s.local import kubeconfig_target, load_token, rewrite_kubeconfig, update_kubeconfig
 from tasks.k3s.observe import REMOTE_KUBECONFIG
@@ -50,6 +52,10 @@ class K3sComponent:
     def __init__(self, cache: ReleaseCache | None = None, clock: Clock | None = None) -> None:
         self.cache = cache or ReleaseCache()
         self.clock = clock or Clock()
+
+    def reads(self, ctx: PlayContext, mode: str) -> list[Read]:
+        """The facts round trip of every k3s host, the same in every mode (read ahead: nr.readahead)."""
+        return prepare.reads(ctx)
 
     # -- validation ---------------------------------------------------------------------------------
     def validate(self, ctx: PlayContext) -> list[str]:

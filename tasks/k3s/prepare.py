@@ -16,6 +16,7 @@ from nr.ops import kubectl
 from nr.ops.release import BinarySource, ReleaseCache
 from nr.outcome import Outcome
 from nr.play import HostRun, PlayContext, host_groups
+from nr.readahead import Read
 from nr.secrets import Secret
 from tasks.k3s.contract import AGENTS, CONTRACT, DEFAULT_VERSION, SERVERS
 from tasks.k3s.observe import binary_version, facts_request
@@ -94,6 +95,20 @@ class Prepared:
             return parse_nodes(f.outputs["nodes"])
         except kubectl.KubectlError:
             return None
+
+
+def reads(ctx: PlayContext) -> list[Read]:
+    """The facts round trips :meth:`Planner.prepare` makes (the same hosts, the same requests): for the
+    read-ahead (nr.readahead), so without notes or errors of its own (prepare reports those)."""
+    hosts = k3s_hosts(ctx)
+    if not hosts:
+        return []
+    cluster = build_cluster([host_info(h) for h in hosts])
+    limit = {h.name for h in ctx.hosts()}
+    names = [n.name for n in cluster.nodes if n.name in limit]
+    if names and cluster.first.name not in limit:
+        names.insert(0, cluster.first.name)
+    return [Read.of(n, *facts_request(cluster.node(n), n == cluster.first.name)) for n in names]
 
 
 def _read(run: HostRun, cluster: ClusterSpec) -> Outcome[Facts]:

@@ -29,6 +29,7 @@ from nr.errors import NrError
 from nr.facts import gather
 from nr.outcome import Outcome, Severity, evaluate
 from nr.play import HostRun, PlayContext
+from nr.readahead import Read
 from tasks.redis import firewall as fw
 from tasks.redis.contract import GROUP as REDIS
 from tasks.redis.errors import AccessError, ClusterError, PlanError
@@ -86,6 +87,14 @@ class RedisComponent:
                 site.ports, site.addresses, site.clients, site.site_addresses, self.local_address
             )
         return {h.name: HostSpec(site, h.name, spec) for h in hosts}
+
+    def reads(self, ctx: PlayContext, mode: str) -> list[Read]:
+        """Each Redis host's install/inspect round trip, the same in every mode (read ahead: nr.readahead)."""
+        hosts = ctx.hosts(REDIS)
+        if not hosts:
+            return []
+        specs = self._specs(load_site(ctx), hosts)
+        return [Read.of(name, *facts(spec)) for name, spec in specs.items()]
 
     # -- validate ------------------------------------------------------------------------------
     def validate(self, ctx: PlayContext) -> list[str]:

@@ -26,11 +26,11 @@ from typing import Any
 from nornir.core import Nornir
 from nornir.core.configuration import Config
 from nornir.core.state import GlobalState
-from nornir.plugins.runners import ThreadedRunner
 
 from nr.inventory.build import build_inventory
 from nr.inventory.validate import RawInventory
 from nr.play import PlayContext
+from nr.plugins import ThreadedRunner
 from nr.report import RunReport
 from nr.transport import CommandFailed, CommandResult
 

@@ -61,6 +61,12 @@ class Peer(paramiko.ServerInterface):
             channel.sendall(b"ok\n")
             channel.send_exit_status(0)
             channel.close()
+        elif self.mode == "late-status":  # EOF first, the exit status a moment later (sshd may)
+            channel.sendall(b"ok\n")
+            channel.shutdown_write()
+            time.sleep(0.3)
+            channel.send_exit_status(0)
+            channel.close()
         elif self.mode == "die":
             time.sleep(0.3)
             self.transport.sock.close()  # killed: the connection just ends
@@ -154,6 +160,30 @@ def test_a_command_runs(keys: tuple[Path, paramiko.PKey], tmp_path: Path) -> Non
         assert conn.connection.run("true").stdout == "ok\n"
     finally:
         conn.close()
+
+
+def test_waiting_for_the_exit_status_after_eof_does_not_spin(
+    keys: tuple[Path, paramiko.PKey], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After EOF paramiko keeps a channel's pipe readable: select() there returns at once. The wait for
+    the exit status must block, not loop (it cost CPU per host on every command: issue 12)."""
+    import nr.channel
+
+    calls = []
+    real = nr.channel.select.select
+
+    def counting(*args: Any) -> Any:
+        calls.append(1)
+        return real(*args)
+
+    conn = connect(serve("late-status", keys[1]), keys[0], tmp_path)
+    monkeypatch.setattr(nr.channel.select, "select", counting)
+    try:
+        result = conn.connection.run("true")
+    finally:
+        conn.close()
+    assert result.stdout == "ok\n" and result.exited == 0
+    assert len(calls) < 20
 
 
 def test_a_busy_host_that_answers_keepalives_is_not_lost(

@@ -1,0 +1,174 @@
+"""Read-ahead (nr.readahead, issue 12): the components' declared reads start before the first component,
+and a result read ahead is used only while nothing has changed. Driven through nr.runner.execute, with
+scripted hosts: what each host was sent, and in which order, says what was read again."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from rich.console import Console
+
+from nr import readahead
+from nr.errors import NrError
+from nr.facts import gather
+from nr.outcome import Finding, Outcome
+from nr.play import HostRun, PlayContext
+from nr.readahead import Read, ReadAhead
+from nr.runner import execute
+from tests.fakes.remote import Reply, ScriptedRemote, facts_reply, scripted_context
+
+HOSTS = {"vm1": {"hostname": "10.0.0.1"}, "vm2": {"hostname": "10.0.0.2"}}
+
+
+class Reader:
+    """A component that reads one command on every host, then maybe changes or fails."""
+
+    def __init__(self, name: str, *, change: bool = False, fail: bool = False, declare: bool = True) -> None:
+        self.name, self.change, self.fail, self.declare = name, change, fail, declare
+        self.seen: dict[str, str] = {}
+
+    def commands(self) -> dict[str, str]:
+        return {self.name: f"cat /etc/{self.name}"}
+
+    def reads(self, ctx: PlayContext, mode: str) -> list[Read]:
+        if not self.declare:
+            return []
+        return [Read.of(h.name, commands=self.commands()) for h in ctx.hosts()]
+
+    def validate(self, ctx: PlayContext) -> list[str]:
+        return []
+
+    def _host(self, run: HostRun) -> Outcome[None]:
+        self.seen[run.name] = gather(run.remote, commands=self.commands()).out(self.name)
+        if self.change:
+            return Outcome(findings=(Finding("x", "1", "0"),), extra_diff="+x\n", changed_flag=True)
+        return Outcome()
+
+    def apply(self, ctx: PlayContext) -> None:
+        if self.fail:
+            raise NrError(f"{self.name} cannot go on")
+        ctx.run("apply", self._host)
+
+    def check(self, ctx: PlayContext) -> None:
+        self.apply(ctx)
+
+    def drift(self, ctx: PlayContext) -> None:
+        self.apply(ctx)
+
+
+def remotes(*components: str) -> dict[str, ScriptedRemote]:
+    """Hosts that answer every component's read, as often as asked."""
+    return {
+        h: ScriptedRemote(
+            h, [facts_reply(outputs={c: f"{c}@{h}" for c in components}, times=None, strict=False)]
+        )
+        for h in HOSTS
+    }
+
+
+def reads_of(remote: ScriptedRemote) -> list[str]:
+    """Which components' commands each script sent to a host read, in order."""
+    return [" ".join(sorted(w for w in ("base", "redis", "k3s") if f"/etc/{w}" in s)) for s in remote.scripts]
+
+
+def run(components: list[Any], hosts: dict[str, ScriptedRemote], mode: str = "apply") -> Any:
+    ctx, report = scripted_context(HOSTS, hosts)
+    execute(ctx.nornir, ctx, report, components, lambda c, cx: c.apply(cx), Console(quiet=True), mode)
+    return report
+
+
+@pytest.fixture(autouse=True)
+def _enabled(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.delenv(readahead.ENV, raising=False)
+    yield
+
+
+def test_every_declared_read_is_made_once_and_used_in_turn() -> None:
+    hosts = remotes("base", "redis", "k3s")
+    comps = [Reader("base"), Reader("redis"), Reader("k3s")]
+    report = run(comps, hosts)
+    assert report.ok
+    for h, remote in hosts.items():
+        assert sorted(reads_of(remote)) == ["base", "k3s", "redis"]  # one round trip each, no second
+        assert [c.seen[h] for c in comps] == [f"base@{h}", f"redis@{h}", f"k3s@{h}"]
+
+
+def test_after_a_change_the_later_components_read_again() -> None:
+    hosts = remotes("base", "redis", "k3s")
+    report = run([Reader("base", change=True), Reader("redis"), Reader("k3s")], hosts)
+    assert report.changed == 2
+    for remote in hosts.values():
+        assert sorted(reads_of(remote)) == ["base", "k3s", "k3s", "redis", "redis"]
+        # what was read ahead of the change is never used: the last reads are the ones after it
+        assert sorted(reads_of(remote)[-2:]) == ["k3s", "redis"]
+
+
+def test_a_failed_host_makes_the_others_read_again() -> None:
+    hosts = remotes("base", "redis")
+    hosts["vm2"] = ScriptedRemote("vm2", [Reply("/etc/base", exited=1, stderr="boom", times=None)])
+    hosts["vm2"].expect(facts_reply(outputs={"redis": "redis@vm2"}, times=None, strict=False))
+    report = run([Reader("base"), Reader("redis")], hosts)
+    assert report.failed_hosts == ["vm2"]
+    assert reads_of(hosts["vm1"]).count("redis") == 2  # read ahead, then again after vm2 failed
+
+
+def test_a_component_that_fails_stops_the_ones_after_it() -> None:
+    hosts = remotes("base", "redis", "k3s")
+    k3s = Reader("k3s")
+    report = run([Reader("base"), Reader("redis", fail=True), k3s], hosts)
+    assert report.errors == ["redis: redis cannot go on"]
+    assert k3s.seen == {}  # its reads may have been made ahead: it never ran
+
+
+def test_undeclared_reads_are_made_in_turn() -> None:
+    hosts = remotes("base", "redis")
+    comps = [Reader("base"), Reader("redis", declare=False)]
+    run(comps, hosts)
+    assert [c.seen["vm1"] for c in comps] == ["base@vm1", "redis@vm1"]
+    assert sorted(reads_of(hosts["vm1"])) == ["base", "redis"]
+
+
+def test_a_read_that_failed_ahead_is_made_again_in_turn() -> None:
+    hosts = remotes("base")
+    hosts["vm1"] = ScriptedRemote("vm1", [Reply("/etc/base", exited=255, stderr="hiccup", times=1)])
+    hosts["vm1"].expect(facts_reply(outputs={"base": "base@vm1"}, times=None, strict=False))
+    comp = Reader("base")
+    report = run([comp], hosts)
+    assert report.ok and comp.seen["vm1"] == "base@vm1"
+    assert reads_of(hosts["vm1"]) == ["base", "base"]
+
+
+def test_turned_off_nothing_is_read_ahead(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(readahead.ENV, "0")
+    hosts = remotes("base", "redis")
+    run([Reader("base", change=True), Reader("redis")], hosts)
+    assert reads_of(hosts["vm1"]) == ["base", "redis"]  # in turn, once each
+
+
+def test_an_upload_drops_what_was_read_ahead() -> None:
+    inner = ScriptedRemote("vm1", [facts_reply(outputs={"base": "1"}, times=None, strict=False)])
+    ahead = ReadAhead(lambda name: inner)
+    ahead.start([Read.of("vm1", commands={"base": "cat /etc/base"})])
+    remote = readahead.ReadAheadRemote(inner, ahead, "vm1")
+    remote.put(__import__("pathlib").Path("/dev/null"), "/tmp/x")  # noqa: S108
+    assert remote.prefetched([], {"base": "cat /etc/base"}) is None
+    assert not ahead.valid
+
+
+def test_hosts_open_their_connections_at_the_same_time() -> None:
+    """Two hosts' first steps open their connections concurrently (a global lock would deadlock the
+    barrier: before Python 3.12 a cached_property held one lock for every instance)."""
+    barrier = threading.Barrier(2, timeout=10)
+    hosts = remotes("base")
+
+    def connect(host: Any) -> ScriptedRemote:
+        barrier.wait()  # both hosts must be inside connect at once
+        return hosts[host.name]
+
+    ctx, report = scripted_context(HOSTS, hosts)
+    ctx = PlayContext(ctx.nornir, component="test", recorder=report, connect=connect)
+    step = ctx.run("read", lambda run: Outcome(value=gather(run.remote, commands={"base": "x"}).out("base")))
+    assert step.values == {"vm1": "base@vm1", "vm2": "base@vm2"} and not step.failed

@@ -1,0 +1,90 @@
+"""What a command imports at start: only what it uses (issue 12, item 1).
+
+Each case runs a fresh interpreter (imports are process-wide) and lists the heavy libraries that got
+imported. Lazy loading must not change behaviour: the commands still print what they printed.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+HEAVY = ("paramiko", "fabric", "invoke", "rich", "grpc", "redis", "nornir", "yaml", "ruamel", "cryptography")
+
+
+def imported_after(code: str, *args: str) -> tuple[set[str], subprocess.CompletedProcess[str]]:
+    """Run ``code`` in a fresh interpreter (``sys.argv[1:]`` = ``args``); the heavy top-level
+    packages it imported, and the process (its stdout is what the code printed before the marker)."""
+    probe = textwrap.dedent(
+        f"""
+        import sys
+        try:
+        {textwrap.indent(textwrap.dedent(code), "    ")}
+        except SystemExit:
+            pass
+        finally:
+            heavy = {HEAVY!r}
+            print("\\n@@MODULES@@" + " ".join(sorted({{m.split(".")[0] for m in sys.modules}} & set(heavy))))
+        """
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", probe, *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        check=False,
+        timeout=60,
+    )
+    out, _, mods = proc.stdout.rpartition("@@MODULES@@")
+    proc.stdout = out
+    return set(mods.split()), proc
+
+
+def test_importing_the_cli_imports_no_heavy_library() -> None:
+    mods, proc = imported_after("import nr.cli")
+    assert proc.returncode == 0, proc.stderr
+    assert mods == set()
+
+
+def test_help_lists_the_catalog_without_heavy_libraries() -> None:
+    mods, proc = imported_after("from nr.cli import main; sys.argv = ['nr', '--help']; main()")
+    assert "Plays" in proc.stdout and "site" in proc.stdout and "base" in proc.stdout, proc.stdout
+    assert mods == set()
+
+
+@pytest.mark.parametrize("command", ["run", "check", "drift", "inventory"])
+def test_a_command_help_imports_no_heavy_library(command: str) -> None:
+    mods, proc = imported_after(f"from nr.cli import main; sys.argv = ['nr', '{command}', '--help']; main()")
+    assert "--inventory" in proc.stdout, proc.stdout
+    assert mods == set()
+
+
+def test_inventory_json_reads_the_files_with_nothing_but_yaml() -> None:
+    code = "from nr.cli import main; sys.argv = ['nr', 'inventory', '--json', '-i', 'inventory']; main()"
+    mods, proc = imported_after(code)
+    doc = json.loads(proc.stdout)
+    assert [h["name"] for h in doc["hosts"]] == ["vm1", "vm2", "vm3"]
+    assert mods == {"yaml"}
+
+
+def test_inventory_prints_its_table_with_rich_but_not_nornir() -> None:
+    code = "from nr.cli import main; sys.argv = ['nr', 'inventory', '-i', 'inventory']; main()"
+    mods, proc = imported_after(code)
+    assert "vm1" in proc.stdout and "192.168.64.11:22" in proc.stdout
+    assert mods == {"yaml", "rich"}
+
+
+def test_a_bad_inventory_is_still_refused_with_exit_2(tmp_path: Path) -> None:
+    (tmp_path / "hosts.yaml").write_text("vm1: {hostname: 10.0.0.1, colour: red}\n")
+    code = f"import sys; from nr.cli import main; sys.argv = ['nr', 'inventory', '-i', {str(tmp_path)!r}]; main()"
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=False, timeout=60
+    )
+    assert proc.returncode == 2
+    assert "colour" in proc.stderr and "error:" in proc.stderr
