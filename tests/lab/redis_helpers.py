@@ -148,6 +148,7 @@ class Writer:
     def __init__(self, env: LabEnv, host: str, prefix: str = "w") -> None:
         self.env, self.host, self.prefix = env, host, prefix
         self.acked: dict[str, str] = {}
+        self.acked_at: list[float] = []  # time.monotonic() of each acknowledgement (bench/faults: gaps)
         self.failed: list[str] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -161,6 +162,7 @@ class Writer:
                 try:
                     rc.set(key, value)
                     self.acked[key] = value
+                    self.acked_at.append(time.monotonic())
                 except Exception as exc:
                     self.failed.append(f"{key}: {type(exc).__name__}: {exc}")
                 i += 1
