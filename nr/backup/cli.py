@@ -86,11 +86,26 @@ def _validate(ctx: PlayContext, comps: list[Component]) -> None:
         bad_input(problems)
 
 
+def _backup_summary(report: RunReport) -> None:
+    """What each host did for the backup (the steps, and why one failed)."""
+    for host in report.hosts():
+        rows = [r for r in report.rows if r.host == host]
+        steps = ", ".join(f"[red]{show(r.task)} failed[/]" if r.failed else show(r.task) for r in rows)
+        out.print(f"  {show(host)}: {steps}", highlight=False)
+    for host in report.failed_hosts:
+        out.print(f"  [red]{show(host)}[/]: {show(report.failed_reasons[host])}", highlight=False)
+    for e in report.errors:
+        out.print(f"  [red]{show(e)}[/]", highlight=False)
+
+
 def _finish(report: RunReport, json_doc: dict[str, object] | None, json_out: bool, verdict: str) -> NoReturn:
     if json_out:
         click.echo(json.dumps(json_doc, indent=2))
     else:
-        report.print_summary(out)
+        if report.play == "backup":
+            _backup_summary(report)
+        else:
+            report.print_summary(out)
         out.print(verdict)
     if report.interrupted:
         exit_interrupted(report)

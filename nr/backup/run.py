@@ -162,6 +162,8 @@ def plan_secrets(
     """What the secrets step does: write each secret the inventory keeps in a file it lacks (0600)."""
     lines: list[str] = []
     writes: list[SecretWrite] = []
+    if not values:  # no key given: the inventory's secrets are used (components compare fingerprints)
+        return lines, writes
     for key, entry in (backup.manifest.get("secrets") or {}).items():
         where = entry.get("keep_at")
         value = values.get(key)
