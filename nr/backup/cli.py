@@ -261,6 +261,8 @@ def restore(
 def _open_restore(
     folder: Path, secrets_key: str | None, only: str | None
 ) -> tuple[Backup, dict[str, str], list[Component]]:
+    if only == SECRETS_STEP and secrets_key is None:
+        bad_input([f"--only {SECRETS_STEP} writes the backup's secrets back: it needs --secrets-key"])
     try:
         backup = open_backup(folder.expanduser())
         values = open_values(backup, _key(secrets_key))

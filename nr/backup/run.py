@@ -10,9 +10,8 @@ before a host is touched), the plan shown, then the secrets written back and eac
 
 from __future__ import annotations
 
-import shutil
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,6 @@ from rich.console import Console
 
 from nr.backup.api import BacksUp, RestorePlan, Restores, Restoring
 from nr.backup.folder import (
-    PARTIAL,
     SECRETS_FILE,
     Backup,
     BackupError,
@@ -120,7 +118,7 @@ def run_backup(
     complete = report.ok and set(parts) == {c.name for c in comps}
     if req.key is not None and writer.values:
         writer.write(SECRETS_FILE, seal({k: v.reveal() for k, v in writer.values.items()}, req.key))
-    failed = {**report.failed_reasons, **{f"component {i + 1}": e for i, e in enumerate(report.errors)}}
+    failed = {**report.failed_reasons, **dict(e.partition(": ")[::2] for e in report.errors)}
     if report.interrupted:
         failed["interrupted"] = "Ctrl-C"
     doc = manifest_doc(
@@ -269,12 +267,3 @@ def human_size(n: int) -> str:
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
         size /= 1024
     return f"{n} B"
-
-
-def disk_free(path: Path) -> int:
-    probe = path if path.exists() else path.parent
-    return shutil.disk_usage(probe).free if probe.exists() else 0
-
-
-Confirm = Callable[[str], bool]
-__all__ = ["PARTIAL", "BackupRequest", "BackupResult", "Confirm", "RestoreSelection", "run_backup"]

@@ -179,6 +179,10 @@ def _secret(ctx: PlayContext, site: RedisSite, part: Part) -> None:
 
 def backup(ctx: PlayContext, part: Part, site: RedisSite, connect: Connector) -> Mapping[str, Any]:
     obs = observe(site.layout, site.password, connect=connect)
+    hosts = {h.name: h for h in ctx.all_hosts(GROUP)}
+    for i in obs.instances:  # an instance that cannot be read fails its host, by name
+        if not i.reachable and not ctx.failed(i.host):
+            ctx.fail_host(hosts[i.host], "snapshot", f"{i.label} ({i.endpoint}): {i.describe_access()}")
     srcs = sources(site, obs)
     for s in srcs:
         if not s.on_replica:
@@ -206,8 +210,7 @@ def backup(ctx: PlayContext, part: Part, site: RedisSite, connect: Connector) ->
         keys = sum(r["keys"] for r in rows)
         return Outcome(value=rows, summary=f"{len(rows)} shard(s), {keys} keys")
 
-    hosts = [h for h in ctx.all_hosts() if h.name in by_host]
-    done = ctx.run("snapshot", snapshot, hosts=hosts)
+    done = ctx.run("snapshot", snapshot, hosts=[h for h in ctx.all_hosts() if h.name in by_host])
     shards = sorted((row for rows in done.values.values() for row in rows), key=lambda r: int(r["shard"]))
     keys = sum(int(r["keys"]) for r in shards)
     where = "replicas" if all(s.on_replica for s in srcs) else "replicas and masters"

@@ -276,3 +276,15 @@ def test_a_master_that_loads_other_keys_stops_the_restore_before_any_replica_sta
         comp.restore(ctx, backup, plan)
     assert "vm2:7000 loaded 3 keys (+0 expired) of shard 2's 4" in report.failed_reasons["vm2"]
     assert not any(e.startswith("start") and e.endswith(":7003") for e in hosts.order)
+
+
+def test_an_instance_that_does_not_answer_fails_its_host_by_name(site: Site, tmp_path: Path) -> None:
+    site.cluster.by_label("vm3:7000").alive = False
+    ctx, report = site.context()
+    with pytest.raises(NrError, match="not every instance is usable"):
+        site.component().backup(ctx, Writer(tmp_path).part("redis"))
+    assert (
+        report.failed_hosts == ["vm3"]
+        and "vm3:7000 (198.18.0.13:7000): unreachable" in report.failed_reasons["vm3"]
+    )
+    assert not [e for e in site.cluster.events if e[0] == "bgsave"]  # nothing was saved
