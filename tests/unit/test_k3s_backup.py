@@ -219,7 +219,9 @@ def test_a_recreated_host_is_named_and_rejoins_with_its_new_password(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     site = Site(monkeypatch, ["s1"], ["a1", "a2"], "sqlite")
-    backup = backup_of(tmp_path, part(site, "sqlite"))
+    described = part(site, "sqlite")
+    described["nodes"]["gone1"] = {"role": "agent", "password_sha256": "x"}  # no longer in the inventory
+    backup = backup_of(tmp_path, described)
     site.identity["a2"] = "a-new-host"
     ctx, report = site.context()
     plan = k3s_restore.plan(ctx, backup)
@@ -227,6 +229,8 @@ def test_a_recreated_host_is_named_and_rejoins_with_its_new_password(
     assert "agents untouched: a1" in plan.lines and any(
         "re-created hosts" in line and "a2" in line for line in plan.lines
     )
+    gone = "node gone1 of the backup is not in the inventory: it stays NotReady"
+    assert any(line.startswith(gone) for line in plan.lines)
     s1 = site.remotes["s1"]
     s1.expect(
         Reply("set -e", times=None),

@@ -156,7 +156,11 @@ def test_a_host_whose_file_cannot_be_read_fails_the_backup_and_is_named(site: Si
 
 
 def make_backup(
-    tmp_path: Path, site: Site, shards: list[tuple[str, list[list[int]]]], rdb_version: int = 10
+    tmp_path: Path,
+    site: Site,
+    shards: list[tuple[str, list[list[int]]]],
+    rdb_version: int = 10,
+    hosts: tuple[str, ...] = ("vm1", "vm2", "vm3"),
 ) -> Restoring:
     w = Writer(tmp_path / "b")
     entries = []
@@ -165,7 +169,7 @@ def make_backup(
         entries.append({"shard": i, "slots": slots, "ranges": ranges, "keys": 4, "expires": 1, "file": f"redis/shard-{i}.rdb",
                         "rdb_version": rdb_version, "redis_version": "7.0.15",
                         "saved_on": {"host": f"vm{i % 3 + 1}", "port": 7003, "role": "replica"}})  # fmt: skip
-    part = {"shards": entries, "hosts": ["vm1", "vm2", "vm3"]}
+    part = {"shards": entries, "hosts": list(hosts)}
     return Restoring(Backup(w.root, {"files": w.files, "components": {"redis": part}}), "redis")
 
 
@@ -178,6 +182,11 @@ def test_the_plan_maps_shards_by_slots_and_refuses_what_does_not_fit(site: Site,
     plan = comp.restore_plan(ctx, make_backup(tmp_path / "a", site, THREE))
     assert not plan.problems and [t.label for t in plan.data] == ["vm1:7000", "vm2:7000", "vm3:7000"]
     assert "shard 2: 4 keys (slots 5461-10922, saved on vm3:7003) -> vm2:7000" in plan.lines[2]
+    renamed = comp.restore_plan(ctx, make_backup(tmp_path / "r", site, THREE, hosts=("old1", "old2", "old3")))
+    assert (
+        not renamed.problems
+        and "backed up from old1, old2, old3; restored onto vm1, vm2, vm3" in renamed.lines[0]
+    )
     four = [
         ("0-4095", [[0, 4095]]),
         ("4096-8191", [[4096, 8191]]),
