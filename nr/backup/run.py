@@ -139,12 +139,8 @@ def run_backup(
         path = final
         removed = prune(final.parent, site, req.keep) if req.keep else []
     size = sum(int(m["size"]) for m in writer.files.values())
-    summary = {name: _summary(part) for name, part in parts.items()}
+    summary = {name: part.get("summary", "") for name, part in parts.items()}
     return BackupResult(path, complete, time.time() - t0, len(writer.files), size, removed, summary), stats
-
-
-def _summary(part: Mapping[str, Any]) -> Any:
-    return part.get("summary", "")
 
 
 # -- restore -------------------------------------------------------------------------------------------

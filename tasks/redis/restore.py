@@ -49,7 +49,7 @@ from tasks.redis.parse import as_text, parse_info
 from tasks.redis.rdb import newest_loadable
 from tasks.redis.session import pending_layout
 from tasks.redis.site import RedisSite
-from tasks.redis.slots import SLOT_COUNT, SlotRange, format_ranges, slots_of
+from tasks.redis.slots import SLOT_COUNT, SlotRange, slots_of
 from tasks.redis.topology import consolidate
 
 AOF_DIR = "appendonlydir"  # Redis 7's appenddirname default (nr's redis.conf does not set it)
@@ -327,12 +327,3 @@ def _slots_served(obs: Any) -> str | None:
         ):
             return f"{st.label} is not in sync with its master yet"
     return None
-
-
-def restore(
-    ctx: PlayContext, backup: Restoring, plan_: RestorePlan, site: RedisSite, connect: Connector
-) -> None:
-    Restorer(ctx, site, connect, plan_.data, backup).run()
-
-
-__all__ = ["Target", "format_ranges", "plan", "restore"]
