@@ -115,6 +115,13 @@ def test_a_backup_holds_each_component_the_inventory_and_a_manifest(tmp_path: Pa
     assert {stat.S_IMODE(p.stat().st_mode) for p in folder.rglob("*")} <= {0o600, 0o700}
 
 
+def test_the_text_output_shows_each_hosts_steps_and_the_verdict(tmp_path: Path, store: Store) -> None:
+    res = nr("backup", "-i", str(inventory(tmp_path / "inv")), "--dest", str(tmp_path / "b"))
+    assert res.exit_code == 0, res.output
+    assert "vm1: store.save" in res.output and "vm2: store.save" in res.output
+    assert "BACKUP COMPLETE" in res.output and "failed" not in res.output
+
+
 def test_a_failing_host_fails_the_backup_names_it_and_leaves_it_partial(tmp_path: Path, store: Store) -> None:
     store.fail = "vm2"
     res = backup(inventory(tmp_path / "inv"), tmp_path / "b")
