@@ -163,9 +163,9 @@ def test_a_backup_that_does_not_fit_the_site_is_refused_naming_why(
     assert STATE.backup is not None
     copy = tmp_path / STATE.backup.name
     shutil.copytree(STATE.backup, copy)
-    inventory = tmp_path / "inventory"  # its generated secrets are in ../secrets
+    inventory = site.state_dir / "inventory-unfit"  # beside the lab's: it names ../secrets, ../id_ed25519
+    shutil.rmtree(inventory, ignore_errors=True)
     shutil.copytree(site.inventory, inventory, ignore=shutil.ignore_patterns(".nr.lock"))
-    shutil.copytree(site.state_dir / "secrets", tmp_path / "secrets")
     if edit == "another token":
         token = inventory / "secrets" / "k3s_token"
         token.write_text("K10another-token-than-the-backups\n")
