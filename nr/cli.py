@@ -117,9 +117,15 @@ def _progress(json_out: bool) -> Console | None:
 
 
 class _NrGroup(click.Group):
-    """The ``nr`` group: ``lab`` and ``vms`` live outside the engine core and load when used."""
+    """The ``nr`` group: ``lab``, ``vms``, ``backup`` and ``restore`` live outside the engine core and
+    load when used."""
 
-    LAZY = {"lab": "nr.machines.cli:lab", "vms": "nr.machines.cli:vms"}
+    LAZY = {
+        "lab": "nr.machines.cli:lab",
+        "vms": "nr.machines.cli:vms",
+        "backup": "nr.backup.cli:backup",
+        "restore": "nr.backup.cli:restore",
+    }
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted([*super().list_commands(ctx), *self.LAZY])

@@ -229,6 +229,27 @@ class SshRemote:
                 self.stats.transfers += 1
                 self.stats.seconds += time.perf_counter() - t0
 
+    def get(self, remote_path: str, local: Path) -> None:
+        """Copy ``remote_path`` (readable by the login user) to ``local`` over SFTP; a file cut short
+        is removed (callers check the copy against a hash the host computed)."""
+        interrupt.check(self.name)
+        t0 = time.perf_counter()
+        try:
+            with self._lock, self._watchdog():
+                self.conn.get(remote_path, local=str(local))
+        except (ChannelClosed, paramiko.SSHException, OSError, EOFError) as exc:
+            local.unlink(missing_ok=True)
+            if interrupt.CANCELLED.is_set() or not _alive(self):
+                raise self._gone(exc, f"the download of {quote(remote_path)}") from None
+            raise NrError(
+                f"{self.name}: copying {quote(remote_path)} to {quote(str(local))} failed: "
+                f"{redact(str(exc)) or type(exc).__name__}"
+            ) from None
+        finally:
+            with self.stats.lock:
+                self.stats.transfers += 1
+                self.stats.seconds += time.perf_counter() - t0
+
     def _remove_partial(self, remote_tmp: str) -> None:
         """Best effort: drop a half-written upload (an apply removes old leftovers anyway)."""
         with contextlib.suppress(OSError, paramiko.SSHException, EOFError):

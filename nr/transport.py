@@ -36,7 +36,8 @@ class CommandFailed(NrError):
 
 @runtime_checkable
 class Remote(Protocol):
-    """One host: ``run`` a shell script as root (sent on stdin, never on a command line), ``put`` a file."""
+    """One host: ``run`` a shell script as root (sent on stdin, never on a command line), ``put`` a file
+    there and ``get`` one back (both over SFTP as the login user: paths relative to its home)."""
 
     name: str
 
@@ -45,3 +46,5 @@ class Remote(Protocol):
     ) -> CommandResult: ...
 
     def put(self, local: Path, remote_tmp: str) -> None: ...
+
+    def get(self, remote_path: str, local: Path) -> None: ...

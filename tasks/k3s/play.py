@@ -23,8 +23,9 @@ Under ``--dry-run`` steps 1-3 run and show the diffs (token masked); nothing is 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -44,6 +45,9 @@ from tasks.k3s.rules import ClusterObs, HostObs, cluster_rules, host_rules
 from tasks.k3s.spec import api_url, cluster_problems
 from tasks.k3s.status import cluster_status, expected
 from tasks.k3s.wait import Clock, Waiter, WaitOutcome
+
+if TYPE_CHECKING:
+    from nr.backup.api import Part, RestorePlan, Restoring
 
 
 class K3sComponent:
@@ -166,6 +170,22 @@ class K3sComponent:
 
     def drift(self, ctx: PlayContext) -> None:
         self._inspect(ctx, "drift")
+
+    # -- nr backup / nr restore (tasks/k3s/backup.py, tasks/k3s/restore.py) --------------------------
+    def backup(self, ctx: PlayContext, part: Part) -> Mapping[str, Any]:
+        from tasks.k3s import backup
+
+        return backup.backup(ctx, part)
+
+    def restore_plan(self, ctx: PlayContext, backup: Restoring) -> RestorePlan:
+        from tasks.k3s import restore
+
+        return restore.plan(ctx, backup)
+
+    def restore(self, ctx: PlayContext, backup: Restoring, plan: RestorePlan) -> None:
+        from tasks.k3s import restore
+
+        restore.restore(ctx, backup, plan, self.clock)
 
 
 def _outcome_of(checks: Sequence[CheckItem], findings: Sequence[Finding]) -> Outcome[None]:

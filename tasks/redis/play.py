@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from nornir.core.inventory import Host
 
@@ -42,6 +43,9 @@ from tasks.redis.restart import Restarter, pending_restarts
 from tasks.redis.rules import HostView, rules
 from tasks.redis.runtime import by_instance, settings_to_read
 from tasks.redis.site import RedisSite, load_site
+
+if TYPE_CHECKING:
+    from nr.backup.api import Part, RestorePlan, Restoring
 
 ConnectorFactory = Callable[[Password, float], Connector]
 CLUSTER_TIMEOUT = 120.0
@@ -244,6 +248,25 @@ class RedisComponent:
 
     def drift(self, ctx: PlayContext) -> None:
         self._inspect(ctx, "drift")
+
+    # -- nr backup / nr restore (tasks/redis/backup.py, tasks/redis/restore.py) ----------------------
+    def backup(self, ctx: PlayContext, part: Part) -> Mapping[str, Any]:
+        from tasks.redis import backup
+
+        site = load_site(ctx)
+        return backup.backup(ctx, part, site, self._connect(site, 10.0))
+
+    def restore_plan(self, ctx: PlayContext, backup: Restoring) -> RestorePlan:
+        from tasks.redis import restore
+
+        site = load_site(ctx)
+        return restore.plan(ctx, backup, site, self._connect(site, 10.0))
+
+    def restore(self, ctx: PlayContext, backup: Restoring, plan: RestorePlan) -> None:
+        from tasks.redis import restore
+
+        site = load_site(ctx)
+        restore.Restorer(ctx, site, self._connect(site, 10.0), plan.data, backup, poll=self.poll).run()
 
 
 component = RedisComponent()

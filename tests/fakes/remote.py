@@ -27,6 +27,7 @@ from nornir.core import Nornir
 from nornir.core.configuration import Config
 from nornir.core.state import GlobalState
 
+from nr.errors import NrError
 from nr.inventory.build import build_inventory
 from nr.inventory.validate import RawInventory
 from nr.play import PlayContext
@@ -65,6 +66,8 @@ class ScriptedRemote:
     replies: list[Reply] = field(default_factory=list)
     scripts: list[str] = field(default_factory=list)
     puts: list[tuple[Path, str]] = field(default_factory=list)
+    files: dict[str, bytes] = field(default_factory=dict)  # what ``get`` finds (by remote path)
+    gets: list[tuple[str, Path]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def expect(self, *replies: Reply) -> ScriptedRemote:
@@ -92,6 +95,14 @@ class ScriptedRemote:
     def put(self, local: Path, remote_tmp: str) -> None:
         with self.lock:
             self.puts.append((local, remote_tmp))
+
+    def get(self, remote_path: str, local: Path) -> None:
+        with self.lock:
+            self.gets.append((remote_path, local))
+            data = self.files.get(remote_path)
+        if data is None:
+            raise NrError(f"{self.name}: copying {remote_path} to {local} failed: [Errno 2] No such file")
+        local.write_bytes(data)
 
     def unused(self) -> list[Reply]:
         """Replies that were scripted to be used and were not (a test may assert this is empty)."""

@@ -1,0 +1,229 @@
+"""Fetching files from a host: ``SshRemote.get`` against a real SSH/SFTP peer in this process (paramiko's
+server side, serving a folder), and :func:`nr.ops.fetch.fetch` (stage as root, SFTP, check) against a
+scripted host: a file arrives byte for byte, a missing or corrupt one is named and never left behind,
+and a host that dies mid-transfer is reported lost."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import socket
+import threading
+from pathlib import Path
+from typing import Any
+
+import paramiko
+import pytest
+
+from nr.connection import FabricConnection, HostLost
+from nr.errors import NrError
+from nr.machines.lab import new_keypair
+from nr.ops.fetch import fetch, stage_script
+from tests.fakes.remote import Reply, ScriptedRemote
+
+
+class Handle(paramiko.SFTPHandle):
+    def __init__(self, path: Path, die_after: int | None, transport: paramiko.Transport) -> None:
+        super().__init__(0)
+        self.readfile = path.open("rb")
+        self.die_after = die_after
+        self.transport = transport
+        self.sent = 0
+
+    def read(self, offset: int, length: int) -> bytes | int:
+        if self.die_after is not None and self.sent >= self.die_after:
+            self.transport.sock.close()  # the host dies mid-transfer
+            return paramiko.SFTP_FAILURE
+        self.readfile.seek(offset)
+        data = self.readfile.read(length)
+        self.sent += len(data)
+        return data
+
+    def stat(self) -> paramiko.SFTPAttributes | int:
+        return paramiko.SFTPAttributes.from_stat(os.fstat(self.readfile.fileno()))
+
+
+class Folder(paramiko.SFTPServerInterface):
+    """Serves ``root`` read-only; ``die_after`` bytes into a read, the connection drops."""
+
+    root: Path
+    die_after: int | None = None
+
+    def __init__(self, server: Any, *args: Any, **kwargs: Any) -> None:
+        super().__init__(server, *args, **kwargs)
+        self.transport: paramiko.Transport = server.transport
+
+    def _path(self, path: str) -> Path:
+        return self.root / path.lstrip("/")
+
+    def stat(self, path: str) -> paramiko.SFTPAttributes | int:
+        p = self._path(path)
+        if not p.exists():
+            return paramiko.SFTP_NO_SUCH_FILE
+        return paramiko.SFTPAttributes.from_stat(p.stat())
+
+    lstat = stat
+
+    def open(self, path: str, flags: int, attr: paramiko.SFTPAttributes) -> paramiko.SFTPHandle | int:
+        p = self._path(path)
+        if not p.exists():
+            return paramiko.SFTP_NO_SUCH_FILE
+        return Handle(p, self.die_after, self.transport)
+
+    def canonicalize(self, path: str) -> str:
+        return "/" + path.lstrip("/")
+
+
+class Peer(paramiko.ServerInterface):
+    def __init__(self, transport: paramiko.Transport) -> None:
+        self.transport = transport
+
+    def get_allowed_auths(self, username: str) -> str:
+        return "publickey"
+
+    def check_auth_publickey(self, username: str, key: paramiko.PKey) -> int:
+        return paramiko.AUTH_SUCCESSFUL
+
+    def check_channel_request(self, kind: str, chanid: int) -> int:
+        return paramiko.OPEN_SUCCEEDED
+
+
+def serve(root: Path, host_key: paramiko.PKey, die_after: int | None = None) -> int:
+    folder = type("ServedFolder", (Folder,), {"root": root, "die_after": die_after})
+    sock = socket.create_server(("127.0.0.1", 0))
+
+    def accept() -> None:
+        conn, _ = sock.accept()
+        t = paramiko.Transport(conn)
+        t.add_server_key(host_key)
+        t.set_subsystem_handler("sftp", paramiko.SFTPServer, folder)
+        t.start_server(server=Peer(t))
+
+    threading.Thread(target=accept, daemon=True).start()
+    port: int = sock.getsockname()[1]
+    return port
+
+
+@pytest.fixture
+def peer(tmp_path: Path) -> tuple[Path, Path, paramiko.PKey]:
+    client, _ = new_keypair()
+    key = tmp_path / "id"
+    key.write_bytes(client)
+    key.chmod(0o600)
+    server, _ = new_keypair()
+    (tmp_path / "host").write_bytes(server)
+    served = tmp_path / "served"
+    served.mkdir()
+    return key, served, paramiko.Ed25519Key.from_private_key_file(str(tmp_path / "host"))
+
+
+def connect(port: int, key: Path, host_key: paramiko.PKey, tmp_path: Path) -> FabricConnection:
+    known = tmp_path / "known_hosts"
+    known.write_text(f"[127.0.0.1]:{port} {host_key.get_name()} {host_key.get_base64()}\n")
+    conn = FabricConnection()
+    conn.open("127.0.0.1", "nr", None, port, None, {"key_filename": str(key), "known_hosts": str(known)})
+    return conn
+
+
+def test_get_copies_a_file_byte_for_byte(peer: tuple[Path, Path, paramiko.PKey], tmp_path: Path) -> None:
+    key, served, host_key = peer
+    data = os.urandom(3 * 1024 * 1024 + 17)
+    (served / ".nr-upload-get-1").write_bytes(data)
+    conn = connect(serve(served, host_key), key, host_key, tmp_path)
+    try:
+        conn.connection.get(".nr-upload-get-1", tmp_path / "out")
+        assert (tmp_path / "out").read_bytes() == data
+        assert conn.connection.stats.transfers == 1
+    finally:
+        conn.close()
+
+
+def test_a_missing_remote_file_is_named_and_nothing_is_left_here(
+    peer: tuple[Path, Path, paramiko.PKey], tmp_path: Path
+) -> None:
+    key, served, host_key = peer
+    conn = connect(serve(served, host_key), key, host_key, tmp_path)
+    try:
+        with pytest.raises(NrError, match=r"copying nope to .*out failed") as err:
+            conn.connection.get("nope", tmp_path / "out")
+        assert not isinstance(err.value, HostLost)
+        assert not (tmp_path / "out").exists()
+    finally:
+        conn.close()
+
+
+def test_a_host_that_dies_mid_transfer_is_lost_and_the_partial_copy_removed(
+    peer: tuple[Path, Path, paramiko.PKey], tmp_path: Path
+) -> None:
+    key, served, host_key = peer
+    (served / "big").write_bytes(os.urandom(2 * 1024 * 1024))
+    conn = connect(serve(served, host_key, die_after=64 * 1024), key, host_key, tmp_path)
+    try:
+        with pytest.raises(HostLost, match=r"the download of big was cut short"):
+            conn.connection.get("big", tmp_path / "out")
+        assert not (tmp_path / "out").exists()
+    finally:
+        conn.close()
+
+
+# -- fetch: stage as root, SFTP, check ------------------------------------------------------------------
+def staging(remote: ScriptedRemote, content: bytes, *, corrupt: bool = False) -> None:
+    """The host answers the staging script with the staged copy's sha256 and size, and serves it."""
+
+    def stage(script: str) -> str:
+        name = re.search(r"cp \S+ (\S+)", script)
+        assert name
+        remote.files[name.group(1)] = content + (b"x" if corrupt else b"")
+        return f"{hashlib.sha256(content).hexdigest()}\n{len(content)}\n"
+
+    remote.expect(Reply("umask 077", stage), Reply("rm -f .nr-upload-get-"))
+
+
+def test_fetch_stages_as_root_copies_and_removes_the_staged_file(tmp_path: Path) -> None:
+    remote = ScriptedRemote("vm1")
+    staging(remote, b"RDB data")
+    got = fetch(remote, "/var/lib/redis/7003/dump-7003.rdb", tmp_path / "x" / "shard.rdb")
+    assert got.local.read_bytes() == b"RDB data" and got.size == 8
+    assert oct(got.local.stat().st_mode & 0o777) == "0o600"
+    staged = remote.gets[0][0]
+    assert staged.startswith(".nr-upload-get-")  # in the login user's home, cleaned like uploads
+    assert remote.scripts[-1] == f"rm -f {staged}" and remote.unused() == []
+
+
+def test_fetch_refuses_a_corrupt_copy_and_keeps_nothing(tmp_path: Path) -> None:
+    remote = ScriptedRemote("vm1")
+    staging(remote, b"RDB data", corrupt=True)
+    with pytest.raises(NrError, match=r"vm1: the copy of /data/x is corrupt"):
+        fetch(remote, "/data/x", tmp_path / "x")
+    assert not (tmp_path / "x").exists()
+
+
+def test_fetch_names_a_missing_file_and_its_host(tmp_path: Path) -> None:
+    remote = ScriptedRemote("vm2", [Reply("umask 077", stderr="/data/x: no such file", exited=3)])
+    with pytest.raises(NrError, match=r"^vm2: cannot read /data/x: /data/x: no such file$"):
+        fetch(remote, "/data/x", tmp_path / "x")
+    assert remote.gets == []
+
+
+def test_the_staging_script_really_stages_a_readable_copy(tmp_path: Path) -> None:
+    import subprocess
+
+    src = tmp_path / "src"
+    src.write_bytes(b"abc")
+    src.chmod(0o600)
+    out = subprocess.run(
+        ["sh", "-c", stage_script(str(src), "staged")],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    digest, size = out.stdout.split()
+    assert digest == hashlib.sha256(b"abc").hexdigest() and size == "3"
+    assert (tmp_path / "staged").read_bytes() == b"abc"
+    assert oct((tmp_path / "staged").stat().st_mode & 0o777) == "0o600"
+    missing = subprocess.run(
+        ["sh", "-c", stage_script(str(tmp_path / "nope"), "s")], cwd=tmp_path, check=False
+    )
+    assert missing.returncode == 3
