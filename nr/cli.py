@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, NoReturn
 import click
 
 from nr import __version__
+from nr.cli_group import NrGroup
 from nr.config import DEFAULT_INVENTORY, Settings, init_nornir
 from nr.console import lazy_console
 from nr.errors import InventoryError, NrError
@@ -116,40 +117,7 @@ def _progress(json_out: bool) -> Console | None:
     return None if json_out else err
 
 
-class _NrGroup(click.Group):
-    """The ``nr`` group: ``lab``, ``vms``, ``backup`` and ``restore`` live outside the engine core and
-    load when used."""
-
-    LAZY = {
-        "lab": "nr.machines.cli:lab",
-        "vms": "nr.machines.cli:vms",
-        "backup": "nr.backup.cli:backup",
-        "restore": "nr.backup.cli:restore",
-    }
-
-    def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted([*super().list_commands(ctx), *self.LAZY])
-
-    def format_help_text(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        """The group's help, then the plays and components of the catalog (the engine names none)."""
-        super().format_help_text(ctx, formatter)
-        reg = registry()
-        with formatter.section("Plays"):
-            formatter.write_dl([(name, ", ".join(members)) for name, members in reg.plays.items()])
-        with formatter.section("Components"):
-            formatter.write_dl([(e.name, e.description) for e in reg.entries.values()])
-
-    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        if cmd_name in self.LAZY:
-            import importlib
-
-            module, _, attr = self.LAZY[cmd_name].partition(":")
-            cmd: click.Command = getattr(importlib.import_module(module), attr)
-            return cmd
-        return super().get_command(ctx, cmd_name)
-
-
-@click.group(cls=_NrGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=NrGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="nr")
 def cli() -> None:
     """nr: converge a few Linux VMs to a site described by an inventory, then check it and watch for drift.

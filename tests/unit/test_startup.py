@@ -88,3 +88,19 @@ def test_a_bad_inventory_is_still_refused_with_exit_2(tmp_path: Path) -> None:
     )
     assert proc.returncode == 2
     assert "colour" in proc.stderr and "error:" in proc.stderr
+
+
+def test_the_help_nr_shows_of_lazy_commands_is_their_own() -> None:
+    import click
+
+    from nr.cli import cli
+    from nr.cli_group import NrGroup
+
+    ctx = click.Context(cli)
+    for name, text in NrGroup.HELP.items():
+        cmd = cli.get_command(ctx, name)
+        assert cmd is not None
+        for limit in (40, 45, 60, 200):
+            assert click.Command(name, help=text).get_short_help_str(limit) == cmd.get_short_help_str(
+                limit
+            ), name
