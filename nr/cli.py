@@ -108,7 +108,7 @@ def _progress(json_out: bool) -> Console | None:
 class _NrGroup(click.Group):
     """The ``nr`` group: ``lab`` and ``vms`` live outside the engine core and load when used."""
 
-    LAZY = {"lab": "nr.machines.cli:lab", "vms": "nr.machines.cli:vms"}
+    LAZY = {"lab": "nr.machines.cli:lab", "vms": "nr.machines.cli:vms", "status": "nr.status_cli:status"}
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted([*super().list_commands(ctx), *self.LAZY])
@@ -269,6 +269,13 @@ def check(
     metavar="FILE",
     help="Also write a node_exporter textfile (FILE must end in .prom).",
 )
+@click.option(
+    "--html",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    metavar="FILE",
+    help="Also write the site page of `nr status --html` with this result (for a scheduled check).",
+)
 @workers_opt
 def drift(
     components: tuple[str, ...],
@@ -276,11 +283,13 @@ def drift(
     limit: tuple[str, ...],
     json_out: bool,
     prom: Path | None,
+    html: Path | None,
     workers: int | None,
 ) -> None:
     """Read-only: list every difference between the hosts and the desired state, with the fix.
 
     All components, or the ones named. Exit 0 no drift, 1 drift, 2 could not check.
+    The result is kept for `nr status` (data.drift_result, default <inventory>/.nr-drift.json).
     Schedule it with contrib/nr-drift.timer or cron.
     """
     from nr.drift import drift_exit_code, drift_json, print_drift, prom_text, write_prom
@@ -306,11 +315,35 @@ def drift(
         exit_interrupted(report)
     if prom is not None:
         write_prom(prom, prom_text(report))
+    _keep_drift(nr, report, inventory, components, limit, html)
     if json_out:
         click.echo(json.dumps(drift_json(report), indent=2))
     else:
         print_drift(report, out)
     sys.exit(drift_exit_code(report))
+
+
+def _keep_drift(
+    nr: Nornir,
+    report: RunReport,
+    inventory: str,
+    components: tuple[str, ...],
+    limit: tuple[str, ...],
+    html: Path | None,
+) -> None:
+    """Keep the result for `nr status` and, with --html, write the site page with it."""
+    from nr.drift import RESULT_KEY, load_result, result_doc, result_path, save_result
+
+    scope = ", ".join([*components, *(f"--limit {v}" for v in limit)])
+    first = next(iter(nr.inventory.hosts.values()), None)
+    path = result_path(Path(inventory).expanduser().resolve(), first.get(RESULT_KEY) if first else None)
+    problem = save_result(path, result_doc(report, scope))
+    if problem:
+        err.print(f"[yellow]warning:[/] {show(problem)}")
+    if html is not None:
+        from nr.status_cli import read_site, write_html
+
+        write_html(html, read_site(nr, inventory, load_result(path) if not problem else None))
 
 
 @cli.command("inventory")

@@ -23,19 +23,22 @@ Under ``--dry-run`` steps 1-3 run and show the diffs (token masked); nothing is 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import yaml
 
 from nr.errors import NrError
+from nr.facts import Facts
 from nr.ops.release import ReleaseCache
 from nr.outcome import CheckItem, Finding, Outcome, Verdict, evaluate
 from nr.play import PlayContext
+from nr.status import Cell, Reads, StatusSection
+from tasks.k3s import overview
 from tasks.k3s.contract import KUBECTL
 from tasks.k3s.local import kubeconfig_target, load_token, rewrite_kubeconfig, update_kubeconfig
 from tasks.k3s.observe import REMOTE_KUBECONFIG
-from tasks.k3s.prepare import Planner, Prepared, host_info, k3s_hosts, ready_timeout
+from tasks.k3s.prepare import Planner, Prepared, cluster_of, host_info, k3s_hosts, ready_timeout
 from tasks.k3s.reset import K3sResetComponent, reset_component
 from tasks.k3s.rollout import Rollout
 from tasks.k3s.rules import ClusterObs, HostObs, cluster_rules, host_rules
@@ -160,6 +163,17 @@ class K3sComponent:
 
     def drift(self, ctx: PlayContext) -> None:
         self._inspect(ctx, "drift")
+
+    # -- status (nr status): versions and units in the engine's round trip, Nodes from the first server --
+    def status_reads(self, ctx: PlayContext) -> dict[str, Reads]:
+        found = cluster_of(ctx)
+        return overview.reads(found[0]) if found else {}
+
+    def status(self, ctx: PlayContext, facts: Mapping[str, Facts]) -> StatusSection:
+        found = cluster_of(ctx)
+        if found is None:
+            return StatusSection(self.name, "k3s", Cell("no host in k3s_servers or k3s_agents"))
+        return overview.section(found[0], facts, lambda host: ctx.fix_command(self.name, host))
 
 
 def _outcome_of(checks: Sequence[CheckItem], findings: Sequence[Finding]) -> Outcome[None]:

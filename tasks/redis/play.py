@@ -21,15 +21,17 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from nornir.core.inventory import Host
 
 from nr.errors import NrError
-from nr.facts import gather
+from nr.facts import Facts, gather
 from nr.outcome import Outcome, Severity, evaluate
 from nr.play import HostRun, PlayContext
+from nr.status import Cell, Reads, StatusSection
 from tasks.redis import firewall as fw
+from tasks.redis import status
 from tasks.redis.contract import GROUP as REDIS
 from tasks.redis.errors import AccessError, ClusterError, PlanError
 from tasks.redis.execute import execute
@@ -234,6 +236,17 @@ class RedisComponent:
 
     def drift(self, ctx: PlayContext) -> None:
         self._inspect(ctx, "drift")
+
+    # -- status (nr status): the cluster over TCP from this machine, no host reads ----------------
+    def status_reads(self, ctx: PlayContext) -> dict[str, Reads]:
+        return {}
+
+    def status(self, ctx: PlayContext, facts: Mapping[str, Facts]) -> StatusSection:
+        if not ctx.all_hosts(REDIS):
+            return StatusSection(self.name, "Redis Cluster", Cell(f"no host in group '{REDIS}'"))
+        site = load_site(ctx)
+        obs = observe(site.layout, site.password, connect=self._connect(site), keys=True)
+        return status.section(site.layout, obs, status.with_inventory(ctx.fix_command(self.name)))
 
 
 component = RedisComponent()

@@ -1,0 +1,89 @@
+"""``nr status`` (loaded when used) and the site page ``nr drift --html`` writes.
+
+Read-only: one round trip per host (:func:`nr.status.collect`), no lock. Exit 0 when every host
+answers and nothing fails, 1 otherwise, 2 on bad input.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import click
+from nornir.core import Nornir
+
+from nr.cli import EXIT_FAILED, EXIT_OK, _bad_input, _open, inventory_opt, json_opt, out, workers_opt
+from nr.config import DEFAULT_INVENTORY
+from nr.drift import RESULT_KEY, load_result, result_path
+from nr.play import PlayContext
+from nr.registry import registry
+from nr.report import RunReport
+from nr.runner import close_all
+from nr.status import LastDrift, SiteStatus, collect
+
+HTML_HELP = "Also write the site as one self-contained HTML page (a picture, the tables, the fixes)."
+
+
+def _setting(nr: Nornir, key: str) -> object:
+    host = next(iter(nr.inventory.hosts.values()), None)
+    return host.get(key) if host is not None else nr.inventory.defaults.data.get(key)
+
+
+def read_site(nr: Nornir, inventory: str, drift: LastDrift | None = None) -> SiteStatus:
+    """The site's status (every component of the default play that has one) and the last drift result:
+    ``drift`` when given, else what the last ``nr drift`` left."""
+    report = RunReport("status", dry_run=True)
+    inv_arg = None if inventory == DEFAULT_INVENTORY else inventory
+    ctx = PlayContext(nr.with_processors([report]), component="nr", recorder=report, inventory_arg=inv_arg)
+    reg = registry()
+    components = [reg.component(name) for name in reg.default_play]
+    site = str(_setting(nr, "site_name") or Path(inventory).resolve().name)
+    try:
+        status = collect(ctx, components, site)
+    finally:
+        close_all(nr)
+    if drift is None:
+        drift = load_result(result_path(ctx.inventory_dir, _setting(nr, RESULT_KEY)))
+    return replace(status, drift=drift)
+
+
+def write_html(path: Path, status: SiteStatus) -> None:
+    from nr.html import write_page
+
+    try:
+        write_page(path, status)
+    except OSError as exc:
+        _bad_input([f"--html {path}: {exc.strerror or exc}"])
+
+
+@click.command("status")
+@inventory_opt
+@json_opt
+@click.option(
+    "--html", type=click.Path(dir_okay=False, path_type=Path), default=None, metavar="FILE", help=HTML_HELP
+)
+@workers_opt
+def status(inventory: str, json_out: bool, html: Path | None, workers: int | None) -> None:
+    """Read-only: the site at a glance, in one round trip per host.
+
+    \b
+    Hosts (reachable, OS, load, free memory and disk, and each component's line, e.g. a role and
+    version); each component's section (e.g. the Redis layout as a table, the app's routes with the
+    latency of a read-only probe); the last drift result; what is not as it should be, with the fix.
+    Exit 0 all well, 1 something is not, 2 bad input.
+    """
+    nr = _open(inventory, workers, True)
+    site = read_site(nr, inventory)
+    if html is not None:
+        write_html(html, site)
+    if json_out:
+        from nr.status_view import status_json
+
+        click.echo(json.dumps(status_json(site), indent=2))
+    else:
+        from nr.status_view import print_status
+
+        print_status(site, out)
+    sys.exit(EXIT_OK if site.ok else EXIT_FAILED)
