@@ -175,15 +175,24 @@ workers_opt = click.option(
 @inventory_opt
 @limit_opt
 @click.option("--dry-run", is_flag=True, help="Change nothing; show what would change, with diffs.")
+@click.option("--diff", "diffs", is_flag=True, help="Also show each change's diff (as Ansible's --diff).")
 @json_opt
 @workers_opt
 def run(
-    play: str, inventory: str, limit: tuple[str, ...], dry_run: bool, json_out: bool, workers: int | None
+    play: str,
+    inventory: str,
+    limit: tuple[str, ...],
+    dry_run: bool,
+    diffs: bool,
+    json_out: bool,
+    workers: int | None,
 ) -> None:
     """Converge the hosts: PLAY is a play of the catalog (e.g. site) or one component.
 
-    Prints progress per host, then a summary of what was ok, changed or failed, with diffs.
-    One run at a time changes an inventory (a lock in its folder); a dry run takes no lock.
+    Prints progress per host (on a terminal also of long steps: builds, uploads, waits), then a
+    summary: per host what was ok, changed or failed, and one line per change; the diffs with
+    --diff or --dry-run. One run at a time changes an inventory (a lock in its folder); a dry run
+    takes no lock.
     """
     selected = _select(play)
     nr = _open(inventory, workers, dry_run)
@@ -194,6 +203,10 @@ def run(
         inventory_arg=None if inventory == DEFAULT_INVENTORY else inventory,
     )
     hosts = _limit(nr, limit)
+    if not json_out and sys.stdout.isatty() and err.is_terminal:
+        from nr import progress
+
+        progress.enable(err)
     lock = RunLock(Path(inventory).expanduser())
     try:
         if not dry_run:
@@ -206,7 +219,7 @@ def run(
     if json_out:
         click.echo(json.dumps(report.to_json(ssh=stats), indent=2))
     else:
-        report.print_summary(out)
+        report.print_summary(out, diffs=diffs or dry_run)
     if report.interrupted:
         exit_interrupted(report)
     sys.exit(EXIT_OK if report.ok else EXIT_FAILED)

@@ -33,7 +33,7 @@ from fabric import Config, Connection
 from nornir.core.configuration import Config as NornirConfig
 from nornir.core.task import Task
 
-from nr import interrupt
+from nr import interrupt, progress
 from nr.channel import Cancelled, ChannelClosed, TransportStats, exec_channel
 from nr.errors import NrError
 from nr.keepalive import DEFAULT_COUNT, DEFAULT_INTERVAL, KeepaliveSettings, Watchdog
@@ -212,7 +212,7 @@ class SshRemote:
         t0 = time.perf_counter()
         try:
             with self._lock, self._watchdog():
-                self.conn.put(str(local), remote=remote_tmp)
+                self._put(local, remote_tmp)
         except (ChannelClosed, paramiko.SSHException, OSError, EOFError) as exc:
             if interrupt.CANCELLED.is_set() or not _alive(self):
                 raise self._gone(exc, f"the upload of {quote(str(local))}") from None
@@ -225,6 +225,15 @@ class SshRemote:
             with self.stats.lock:
                 self.stats.transfers += 1
                 self.stats.seconds += time.perf_counter() - t0
+
+    def _put(self, local: Path, remote_tmp: str) -> None:
+        """The SFTP copy; on a terminal, with a live line of bytes sent and the rate (:mod:`nr.progress`)."""
+        if not progress.enabled():
+            self.conn.put(str(local), remote=remote_tmp)
+            return
+        size = local.stat().st_size
+        with progress.track(f"upload {local.name} to {self.name}", size) as line, local.open("rb") as fh:
+            self.conn.put(progress.CountingReader(fh, line), remote=remote_tmp)
 
     def _remove_partial(self, remote_tmp: str) -> None:
         """Best effort: drop a half-written upload (an apply removes old leftovers anyway)."""

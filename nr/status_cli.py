@@ -70,7 +70,7 @@ def status(inventory: str, json_out: bool, html: Path | None, workers: int | Non
 
     \b
     Hosts (reachable, OS, load, free memory and disk, and each component's line, e.g. a role and
-    version); each component's section (e.g. the Redis layout as a table, the app's routes with the
+    version); each component's section (e.g. a cluster's layout as a table, an app's routes with the
     latency of a read-only probe); the last drift result; what is not as it should be, with the fix.
     Exit 0 all well, 1 something is not, 2 bad input.
     """

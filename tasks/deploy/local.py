@@ -19,6 +19,7 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
+from nr import progress
 from nr.errors import NrError
 from nr.ops.release import UNAME_ARCH
 from tasks.deploy.manifests import IMAGES, AppSite
@@ -110,7 +111,8 @@ class Builder:
         from tasks.deploy.images import ImageBuildError, build_images
 
         try:
-            build_images(base_image=self.base_image, tag=self.app.tag)
+            with progress.track(f"building images {', '.join(IMAGES)} (docker build)"):
+                build_images(base_image=self.base_image, tag=self.app.tag)
         except ImageBuildError as exc:
             raise NrError(f"deploy: building the images failed: {exc}") from None
 
@@ -125,7 +127,8 @@ def save(name: str, ref: str, image_id: str, tag: str, *, dry_run: bool, cache: 
         return None
     cache.mkdir(parents=True, exist_ok=True)
     tmp = tarball.with_name(f"{tarball.name}.{os.getpid()}.tmp")
-    docker("save", "-o", str(tmp), ref)
+    with progress.track(f"saving image {ref} (docker save)"):
+        docker("save", "-o", str(tmp), ref)
     tmp.replace(tarball)
     for old in _older(cache, name, tarball):
         old.unlink(missing_ok=True)

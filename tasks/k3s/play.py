@@ -36,7 +36,7 @@ from nr.play import PlayContext
 from nr.status import Cell, Reads, StatusSection
 from tasks.k3s import overview
 from tasks.k3s.contract import KUBECTL
-from tasks.k3s.local import kubeconfig_target, load_token, rewrite_kubeconfig, update_kubeconfig
+from tasks.k3s.local import kubeconfig_target, load_token, rewrite_kubeconfig, update_kubeconfig, use_hint
 from tasks.k3s.observe import REMOTE_KUBECONFIG
 from tasks.k3s.prepare import Planner, Prepared, cluster_of, host_info, k3s_hosts, ready_timeout
 from tasks.k3s.reset import K3sResetComponent, reset_component
@@ -136,7 +136,9 @@ class K3sComponent:
         except (yaml.YAMLError, AttributeError, TypeError) as exc:
             raise NrError(f"{REMOTE_KUBECONFIG} on {cluster.first.name} is not a kubeconfig: {exc}") from None
         what = "merged into" if changed else "already up to date in"
-        ctx.note(f"kubeconfig: context '{cluster.site_name}' {what} {path}")
+        ctx.note(
+            f"kubeconfig: context '{cluster.site_name}' {what} {path}{use_hint(path, cluster.site_name)}"
+        )
 
     # -- check and drift: the same rules on the same observation ------------------------------------------
     def _inspect(self, ctx: PlayContext, step: str) -> None:

@@ -159,7 +159,7 @@ def arrows(obs: ClusterObservation, roles: Roles | None) -> tuple[Arrow, ...]:
     """One arrow from each replica of the layout to its master (a planned instance too)."""
     if roles is None:
         return ()
-    out = []
+    out: list[tuple[int, Arrow]] = []
     for node in roles.topology.nodes.values():
         master = roles.topology.nodes.get(node.master_id or "")
         if node.role != "replica" or node.planned is None or master is None or master.planned is None:
@@ -168,8 +168,9 @@ def arrows(obs: ClusterObservation, roles: Roles | None) -> tuple[Arrow, ...]:
         state = obs.get(node.endpoint)
         up = state is not None and state.reachable and state.replication.get("master_link_status") == "up"
         source, target = box_id(node.planned.host, node.port), box_id(master.planned.host, master.port)
-        out.append(Arrow(source, target, f"shard {number}" if number else "", Level.OK if up else Level.FAIL))
-    return tuple(out)
+        arrow = Arrow(source, target, f"shard {number}" if number else "", Level.OK if up else Level.FAIL)
+        out.append((number or 0, arrow))
+    return tuple(a for _, a in sorted(out, key=lambda pair: pair[0]))
 
 
 def _summary(

@@ -63,7 +63,7 @@ def test_json_shape(tmp_path: Path) -> None:
     assert doc["changed"] == 1
     assert doc["failed_hosts"] == ["h2", "h3"]
     rows = {r["host"]: r for r in doc["results"]}
-    assert set(rows["h1"]) == {"host", "task", "changed", "failed", "diff", "error"}
+    assert set(rows["h1"]) == {"host", "task", "changed", "failed", "diff", "error", "changes"}
     assert rows["h1"] == {
         "host": "h1",
         "task": "demo.apply",
@@ -71,6 +71,7 @@ def test_json_shape(tmp_path: Path) -> None:
         "failed": False,
         "diff": "+ create /etc/x\n",
         "error": "",
+        "changes": ["file /etc/x"],
     }
     assert rows["h2"]["failed"] and rows["h2"]["error"].startswith("h2: disk full")
     assert rows["h3"]["error"] == "ValueError: unexpected"
@@ -165,16 +166,16 @@ def test_printed_values_never_carry_terminal_escapes() -> None:
     """A hostile host's stderr or file content reaches error rows, diffs, drift rows and notes."""
     report = RunReport("demo", console=Console(file=io.StringIO(), highlight=False))
     report.failed_reasons["h1"] = f"demo.apply: remote command failed (exit 1): {EVIL}"
-    report.rows.append(Row("h2", "demo.apply", True, False, f"+ line {EVIL}\n", ""))
+    report.rows.append(Row("h2", "demo.apply", True, False, f"+ line {EVIL}\n", "", [f"file {EVIL}"]))
     report.drift.append(DriftItem("demo", "h2", f"file {EVIL}", "x", EVIL, "nr run demo"))
     report.note("demo", f"note {EVIL}")
     out = io.StringIO()
     console = Console(file=out, highlight=False, soft_wrap=True)
-    report.print_summary(console)
+    report.print_summary(console, diffs=True)
     print_drift(report, console)
     text = out.getvalue() + report.console.file.getvalue()  # type: ignore[union-attr]
     assert not any(c in text for c in "\x1b\x07\x9b"), repr(text)
-    assert text.count("\\x1b]0;owned\\a\\x1b[2J\\x9b31m") >= 4  # shown, escaped: error, diff, drift, note
+    assert text.count("\\x1b]0;owned\\a\\x1b[2J\\x9b31m") >= 5  # error, change, diff, drift, note
     assert "\\u001b]0;owned\\u0007" in json.dumps(report.to_json())  # JSON escapes them itself
 
 
