@@ -68,7 +68,7 @@ def test_after_a_failover_the_cells_differ_from_the_plan_and_say_it(monkeypatch:
         Level.FAIL,
         "plan: replica of shard 1",
     )
-    assert [(a.source, a.target) for a in section.arrows][0] == ("redis:vm1:7000", "redis:vm2:7003")
+    assert (section.arrows[0].source, section.arrows[0].target) == ("redis:vm1:7000", "redis:vm2:7003")
     fixes = {p.what: p.fix for p in section.problems}
     assert fixes["shard 1: master"] == "nr run redis"
 
