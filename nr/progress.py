@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from collections.abc import Iterator
 from typing import IO, TYPE_CHECKING, Any
 
@@ -33,18 +34,29 @@ _users = 0
 
 
 class Tracker:
-    """One step's line: ``advance`` bytes (with a total), ``say`` what is awaited now."""
+    """One step's line: ``advance`` bytes (with a total: done, total and rate), ``say`` what is awaited now."""
 
-    def __init__(self, display: Progress | None = None, task: TaskID | None = None) -> None:
-        self._display, self._task = display, task
+    def __init__(
+        self, display: Progress | None = None, task: TaskID | None = None, total: int | None = None
+    ) -> None:
+        self._display, self._task, self._total = display, task, total
+        self._done, self._started = 0, time.monotonic()
 
     def advance(self, amount: int) -> None:
-        if self._display is not None and self._task is not None:
-            self._display.advance(self._task, amount)
+        if self._display is None or self._task is None:
+            return
+        self._done += amount
+        rate = self._done / max(time.monotonic() - self._started, 1e-3)
+        size = f"{_mb(self._done)}/{_mb(self._total or 0)} MB, {_mb(int(rate))} MB/s"
+        self._display.update(self._task, amount=size)
 
     def say(self, what: str) -> None:
         if self._display is not None and self._task is not None:
             self._display.update(self._task, description=show(redact(what)))
+
+
+def _mb(count: int) -> str:
+    return f"{count / 1e6:.1f}"
 
 
 NULL = Tracker()
@@ -52,15 +64,7 @@ NULL = Tracker()
 
 def enable(console: Console) -> None:
     """Show progress on ``console`` from now on (the CLI calls it for an interactive run)."""
-    from rich.progress import (
-        BarColumn,
-        DownloadColumn,
-        Progress,
-        SpinnerColumn,
-        TextColumn,
-        TimeElapsedColumn,
-        TransferSpeedColumn,
-    )
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     global _display
     with _lock:
@@ -68,9 +72,7 @@ def enable(console: Console) -> None:
             _display = Progress(
                 SpinnerColumn(),
                 TextColumn("{task.description}"),
-                BarColumn(bar_width=20),
-                DownloadColumn(),
-                TransferSpeedColumn(),
+                TextColumn("{task.fields[amount]}"),
                 TimeElapsedColumn(),
                 console=console,
                 transient=True,
@@ -102,9 +104,9 @@ def track(what: str, total: int | None = None) -> Iterator[Tracker]:
         if _users == 0:
             display.start()
         _users += 1
-        task = display.add_task(show(redact(what)), total=total)
+        task = display.add_task(show(redact(what)), total=total, amount="")
     try:
-        yield Tracker(display, task)
+        yield Tracker(display, task, total)
     finally:
         with _lock:
             display.remove_task(task)

@@ -10,6 +10,7 @@ import json
 import sys
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import click
 from nornir.core import Nornir
@@ -20,7 +21,7 @@ from nr.drift import RESULT_KEY, load_result, result_path
 from nr.play import PlayContext
 from nr.registry import registry
 from nr.report import RunReport
-from nr.runner import close_all
+from nr.runner import close_all, ssh_stats
 from nr.status import LastDrift, SiteStatus, collect
 
 HTML_HELP = "Also write the site as one self-contained HTML page (a picture, the tables, the fixes)."
@@ -31,9 +32,11 @@ def _setting(nr: Nornir, key: str) -> object:
     return host.get(key) if host is not None else nr.inventory.defaults.data.get(key)
 
 
-def read_site(nr: Nornir, inventory: str, drift: LastDrift | None = None) -> SiteStatus:
+def read_site(
+    nr: Nornir, inventory: str, drift: LastDrift | None = None, ssh: dict[str, Any] | None = None
+) -> SiteStatus:
     """The site's status (every component of the default play that has one) and the last drift result:
-    ``drift`` when given, else what the last ``nr drift`` left."""
+    ``drift`` when given, else what the last ``nr drift`` left. ``ssh`` receives the SSH statistics."""
     report = RunReport("status", dry_run=True)
     inv_arg = None if inventory == DEFAULT_INVENTORY else inventory
     ctx = PlayContext(nr.with_processors([report]), component="nr", recorder=report, inventory_arg=inv_arg)
@@ -43,6 +46,8 @@ def read_site(nr: Nornir, inventory: str, drift: LastDrift | None = None) -> Sit
     try:
         status = collect(ctx, components, site)
     finally:
+        if ssh is not None:
+            ssh.update(ssh_stats(nr))
         close_all(nr)
     if drift is None:
         drift = load_result(result_path(ctx.inventory_dir, _setting(nr, RESULT_KEY)))
@@ -75,13 +80,14 @@ def status(inventory: str, json_out: bool, html: Path | None, workers: int | Non
     Exit 0 all well, 1 something is not, 2 bad input.
     """
     nr = _open(inventory, workers, True)
-    site = read_site(nr, inventory)
+    ssh: dict[str, Any] = {}
+    site = read_site(nr, inventory, ssh=ssh)
     if html is not None:
         write_html(html, site)
     if json_out:
         from nr.status_view import status_json
 
-        click.echo(json.dumps(status_json(site), indent=2))
+        click.echo(json.dumps({**status_json(site), "ssh": ssh}, indent=2))
     else:
         from nr.status_view import print_status
 
