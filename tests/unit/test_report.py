@@ -186,3 +186,37 @@ def test_check_says_which_hosts_could_not_be_checked(tmp_path: Path) -> None:
     assert "0 check(s) failed" not in res.output
     assert "Not all checks passed: 3 host(s) could not be checked (h1, h2, h3)" in res.output
     assert "could not check h1: base." in res.output
+
+
+def test_one_line_per_change_and_cluster_actions_counted() -> None:
+    from nr.report import change_lines
+
+    two = Outcome(changes=[Change("file /a", "x", "y", "true"), Change("package b", "x", "y", "true")])
+    assert change_lines(two) == ["file /a", "package b"]
+    actions = (
+        "".join(f"~ MEET 10.0.0.{i}:7000 from 10.0.0.1:7000\n" for i in range(5))
+        + "~ ADDSLOTSRANGE 0 5460 on a\n"
+    )
+    assert change_lines(Outcome(extra_diff=actions, changed_flag=True)) == ["5 x MEET, 1 x ADDSLOTSRANGE"]
+    assert change_lines(Outcome(extra_diff="~ FAILOVER on a:7003\n", changed_flag=True)) == [
+        "FAILOVER on a:7003"
+    ]
+    assert change_lines(Outcome(extra_diff="k3s is not installed\nmore\n", changed_flag=True)) == [
+        "k3s is not installed"
+    ]
+    assert change_lines(Outcome(extra_diff="~ x\n")) == []
+
+
+def test_the_summary_lists_changes_and_shows_diffs_only_when_asked(tmp_path: Path) -> None:
+    report = run_tasks(tmp_path)
+    quiet, loud = io.StringIO(), io.StringIO()
+    report.print_summary(Console(file=quiet, width=120))
+    report.print_summary(Console(file=loud, width=120), diffs=True)
+    assert "~ h1  demo.apply  file /etc/x" in quiet.getvalue() and "+ create /etc/x" not in quiet.getvalue()
+    assert "--diff shows" in quiet.getvalue()
+    assert "+ create /etc/x" in loud.getvalue() and "--diff shows" not in loud.getvalue()
+    (tmp_path / "dry").mkdir()
+    dry = run_tasks(tmp_path / "dry", dry_run=True)
+    out = io.StringIO()
+    dry.print_summary(Console(file=out, width=120))
+    assert "Would change:" in out.getvalue() and "+ create /etc/x" in out.getvalue()
