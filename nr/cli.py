@@ -170,8 +170,15 @@ workers_opt = click.option(
 )
 
 
+def _complete_plays(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[str]:
+    """Shell completion of PLAY and COMPONENT: the catalog's names."""
+    reg = registry()
+    names = [*reg.plays, *reg.entries] if param.name == "play" else list(reg.entries)
+    return [n for n in dict.fromkeys(names) if n.startswith(incomplete)]
+
+
 @cli.command()
-@click.argument("play")
+@click.argument("play", shell_complete=_complete_plays)
 @inventory_opt
 @limit_opt
 @click.option("--dry-run", is_flag=True, help="Change nothing; show what would change, with diffs.")
@@ -237,7 +244,7 @@ def _select_read_only(names: tuple[str, ...]) -> list[Component]:
 
 
 @cli.command()
-@click.argument("components", nargs=-1, metavar="[COMPONENT]...")
+@click.argument("components", nargs=-1, metavar="[COMPONENT]...", shell_complete=_complete_plays)
 @inventory_opt
 @limit_opt
 @json_opt
@@ -271,7 +278,7 @@ def check(
 
 
 @cli.command()
-@click.argument("components", nargs=-1, metavar="[COMPONENT]...")
+@click.argument("components", nargs=-1, metavar="[COMPONENT]...", shell_complete=_complete_plays)
 @inventory_opt
 @limit_opt
 @json_opt
