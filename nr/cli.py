@@ -335,35 +335,14 @@ def drift(
         exit_interrupted(report)
     if prom is not None:
         write_prom(prom, prom_text(report))
-    _keep_drift(nr, report, inventory, components, limit, html)
+    from nr.status_cli import keep_drift
+
+    keep_drift(nr, report, inventory, ", ".join([*components, *(f"--limit {v}" for v in limit)]), html)
     if json_out:
         click.echo(json.dumps(drift_json(report), indent=2))
     else:
         print_drift(report, out)
     sys.exit(drift_exit_code(report))
-
-
-def _keep_drift(
-    nr: Nornir,
-    report: RunReport,
-    inventory: str,
-    components: tuple[str, ...],
-    limit: tuple[str, ...],
-    html: Path | None,
-) -> None:
-    """Keep the result for `nr status` and, with --html, write the site page with it."""
-    from nr.drift import RESULT_KEY, load_result, result_doc, result_path, save_result
-
-    scope = ", ".join([*components, *(f"--limit {v}" for v in limit)])
-    first = next(iter(nr.inventory.hosts.values()), None)
-    path = result_path(Path(inventory).expanduser().resolve(), first.get(RESULT_KEY) if first else None)
-    problem = save_result(path, result_doc(report, scope))
-    if problem:
-        err.print(f"[yellow]warning:[/] {show(problem)}")
-    if html is not None:
-        from nr.status_cli import read_site, write_html
-
-        write_html(html, read_site(nr, inventory, load_result(path) if not problem else None))
 
 
 @cli.command("inventory")

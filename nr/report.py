@@ -328,7 +328,7 @@ class RunReport:
         for r in rows:
             for what in r.changes or ["changed"]:
                 where = f"{r.host:<{wide_host}}  {r.task:<{wide_task}}"
-                out.print(f"  [yellow]~[/] {show(where)}  {show(what)}", highlight=False)
+                out.print(f"  [yellow]~[/] {show(redact(where))}  {show(redact(what))}", highlight=False)
 
     def verdict(self, hosts: int) -> str:
         what = "would change" if self.dry_run else "changed"

@@ -15,7 +15,7 @@ from typing import Any
 import click
 from nornir.core import Nornir
 
-from nr.cli import EXIT_FAILED, EXIT_OK, _bad_input, _open, inventory_opt, json_opt, out, workers_opt
+from nr.cli import EXIT_FAILED, EXIT_OK, _bad_input, _open, err, inventory_opt, json_opt, out, workers_opt
 from nr.config import DEFAULT_INVENTORY
 from nr.drift import RESULT_KEY, load_result, result_path
 from nr.play import PlayContext
@@ -23,6 +23,7 @@ from nr.registry import registry
 from nr.report import RunReport
 from nr.runner import close_all, ssh_stats
 from nr.status import LastDrift, SiteStatus, collect
+from nr.text import show
 
 HTML_HELP = "Also write the site as one self-contained HTML page (a picture, the tables, the fixes)."
 
@@ -61,6 +62,19 @@ def write_html(path: Path, status: SiteStatus) -> None:
         write_page(path, status)
     except OSError as exc:
         _bad_input([f"--html {path}: {exc.strerror or exc}"])
+
+
+def keep_drift(nr: Nornir, report: RunReport, inventory: str, scope: str, html: Path | None) -> None:
+    """After ``nr drift``: keep its result for ``nr status`` and, with ``--html``, write the page with it."""
+    from nr.drift import result_doc, save_result
+
+    first = next(iter(nr.inventory.hosts.values()), None)
+    path = result_path(Path(inventory).expanduser().resolve(), first.get(RESULT_KEY) if first else None)
+    problem = save_result(path, result_doc(report, scope))
+    if problem:
+        err.print(f"[yellow]warning:[/] {show(problem)}")
+    if html is not None:
+        write_html(html, read_site(nr, inventory, load_result(path) if not problem else None))
 
 
 @click.command("status")

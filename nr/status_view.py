@@ -131,7 +131,7 @@ def print_problems(status: SiteStatus, out: Console) -> None:
     if status.problems or unreachable:
         out.print("[bold red]Not as it should be:[/]")
     for h in unreachable:
-        out.print(f"  [red]✗ {show(h.name)} unreachable[/]: {show(redact(h.error))}")
+        out.print(f"  [red]✗ {show(redact(h.name))} unreachable[/]: {show(redact(h.error))}")
     for p in status.problems:
         style = STYLE[p.level] or "red"
         where = f" ({p.host})" if p.host else ""
