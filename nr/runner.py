@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from types import FrameType
 from typing import Any, NoReturn
 
 from nornir.core import Nornir
@@ -65,12 +67,33 @@ def _stop(nr: Nornir, report: RunReport) -> None:
     report.flush_pending()
 
 
+@contextlib.contextmanager
+def _cancel_on_sigint() -> Iterator[None]:
+    """Ctrl-C tells the workers at once (then raises KeyboardInterrupt as usual): Nornir's runner may be
+    inside its thread pool's ``with`` when the signal arrives, and would join workers that wait for it."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGINT)
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        interrupt.interrupt()
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def execute(
     nr: Nornir, ctx: PlayContext, report: RunReport, selected: list[Component], action: Action, err: Console
 ) -> dict[str, dict[str, Any]]:
     """Run ``action`` for each component (a component that fails stops the ones after it)."""
     try:
-        _run_components(ctx, report, selected, action)
+        with _cancel_on_sigint():
+            _run_components(ctx, report, selected, action)
     except KeyboardInterrupt:
         _stop(nr, report)
     finally:
