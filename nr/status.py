@@ -125,6 +125,10 @@ class Reads:
 
 @runtime_checkable
 class StatusSource(Protocol):
+    """A component that has a part in ``nr status`` (both methods; the engine checks for them)."""
+
+    name: str
+
     def status_reads(self, ctx: PlayContext) -> Mapping[str, Reads]: ...
 
     def status(self, ctx: PlayContext, facts: Mapping[str, Facts]) -> StatusSection: ...
@@ -211,10 +215,9 @@ def split_facts(facts: Facts, component: str, files: Sequence[str]) -> Facts:
     )
 
 
-def _section(component: Component, ctx: PlayContext, facts: Mapping[str, Facts]) -> StatusSection:
+def _section(component: StatusSource, ctx: PlayContext, facts: Mapping[str, Facts]) -> StatusSection:
     try:
-        section: StatusSection = component.status(ctx, facts)  # type: ignore[attr-defined]
-        return section
+        return component.status(ctx, facts)
     except NrError as exc:
         message = redact(str(exc))
     except Exception as exc:  # a bug in one section must not hide the others
@@ -227,11 +230,11 @@ def _section(component: Component, ctx: PlayContext, facts: Mapping[str, Facts])
     )
 
 
-def _reads_of(components: Sequence[Component], ctx: PlayContext) -> dict[str, Mapping[str, Reads]]:
+def _reads_of(components: Sequence[StatusSource], ctx: PlayContext) -> dict[str, Mapping[str, Reads]]:
     out: dict[str, Mapping[str, Reads]] = {}
     for c in components:
         try:
-            out[c.name] = c.status_reads(ctx.for_component(c.name))  # type: ignore[attr-defined]
+            out[c.name] = c.status_reads(ctx.for_component(c.name))
         except NrError:  # its status() says why (it sees the same inventory)
             out[c.name] = {}
     return out
@@ -240,7 +243,7 @@ def _reads_of(components: Sequence[Component], ctx: PlayContext) -> dict[str, Ma
 def collect(ctx: PlayContext, components: Sequence[Component], site: str) -> SiteStatus:
     """Read the site: one round trip per host (all in parallel), then every section in parallel."""
     started = time.monotonic()
-    sources = [c for c in components if isinstance(c, StatusSource)]
+    sources: list[StatusSource] = [c for c in components if isinstance(c, StatusSource)]
     reads = _reads_of(sources, ctx)
     hosts = ctx.all_hosts()
     wanted = _host_reads([h.name for h in hosts], reads)
@@ -263,7 +266,7 @@ def collect(ctx: PlayContext, components: Sequence[Component], site: str) -> Sit
         for h in hosts
     )
 
-    def one(c: Component) -> StatusSection:
+    def one(c: StatusSource) -> StatusSection:
         files = {f for r in reads.get(c.name, {}).values() for f in r.files}
         mine = {h: split_facts(f, c.name, tuple(files)) for h, f in facts.items()}
         return _section(c, ctx.for_component(c.name), mine)
