@@ -36,7 +36,8 @@ h1{font-size:22px;margin:0 0 4px} h2{font-size:17px;margin:24px 0 8px}
 table{border-collapse:collapse;margin:6px 0 14px;background:#fff}
 th,td{border:1px solid #ddd;padding:4px 8px;text-align:left;vertical-align:top}
 th{background:#f0f0f0} caption{text-align:left;font-weight:600;padding:4px 0}
-td.lvl-ok{color:#2e7d32} td.lvl-warn{color:#a15c00} td.lvl-fail{color:#c62828;font-weight:600;background:#ffebee}
+.lvl-ok{color:#2e7d32} .lvl-warn{color:#a15c00} .lvl-fail{color:#c62828;font-weight:600}
+td.lvl-fail{background:#ffebee}
 .note{color:#666;font-weight:400}
 ul.problems li{margin:4px 0} li.fail{color:#c62828} li.warn{color:#a15c00}
 code{background:#f3f3f3;padding:1px 4px;border-radius:3px;color:#1b1b1b;font-size:13px}
