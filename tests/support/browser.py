@@ -45,6 +45,7 @@ PROBE = """<script>
     arrows: all('svg#site path.arrow').filter(shown).map(p => [p.dataset.source, p.dataset.target]),
     fail_items: all('svg#site g.item.lvl-fail rect').map(r => getComputedStyle(r).stroke),
     fail_lines: all('ul.problems li.fail').map(li => getComputedStyle(li).color),
+    fail_texts: all('ul.problems li.fail').map(li => li.textContent),
     fail_cells: all('td.lvl-fail').map(td => getComputedStyle(td).color),
     ok_items: all('svg#site g.item.lvl-ok rect').map(r => getComputedStyle(r).stroke),
     scripts: all('script').length,

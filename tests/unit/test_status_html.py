@@ -77,6 +77,9 @@ def test_chromium_draws_a_box_per_host_an_arrow_per_replica_and_failures_in_red(
     ]
     assert seen["fail_items"] == [RED]  # vm3:7003, stopped
     assert seen["fail_lines"] and set(seen["fail_lines"]) == {RED}
+    assert any(
+        "vm3:7003: access" in t and "fix: " in t and "redis-server@7003" in t for t in seen["fail_texts"]
+    )
     assert RED in seen["fail_cells"] and RED not in seen["ok_items"]
     assert (
         seen["scripts"] == 1 and seen["images"] == 0
