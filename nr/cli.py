@@ -139,7 +139,9 @@ def cli() -> None:
 
     \b
     nr run PLAY changes the hosts (a play of the catalog, or one component by name);
-    nr check proves the result; nr drift compares the hosts with the desired state (read-only).
+    nr check proves the result; nr drift compares the hosts with the desired state (read-only);
+    nr status shows the site at a glance (--html FILE: a page with a picture of it).
+    Shell completion: eval "$(_NR_COMPLETE=bash_source nr)" (zsh_source, fish_source).
     \b
     Exit codes: 0 ok; 1 a host failed (drift: drift found);
     2 bad input, or another run holds the inventory (drift: could not check); 130 Ctrl-C.

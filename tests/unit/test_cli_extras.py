@@ -39,3 +39,9 @@ def test_bash_completion_knows_commands_plays_and_components() -> None:
     assert complete("nr st") == ["status"]
     assert complete("nr run s") == ["site"]
     assert complete("nr drift k") == ["k3s", "k3s-reset"]
+
+
+def test_the_help_names_status_and_how_to_turn_completion_on() -> None:
+    text = CliRunner().invoke(cli, ["--help"]).output
+    assert "nr status shows the site at a glance" in text
+    assert 'eval "$(_NR_COMPLETE=bash_source nr)"' in text  # the variable the test above uses
