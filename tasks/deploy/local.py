@@ -16,6 +16,7 @@ import os
 import re
 import subprocess
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -118,7 +119,8 @@ class Builder:
 
 
 def save(name: str, ref: str, image_id: str, tag: str, *, dry_run: bool, cache: Path = CACHE) -> Path | None:
-    """The image's tarball in the cache (``docker save``d once; earlier builds' tarballs removed).
+    """The image's tarball in the cache (``docker save``d once; earlier builds' tarballs removed once
+    an hour old).
     None under a dry run when it is not saved yet: a dry run writes nothing, here either."""
     tarball = cache / f"{name}-{tag}-{image_id.removeprefix('sha256:')[:16]}.tar"
     if tarball.exists():
@@ -135,6 +137,15 @@ def save(name: str, ref: str, image_id: str, tag: str, *, dry_run: bool, cache: 
     return tarball
 
 
+KEEP_SECONDS = 3600  # another run (another checkout's version) may be uploading a tarball it saved
+
+
 def _older(cache: Path, name: str, current: Path) -> Sequence[Path]:
+    """Other builds' tarballs of ``name`` not written in the last :data:`KEEP_SECONDS`."""
     pattern = re.compile(rf"{re.escape(name)}-\d[^/]*\.tar")
-    return [p for p in cache.glob(f"{name}-*.tar") if p != current and pattern.fullmatch(p.name)]
+    stale = time.time() - KEEP_SECONDS
+    return [
+        p
+        for p in cache.glob(f"{name}-*.tar")
+        if p != current and pattern.fullmatch(p.name) and p.stat().st_mtime < stale
+    ]

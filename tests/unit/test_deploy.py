@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import re
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -440,3 +442,30 @@ def test_config_digest_rolls_the_pods_on_a_new_password_or_node_list_and_hides_t
     )
     assert CONFIG_DIGEST not in json.dumps(adapter)  # the adapter reads neither: it does not restart
     assert objects == render(site)  # the input is not modified
+
+
+def test_saving_an_image_keeps_a_tarball_another_run_saved_lately(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tasks.deploy import local
+
+    def docker_save(*args: str, **kw: Any) -> str:  # docker save -o FILE REF
+        Path(args[2]).write_bytes(b"tar")
+        return ""
+
+    monkeypatch.setattr(local, "docker", docker_save)
+    stale = tmp_path / "api-0.1.0-aaaaaaaaaaaa-1111111111111111.tar"
+    other = tmp_path / "api-0.1.0-bbbbbbbbbbbb-2222222222222222.tar"  # a concurrent run's, just saved
+    for p in (stale, other):
+        p.write_bytes(b"tar")
+    os.utime(stale, (time.time() - 3 * 3600,) * 2)  # hours ago
+    saved = local.save(
+        "api",
+        "api:0.1.0-cccccccccccc",
+        "sha256:" + "3" * 64,
+        "0.1.0-cccccccccccc",
+        dry_run=False,
+        cache=tmp_path,
+    )
+    assert saved is not None and saved.read_bytes() == b"tar"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([saved.name, other.name])
