@@ -124,7 +124,9 @@ def cli() -> None:
 
     \b
     nr run PLAY changes the hosts (a play of the catalog, or one component by name);
-    nr check proves the result; nr drift compares the hosts with the desired state (read-only).
+    nr check proves the result; nr drift compares the hosts with the desired state (read-only);
+    nr status shows the site at a glance (--html FILE: a page with a picture of it).
+    Shell completion: eval "$(_NR_COMPLETE=bash_source nr)" (zsh_source, fish_source).
     \b
     Exit codes: 0 ok; 1 a host failed (drift: drift found);
     2 bad input, or another run holds the inventory (drift: could not check); 130 Ctrl-C.
@@ -155,20 +157,36 @@ workers_opt = click.option(
 )
 
 
+def _complete_plays(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[str]:
+    """Shell completion of PLAY and COMPONENT: the catalog's names."""
+    reg = registry()
+    names = [*reg.plays, *reg.entries] if param.name == "play" else list(reg.entries)
+    return [n for n in dict.fromkeys(names) if n.startswith(incomplete)]
+
+
 @cli.command()
-@click.argument("play")
+@click.argument("play", shell_complete=_complete_plays)
 @inventory_opt
 @limit_opt
 @click.option("--dry-run", is_flag=True, help="Change nothing; show what would change, with diffs.")
+@click.option("--diff", "diffs", is_flag=True, help="Also show each change's diff (as Ansible's --diff).")
 @json_opt
 @workers_opt
 def run(
-    play: str, inventory: str, limit: tuple[str, ...], dry_run: bool, json_out: bool, workers: int | None
+    play: str,
+    inventory: str,
+    limit: tuple[str, ...],
+    dry_run: bool,
+    diffs: bool,
+    json_out: bool,
+    workers: int | None,
 ) -> None:
     """Converge the hosts: PLAY is a play of the catalog (e.g. site) or one component.
 
-    Prints progress per host, then a summary of what was ok, changed or failed, with diffs.
-    One run at a time changes an inventory (a lock in its folder); a dry run takes no lock.
+    Prints progress per host (on a terminal also of long steps: builds, uploads, waits), then a
+    summary: per host what was ok, changed or failed, and one line per change; the diffs with
+    --diff or --dry-run. One run at a time changes an inventory (a lock in its folder); a dry run
+    takes no lock.
     """
     from nr.lock import Locked, RunLock
     from nr.report import RunReport
@@ -183,6 +201,10 @@ def run(
         inventory_arg=None if inventory == DEFAULT_INVENTORY else inventory,
     )
     hosts = _limit(nr, limit)
+    if not json_out and sys.stdout.isatty() and err.is_terminal:
+        from nr import progress
+
+        progress.enable(err)
     lock = RunLock(Path(inventory).expanduser())
     try:
         if not dry_run:
@@ -195,7 +217,7 @@ def run(
     if json_out:
         click.echo(json.dumps(report.to_json(ssh=stats), indent=2))
     else:
-        report.print_summary(out)
+        report.print_summary(out, diffs=diffs or dry_run)
     if report.interrupted:
         exit_interrupted(report)
     sys.exit(EXIT_OK if report.ok else EXIT_FAILED)
@@ -213,7 +235,7 @@ def _select_read_only(names: tuple[str, ...]) -> list[Component]:
 
 
 @cli.command()
-@click.argument("components", nargs=-1, metavar="[COMPONENT]...")
+@click.argument("components", nargs=-1, metavar="[COMPONENT]...", shell_complete=_complete_plays)
 @inventory_opt
 @limit_opt
 @json_opt
@@ -251,7 +273,7 @@ def check(
 
 
 @cli.command()
-@click.argument("components", nargs=-1, metavar="[COMPONENT]...")
+@click.argument("components", nargs=-1, metavar="[COMPONENT]...", shell_complete=_complete_plays)
 @inventory_opt
 @limit_opt
 @json_opt
@@ -262,6 +284,13 @@ def check(
     metavar="FILE",
     help="Also write a node_exporter textfile (FILE must end in .prom).",
 )
+@click.option(
+    "--html",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    metavar="FILE",
+    help="Also write the site page of `nr status --html` with this result (for a scheduled check).",
+)
 @workers_opt
 def drift(
     components: tuple[str, ...],
@@ -269,11 +298,13 @@ def drift(
     limit: tuple[str, ...],
     json_out: bool,
     prom: Path | None,
+    html: Path | None,
     workers: int | None,
 ) -> None:
     """Read-only: list every difference between the hosts and the desired state, with the fix.
 
     All components, or the ones named. Exit 0 no drift, 1 drift, 2 could not check.
+    The result is kept for `nr status` (data.drift_result, default <inventory>/.nr-drift.json).
     Schedule it with contrib/nr-drift.timer or cron.
     """
     from nr.drift import drift_exit_code, drift_json, print_drift, prom_text, write_prom
@@ -301,6 +332,9 @@ def drift(
         exit_interrupted(report)
     if prom is not None:
         write_prom(prom, prom_text(report))
+    from nr.status_cli import keep_drift
+
+    keep_drift(nr, report, inventory, ", ".join([*components, *(f"--limit {v}" for v in limit)]), html)
     if json_out:
         click.echo(json.dumps(drift_json(report), indent=2))
     else:

@@ -1,4 +1,4 @@
-"""The ``nr`` command group: lazy commands (``lab``, ``vms``, ``backup``, ``restore`` load when used) and
+"""The ``nr`` command group: lazy commands (``lab``, ``vms``, ``status``, ``backup``, ``restore`` load when used) and
 the catalog's plays and components in ``nr --help``."""
 
 from __future__ import annotations
@@ -9,11 +9,12 @@ from nr.registry import registry
 
 
 class NrGroup(click.Group):
-    """The ``nr`` group: ``lab``, ``vms``, ``backup`` and ``restore`` live outside the engine core and
+    """The ``nr`` group: ``lab``, ``vms``, ``status``, ``backup`` and ``restore`` live outside the engine core and
     load when used."""
 
     LAZY = {
         "lab": "nr.machines.cli:lab",
+        "status": "nr.status_cli:status",
         "vms": "nr.machines.cli:vms",
         "backup": "nr.backup.cli:backup",
         "restore": "nr.backup.cli:restore",
@@ -22,6 +23,7 @@ class NrGroup(click.Group):
     # The help text of the lazy commands whose modules are heavy to import, for `nr --help` (held equal
     # to the commands' own help by tests/unit/test_startup.py).
     HELP = {
+        "status": "Read-only: the site at a glance, in one round trip per host.",
         "backup": "Back up the site's data: every component that keeps data (in the site play's order), the "
         "inventory's files and where each secret is kept, into DEST/<site>-<UTC time>/ with a manifest "
         "and the sha256 of every file.",

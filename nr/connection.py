@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import shlex
-import stat
 import threading
 import time
 from pathlib import Path
@@ -35,13 +34,12 @@ from nornir.core.configuration import Config as NornirConfig
 from nornir.core.plugins.connections import ConnectionPluginRegister
 from nornir.core.task import Task
 
-from nr import interrupt
+from nr import interrupt, progress
 from nr.channel import Cancelled, ChannelClosed, TransportStats, exec_channel
 from nr.errors import NrError
-from nr.inventory.files import private_problem
 from nr.keepalive import DEFAULT_COUNT, DEFAULT_INTERVAL, KeepaliveSettings, Watchdog
 from nr.secrets import Secret, SecretError, SecretRef, redact
-from nr.ssh_trust import ConnectionFailed, HostLost, connect_error, trust_host_keys
+from nr.ssh_trust import ConnectionFailed, HostLost, connect_error, trust_host_keys, unprotected_key
 from nr.transport import CommandFailed, CommandResult
 
 __all__ = ["FabricConnection", "HostLost", "SshRemote", "TransportStats", "quote", "remote"]
@@ -215,7 +213,7 @@ class SshRemote:
         t0 = time.perf_counter()
         try:
             with self._lock, self._watchdog():
-                self.conn.put(str(local), remote=remote_tmp)
+                self._put(local, remote_tmp)
         except (ChannelClosed, paramiko.SSHException, OSError, EOFError) as exc:
             if interrupt.CANCELLED.is_set() or not _alive(self):
                 raise self._gone(exc, f"the upload of {quote(str(local))}") from None
@@ -249,6 +247,15 @@ class SshRemote:
             with self.stats.lock:
                 self.stats.transfers += 1
                 self.stats.seconds += time.perf_counter() - t0
+
+    def _put(self, local: Path, remote_tmp: str) -> None:
+        """The SFTP copy; on a terminal, with a live line of bytes sent and the rate (:mod:`nr.progress`)."""
+        if not progress.enabled():
+            self.conn.put(str(local), remote=remote_tmp)
+            return
+        size = local.stat().st_size
+        with progress.track(f"upload {local.name} to {self.name}", size) as line, local.open("rb") as fh:
+            self.conn.put(progress.CountingReader(fh, line), remote=remote_tmp)
 
     def _remove_partial(self, remote_tmp: str) -> None:
         """Best effort: drop a half-written upload (an apply removes old leftovers anyway)."""
@@ -286,32 +293,6 @@ def _connect_kwargs(extras: dict[str, Any], password: str | None, timeout: int) 
         except SecretError as exc:
             raise ConnectionFailed(f"password: {exc}") from None
     return kwargs
-
-
-# paramiko's SSHClient._auth tries these under ~/.ssh when look_for_keys is on (no key named).
-DEFAULT_KEYS = ("id_rsa", "id_dsa", "id_ecdsa", "id_ed25519")
-
-
-def unprotected_key(connect_kwargs: dict[str, Any], home: Path | None = None) -> str | None:
-    """The first private key this connection may use that group/others can access, as a problem.
-
-    OpenSSH refuses such a key ("UNPROTECTED PRIVATE KEY FILE", ``sshkey_perm_ok`` in authfile.c);
-    paramiko would use it. This covers the keys the inventory does not name: ssh_config's IdentityFile
-    (Fabric puts them in ``key_filename``) and ``~/.ssh/id_*`` (paramiko's look_for_keys).
-    """
-    names = connect_kwargs.get("key_filename") or []
-    paths = [Path(n).expanduser() for n in ([names] if isinstance(names, str) else names)]
-    if connect_kwargs.get("look_for_keys", True):
-        paths += [(home or Path.home()) / ".ssh" / name for name in DEFAULT_KEYS]
-    for path in paths:
-        try:
-            mode = path.stat().st_mode
-        except OSError:
-            continue
-        problem = private_problem(path, mode) if stat.S_ISREG(mode) else None
-        if problem:
-            return f"private key {problem} (OpenSSH refuses such a key too)"
-    return None
 
 
 class FabricConnection:

@@ -90,7 +90,7 @@ class Contract:
     secrets: Sequence[GeneratedSecret] = ()
     lab_options: Sequence[LabOption] = ()
     # data keys set in the lab inventory (a string or a list of strings); "{lab_image}" is replaced by the
-    # lab's base image, "{lab_subnet}" by the lab network's CIDR
+    # lab's base image, "{lab_subnet}" by the lab network's CIDR, "{lab_dir}" by the lab's folder (absolute)
     lab_data: Mapping[str, str | Sequence[str]] = field(default_factory=dict)
     # networks the component creates on hosts (e.g. a pod network): never a host's own address
     internal_networks: Sequence[str] = ()

@@ -8,6 +8,7 @@ host that could not be read).
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import time
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nr.report import DriftItem, RunReport
+from nr.status import LastDrift
 from nr.text import show
 
 if TYPE_CHECKING:
@@ -115,3 +117,55 @@ def write_prom(path: Path, text: str) -> None:
 
 def items_for_json(items: list[DriftItem]) -> list[dict[str, str]]:
     return [asdict(d) for d in items]
+
+
+# -- the last result, for `nr status` -------------------------------------------------------------------
+RESULT_NAME = ".nr-drift.json"
+RESULT_KEY = "drift_result"
+
+
+def result_path(inventory_dir: Path, setting: object = None) -> Path:
+    """Where the last result is kept: ``data.drift_result`` (relative to the inventory folder), else
+    ``<inventory>/.nr-drift.json``."""
+    path = Path(str(setting)).expanduser() if setting else Path(RESULT_NAME)
+    return path if path.is_absolute() else inventory_dir / path
+
+
+def result_doc(report: RunReport, scope: str, now: float | None = None) -> dict[str, Any]:
+    return {**drift_json(report), "finished": time.time() if now is None else now, "scope": scope}
+
+
+def save_result(path: Path, doc: dict[str, Any]) -> str | None:
+    """Write the result atomically (0600: it names hosts and what differs); the problem, or None."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, (json.dumps(doc, indent=1) + "\n").encode())
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except OSError as exc:
+        return f"could not keep the result in {path}: {exc.strerror or exc}"
+    return None
+
+
+def load_result(path: Path) -> LastDrift | None:
+    """The last result, None when no drift check left one, or a LastDrift naming why it is unreadable."""
+    if not path.exists():
+        return None
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        items = tuple({k: str(v) for k, v in d.items()} for d in doc.get("drift") or [])
+        unchecked = {str(k): str(v) for k, v in (doc.get("unchecked_hosts") or {}).items()}
+        return LastDrift(
+            str(path),
+            float(doc["finished"]),
+            int(doc["exit_code"]),
+            items,
+            unchecked,
+            str(doc.get("scope", "")),
+        )
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        return LastDrift(str(path), error=f"{path} is unreadable ({type(exc).__name__})")

@@ -24,7 +24,7 @@ from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 from nornir.core import Nornir
 from nornir.core.inventory import Host
 from nornir.core.task import AggregatedResult, Result, Task
-from nornir.plugins.runners import SerialRunner
+from nornir.plugins.runners import SerialRunner, ThreadedRunner
 
 from nr import interrupt
 from nr.changes import Change, apply_script
@@ -339,6 +339,8 @@ class PlayContext:
         nr = self._nr.filter(filter_func=lambda h: h.name in names)
         if serial:
             nr = nr.with_runner(SerialRunner())
+        elif type(nr.runner) is ThreadedRunner:  # Ctrl-C must land on the main thread
+            nr = nr.with_runner(interrupt.SigintToMainRunner(nr.runner.num_workers))
         live = [h.name for h in chosen if not self.failed(h)]
         interrupt.check(f"{self.component}.{step}")
         self.recorder.step_started(self.component, step, live)

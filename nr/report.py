@@ -11,6 +11,7 @@ import shlex
 import threading
 import time
 import traceback
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -19,13 +20,14 @@ from nornir.core.inventory import Host
 from nornir.core.task import AggregatedResult, MultiResult, Result, Task
 
 from nr.errors import NrError
-from nr.outcome import Finding
+from nr.outcome import Finding, Outcome
 from nr.play import OutcomeResult
 from nr.secrets import redact
 from nr.text import show
 
 if TYPE_CHECKING:  # Rich is imported when something is printed (not for --json)
     from rich.console import Console
+    from rich.table import Table
 
 
 @dataclass
@@ -36,6 +38,27 @@ class Row:
     failed: bool
     diff: str
     error: str
+    changes: list[str] = field(default_factory=list)  # one line per change: what changed (or would)
+
+
+def change_lines(outcome: Outcome[Any]) -> list[str]:
+    """What an outcome changed, one line each: its changes' ``what``; for a step that reports its
+    actions in its diff only (e.g. cluster operations), those actions, counted when there are many."""
+    whats = [c.what for c in outcome.changes]
+    if whats or not outcome.changed:
+        return whats
+    lines = outcome.extra_diff.splitlines()
+    actions = [line[2:].strip() for line in lines if line.startswith(("~ ", "+ ", "- "))]
+    if actions and len(actions) <= MAX_ACTION_LINES:
+        return actions
+    if actions:
+        counts = Counter(a.split()[0] for a in actions if a.split())
+        return [", ".join(f"{n} x {word}" for word, n in counts.items())]
+    first = next((line.strip() for line in lines if line.strip()), "changed")
+    return [first]
+
+
+MAX_ACTION_LINES = 4
 
 
 @dataclass(frozen=True)
@@ -153,8 +176,9 @@ class RunReport:
                 self.failed_reasons.setdefault(host, f"{r.name}: {err}")
                 if _is_connection_error(r.exception):
                     self.unreachable.add(host)
+            lines = [redact(x) for x in change_lines(r.outcome)] if isinstance(r, OutcomeResult) else []
             self.rows.append(
-                Row(host, str(r.name), bool(r.changed), bool(r.failed), redact(r.diff or ""), err)
+                Row(host, str(r.name), bool(r.changed), bool(r.failed), redact(r.diff or ""), err, lines)
             )
             if isinstance(r, OutcomeResult):
                 self._record_outcome(component, host, r)
@@ -253,28 +277,20 @@ class RunReport:
             doc["ssh"] = ssh
         return doc
 
-    def print_summary(self, out: Console) -> None:
+    def print_summary(self, out: Console, diffs: bool | None = None) -> None:
+        """The table of hosts, one line per change, then (with ``diffs``, by default under a dry run)
+        every diff, what failed and the verdict."""
         hosts = self.hosts() + [h for h in self.failed_hosts if h not in self.hosts()]
-        title = f"{self.play}" + (" (dry run: nothing was changed)" if self.dry_run else "")
-        from rich.table import Table
-
-        table = Table(title=title, title_justify="left")
-        table.add_column("host")
-        table.add_column("ok", justify="right")
-        table.add_column("would change" if self.dry_run else "changed", justify="right")
-        table.add_column("failed", justify="right")
-        for h in hosts:
-            rows = [r for r in self.rows if r.host == h]
-            ok = sum(1 for r in rows if not r.changed and not r.failed)
-            ch = sum(1 for r in rows if r.changed and not r.failed)
-            fl = sum(1 for r in rows if r.failed)
-            style = "red" if fl else ("yellow" if ch else "green")
-            table.add_row(f"[{style}]{h}[/]", str(ok), str(ch), str(fl))
-        out.print(table)
-        diffs = [r for r in self.rows if r.changed and r.diff]
-        if diffs:
-            out.print("[bold]Would change:[/]" if self.dry_run else "[bold]Changes:[/]")
-            for r in diffs:
+        out.print(self._table(hosts))
+        changed = [r for r in self.rows if r.changed and not r.failed]
+        if changed:
+            out.print("[bold]Would change:[/]" if self.dry_run else "[bold]Changed:[/]")
+            self._print_changes(changed, out)
+        show_diffs = self.dry_run if diffs is None else diffs
+        with_diff = [r for r in changed if r.diff]
+        if show_diffs and with_diff:
+            out.print("[bold]Diffs:[/]")
+            for r in with_diff:
                 out.print(f"[yellow]{show(r.host)}[/] [dim]{show(r.task)}[/]")
                 for line in r.diff.rstrip("\n").splitlines():
                     color = "green" if line.startswith("+") else "red" if line.startswith("-") else None
@@ -287,6 +303,36 @@ class RunReport:
             for e in self.errors:
                 out.print(f"  [red]{show(e)}[/]", highlight=False)
         out.print(self.verdict(len(hosts)))
+        if with_diff and not show_diffs:
+            out.print("[dim](--diff shows what each change changes)[/]")
+
+    def _table(self, hosts: list[str]) -> Table:
+        from rich.table import Table
+
+        title = f"{self.play}" + (" (dry run: nothing was changed)" if self.dry_run else "")
+        table = Table(title=title, title_justify="left")
+        table.add_column("host")
+        table.add_column("ok", justify="right")
+        table.add_column("would change" if self.dry_run else "changed", justify="right")
+        table.add_column("failed", justify="right")
+        for h in hosts:
+            rows = [r for r in self.rows if r.host == h]
+            ok = sum(1 for r in rows if not r.changed and not r.failed)
+            ch = sum(1 for r in rows if r.changed and not r.failed)
+            fl = sum(1 for r in rows if r.failed)
+            style = "red" if fl else ("yellow" if ch else "green")
+            table.add_row(f"[{style}]{show(h)}[/]", str(ok), str(ch), str(fl))
+        return table
+
+    @staticmethod
+    def _print_changes(rows: list[Row], out: Console) -> None:
+        """One line per change: where (host, step) and what."""
+        wide_host = max(len(r.host) for r in rows)
+        wide_task = max(len(r.task) for r in rows)
+        for r in rows:
+            for what in r.changes or ["changed"]:
+                where = f"{r.host:<{wide_host}}  {r.task:<{wide_task}}"
+                out.print(f"  [yellow]~[/] {show(redact(where))}  {show(redact(what))}", highlight=False)
 
     def verdict(self, hosts: int) -> str:
         what = "would change" if self.dry_run else "changed"

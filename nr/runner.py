@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from types import FrameType
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from nr import interrupt, readahead
@@ -84,6 +86,26 @@ def read_ahead(ctx: PlayContext, selected: Iterable[Component], mode: str) -> in
     return started
 
 
+@contextlib.contextmanager
+def _cancel_on_sigint() -> Iterator[None]:
+    """Ctrl-C tells the workers at once (then raises KeyboardInterrupt as usual): Nornir's runner may be
+    inside its thread pool's ``with`` when the signal arrives, and would join workers that wait for it."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGINT)
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        interrupt.interrupt()
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def execute(
     nr: Nornir,
     ctx: PlayContext,
@@ -98,7 +120,8 @@ def execute(
     try:
         if mode is not None:
             read_ahead(ctx, selected, mode)
-        _run_components(ctx, report, selected, action)
+        with _cancel_on_sigint():
+            _run_components(ctx, report, selected, action)
     except KeyboardInterrupt:
         _stop(nr, report)
     finally:

@@ -8,6 +8,7 @@ a *changed* key is always refused.
 from __future__ import annotations
 
 import socket
+import stat
 import threading
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from typing import Any
 import paramiko
 
 from nr.errors import NrError
+from nr.inventory.files import private_problem
 from nr.secrets import redact
 from nr.text import command
 
@@ -161,3 +163,29 @@ def _reason(exc: BaseException) -> str:
     if isinstance(exc, OSError):
         return str(exc.strerror or exc)
     return redact(str(exc)) or type(exc).__name__
+
+
+# paramiko's SSHClient._auth tries these under ~/.ssh when look_for_keys is on (no key named).
+DEFAULT_KEYS = ("id_rsa", "id_dsa", "id_ecdsa", "id_ed25519")
+
+
+def unprotected_key(connect_kwargs: dict[str, Any], home: Path | None = None) -> str | None:
+    """The first private key this connection may use that group/others can access, as a problem.
+
+    OpenSSH refuses such a key ("UNPROTECTED PRIVATE KEY FILE", ``sshkey_perm_ok`` in authfile.c);
+    paramiko would use it. This covers the keys the inventory does not name: ssh_config's IdentityFile
+    (Fabric puts them in ``key_filename``) and ``~/.ssh/id_*`` (paramiko's look_for_keys).
+    """
+    names = connect_kwargs.get("key_filename") or []
+    paths = [Path(n).expanduser() for n in ([names] if isinstance(names, str) else names)]
+    if connect_kwargs.get("look_for_keys", True):
+        paths += [(home or Path.home()) / ".ssh" / name for name in DEFAULT_KEYS]
+    for path in paths:
+        try:
+            mode = path.stat().st_mode
+        except OSError:
+            continue
+        problem = private_problem(path, mode) if stat.S_ISREG(mode) else None
+        if problem:
+            return f"private key {problem} (OpenSSH refuses such a key too)"
+    return None

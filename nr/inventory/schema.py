@@ -38,4 +38,9 @@ COMMON_DATA: dict[str, Field] = {
     "site_name": Field(
         Kind.STR, "name of the site: kubeconfig context, labels (a DNS label)", formats.dns_label
     ),
+    "drift_result": Field(
+        Kind.STR,
+        "file where `nr drift` keeps its last result and `nr status` reads it (JSON; relative to the "
+        "inventory folder; default .nr-drift.json there)",
+    ),
 }

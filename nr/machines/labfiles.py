@@ -49,11 +49,15 @@ class LabOptions:
         (state_dir / "lab.json").write_text(json.dumps(doc, indent=1) + "\n")
 
 
-def _lab_value(value: str | Sequence[str], subnet: str) -> str | list[str]:
-    """A contract's lab_data value with the lab's image and network filled in."""
+def _lab_value(value: str | Sequence[str], subnet: str, lab_dir: Path) -> str | list[str]:
+    """A contract's lab_data value with the lab's image, network and folder (absolute) filled in."""
 
     def fill(text: str) -> str:
-        return text.replace("{lab_image}", IMAGE).replace("{lab_subnet}", subnet)
+        return (
+            text.replace("{lab_image}", IMAGE)
+            .replace("{lab_subnet}", subnet)
+            .replace("{lab_dir}", str(lab_dir.expanduser().resolve()))
+        )
 
     return fill(value) if isinstance(value, str) else [fill(v) for v in value]
 
@@ -75,7 +79,7 @@ def lab_inventory(
     data: dict[str, Any] = {"site_name": site}
     data.update({s.key: f"file:../secrets/{s.key}" for s in schema.secrets})
     # the service images and the like build offline on the lab's own base image
-    data.update({k: _lab_value(v, subnet) for k, v in schema.lab_data.items()})
+    data.update({k: _lab_value(v, subnet, state_dir) for k, v in schema.lab_data.items()})
     data.update(options.data)
     defaults = {
         "username": USER,

@@ -8,6 +8,8 @@ whole applied Secret; older kubectls mask nothing. So nr asks for full-context d
 (:data:`nr.ops.kubectl.FULL_CONTEXT_DIFF`), parses every object back from them, masks every
 Secret's ``data``, ``stringData`` and last-applied annotation, whatever their values, and renders
 the diff again (3 lines of context). A Secret's diff that cannot be parsed back is never shown.
+The last-applied annotation of other objects (the whole object again, as one long line of JSON)
+is shown as a short note: the object itself is diffed as YAML.
 """
 
 from __future__ import annotations
@@ -157,9 +159,25 @@ def _load(text: str) -> Any:
 _UNREADABLE = object()
 
 
+APPLIED_COPY = "(the applied object as JSON, diffed above as YAML)"
+
+
+def without_applied_copy(obj: Any) -> Any:
+    """``obj`` with its last-applied annotation (one line of JSON holding the whole object, which the
+    diff shows as YAML anyway) replaced by a short note; a masked one is kept as it is."""
+    ann = _annotations(obj) if isinstance(obj, dict) else {}
+    value = ann.get(LAST_APPLIED)
+    if not isinstance(value, str) or value in (MASK, MASK_BEFORE, MASK_AFTER):
+        return obj
+    out = copy.deepcopy(obj)
+    _annotations(out)[LAST_APPLIED] = APPLIED_COPY
+    return out
+
+
 def render_object(name: str, old: Any, new: Any) -> str:
-    """A unified diff of two versions of one object (either may be None), Secrets masked."""
+    """A unified diff of two versions of one object (either may be None) as YAML, Secrets masked."""
     old, new = mask_pair(old, new)
+    old, new = without_applied_copy(old), without_applied_copy(new)
     lines = difflib.unified_diff(_dump(old), _dump(new), f"LIVE/{name}", f"MERGED/{name}", n=3, lineterm="")
     return "\n".join(lines)
 

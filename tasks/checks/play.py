@@ -16,14 +16,17 @@ evaluate the same rules (:mod:`tasks.checks.rules`).
 from __future__ import annotations
 
 import shlex
+from collections.abc import Mapping
 
 from nornir.core.inventory import Host
 
-from nr.facts import gather
+from nr.facts import Facts, gather
 from nr.ops import kubectl
 from nr.outcome import Outcome, evaluate
 from nr.play import HostRun, PlayContext
 from nr.readahead import Read
+from nr.status import Cell, Reads, StatusSection
+from tasks.checks import status
 from tasks.checks.routes import probe, routes_for
 from tasks.checks.rules import Fixes, Observed, rules
 from tasks.deploy.manifests import NAMESPACE
@@ -108,6 +111,16 @@ class ChecksComponent:
 
     def drift(self, ctx: PlayContext) -> None:
         self._run(ctx, "app", "drift")
+
+    # -- status (nr status): every route probed read-only from this machine, no host reads ----------
+    def status_reads(self, ctx: PlayContext) -> dict[str, Reads]:
+        return {}
+
+    def status(self, ctx: PlayContext, facts: Mapping[str, Facts]) -> StatusSection:
+        first = first_server(ctx)
+        if first is None:
+            return StatusSection(self.name, "Routes to the app", Cell("no host in group 'k3s_servers'"))
+        return status.section(status.probe_all(k3s_hosts(ctx), first), fixes(ctx).deploy)
 
 
 component = ChecksComponent()

@@ -28,6 +28,7 @@ class RouteResult:
     route: Route
     ok: bool
     message: str
+    seconds: float | None = None  # how long the probe's calls took (None: no answer was timed)
 
 
 def address(host: Host) -> str:
@@ -47,13 +48,14 @@ def routes_for(host: Host, first_server: Host) -> list[Route]:
     return routes
 
 
-def probe(route: Route, read_only: bool) -> RouteResult:
+def probe(route: Route, read_only: bool, timeout: float = RPC_TIMEOUT, retries: int = 1) -> RouteResult:
     """The client's create-then-get round trip through ``route`` (real gRPC calls); ``read_only``
-    (drift): a lookup of an id that cannot exist, which must come back NOT_FOUND from Redis."""
+    (drift, status): a lookup of an id that cannot exist, which must come back NOT_FOUND from Redis."""
     from services.client import lookup_probe, roundtrip
 
     if read_only:
-        result = lookup_probe(route.target, RPC_TIMEOUT)
+        result = lookup_probe(route.target, timeout, retries)
     else:
-        result = roundtrip(route.target, RPC_TIMEOUT, wait_for_ready=False)
-    return RouteResult(route, result.ok, result.message)
+        result = roundtrip(route.target, timeout, wait_for_ready=False)
+    seconds = sum(result.seconds.values()) if result.seconds else None
+    return RouteResult(route, result.ok, result.message, seconds)

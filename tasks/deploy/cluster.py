@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from nr import progress
 from nr.changes import Change
 from nr.errors import NrError
 from nr.facts import Facts, gather
@@ -112,7 +113,10 @@ def rollout_problems(facts: Facts) -> list[str]:
 
 def wait_rollouts(run: HostRun, *, applied: bool) -> None:
     """Wait (bounded) until every Deployment has rolled out; raise naming the ones that did not."""
-    problems = rollout_problems(gather(run.remote, commands=rollout_commands()))
+    with progress.track(
+        f"waiting for the rollouts of {', '.join(DEPLOYMENTS)} (at most {ROLLOUT_TIMEOUT} s)"
+    ):
+        problems = rollout_problems(gather(run.remote, commands=rollout_commands()))
     if problems:
         lead = "" if applied else "the manifests are applied but a rollout never completed: "
         raise NrError(

@@ -17,9 +17,11 @@ import os
 import re
 import subprocess
 import threading
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from nr import progress
 from nr.errors import NrError
 from nr.ops.release import UNAME_ARCH, cache_root
 from tasks.deploy.manifests import IMAGES, AppSite
@@ -138,7 +140,8 @@ class Builder:
         from tasks.deploy.images import ImageBuildError, build_images
 
         try:
-            build_images(base_image=self.base_image, tag=self.app.tag)
+            with progress.track(f"building images {', '.join(IMAGES)} (docker build)"):
+                build_images(base_image=self.base_image, tag=self.app.tag)
         except ImageBuildError as exc:
             raise NrError(f"deploy: building the images failed: {exc}") from None
 
@@ -168,7 +171,8 @@ def save(
     cache.mkdir(parents=True, exist_ok=True)
     tmp = tarball.with_name(f"{tarball.name}.{os.getpid()}.tmp")
     wanted = platform()
-    docker("save", *(["--platform", wanted] if wanted else []), "-o", str(tmp), ref)
+    with progress.track(f"saving image {ref} (docker save)"):
+        docker("save", *(["--platform", wanted] if wanted else []), "-o", str(tmp), ref)
     tmp.replace(tarball)
     for old in _older(cache, name, tarball):
         old.unlink(missing_ok=True)
@@ -176,14 +180,19 @@ def save(
 
 
 KEEP = 3  # tarballs per image kept in the cache, the most recently used
+KEEP_SECONDS = (
+    3600  # ... and any written in the last hour: another run (another checkout) may be uploading it
+)
 
 
 def _older(cache: Path, name: str, current: Path, keep: int = KEEP) -> Sequence[Path]:
-    """The tarballs of ``name`` beyond the ``keep`` most recently used (``current`` is never one)."""
+    """The tarballs of ``name`` beyond the ``keep`` most recently used and not written in the last
+    :data:`KEEP_SECONDS` (``current`` is never one)."""
     pattern = re.compile(rf"{re.escape(name)}-\d[^/]*\.tar")
     others = [p for p in cache.glob(f"{name}-*.tar") if p != current and pattern.fullmatch(p.name)]
     others.sort(key=_used, reverse=True)
-    return others[keep - 1 :]
+    stale = time.time() - KEEP_SECONDS
+    return [p for p in others[keep - 1 :] if _used(p) < stale]
 
 
 def _used(path: Path) -> float:

@@ -15,16 +15,18 @@ observations, and build nothing.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from nornir.core.inventory import Host
 
 from nr.errors import NrError
-from nr.facts import gather
+from nr.facts import Facts, gather
 from nr.outcome import Outcome, Rule, evaluate
 from nr.play import HostRun, PlayContext
 from nr.readahead import Read
-from tasks.deploy import cluster, nodes
+from nr.status import Cell, Reads, StatusSection
+from tasks.deploy import cluster, nodes, status
 from tasks.deploy.local import Builder
 from tasks.deploy.manifests import IMAGES, manifests_yaml, site_objects
 from tasks.deploy.rules import ClusterObserved, NodeObserved, cluster_rules, node_rules
@@ -141,6 +143,18 @@ class DeployComponent:
 
     def drift(self, ctx: PlayContext) -> None:
         self._play(ctx, "drift")
+
+    # -- status (nr status): the app's objects, read on the first server in the engine's round trip --
+    def status_reads(self, ctx: PlayContext) -> dict[str, Reads]:
+        first = first_server(ctx)
+        return status.reads(first.name) if first is not None else {}
+
+    def status(self, ctx: PlayContext, facts: Mapping[str, Facts]) -> StatusSection:
+        first = first_server(ctx)
+        if first is None:
+            return StatusSection(self.name, "App", Cell("no host in group 'k3s_servers'"))
+        nodes = {h.name: h.name for h in k3s_hosts(ctx)}  # k3s names each node after its host (node-name)
+        return status.section(first.name, facts.get(first.name), nodes, lambda: ctx.fix_command(self.name))
 
 
 component = DeployComponent()

@@ -172,6 +172,8 @@ CONTRACT = Contract(
             "a local k3s binary the k3s play pushes to the hosts (data.k3s_binary), as for air-gapped hosts",
         )
     ],
+    # a lab's cluster goes into a kubeconfig of its own, in the lab's folder: never the operator's
+    lab_data={"k3s_kubeconfig": "{lab_dir}/kubeconfig"},
     # k3s's default pod and service networks: addresses there belong to flannel/cni, not to the host
     internal_networks=["10.42.0.0/16", "10.43.0.0/16"],
 )  # fmt: skip

@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import os
 import secrets
+import shlex
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -115,6 +116,13 @@ def kubeconfig_target(explicit: str | None = None, env: Mapping[str, str] | None
         if part.strip():
             return Path(part.strip()).expanduser()
     return Path("~/.kube/config").expanduser()
+
+
+def use_hint(path: Path, context: str, env: Mapping[str, str] | None = None) -> str:
+    """How to use a kubeconfig that is not the one kubectl reads by default ("" when it is)."""
+    if path.expanduser().resolve() == kubeconfig_target(None, env).resolve():
+        return ""
+    return f"; use it: KUBECONFIG={shlex.quote(str(path))} kubectl --context {shlex.quote(context)} get nodes"
 
 
 def update_kubeconfig(path: Path, new: Mapping[str, Any], name: str) -> bool:

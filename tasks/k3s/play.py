@@ -30,15 +30,17 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from nr.errors import NrError
+from nr.facts import Facts
 from nr.ops.release import ReleaseCache
 from nr.outcome import CheckItem, Finding, Outcome, Verdict, evaluate
 from nr.play import PlayContext
 from nr.readahead import Read
-from tasks.k3s import prepare
+from nr.status import Cell, Reads, StatusSection
+from tasks.k3s import overview, prepare
 from tasks.k3s.contract import KUBECTL
-from tasks.k3s.local import kubeconfig_target, load_token, rewrite_kubeconfig, update_kubeconfig
+from tasks.k3s.local import kubeconfig_target, load_token, rewrite_kubeconfig, update_kubeconfig, use_hint
 from tasks.k3s.observe import REMOTE_KUBECONFIG
-from tasks.k3s.prepare import Planner, Prepared, host_info, k3s_hosts, ready_timeout
+from tasks.k3s.prepare import Planner, Prepared, cluster_of, host_info, k3s_hosts, ready_timeout
 from tasks.k3s.reset import K3sResetComponent, reset_component
 from tasks.k3s.rollout import Rollout
 from tasks.k3s.rules import ClusterObs, HostObs, cluster_rules, host_rules
@@ -143,7 +145,9 @@ class K3sComponent:
         except (yaml.YAMLError, AttributeError, TypeError) as exc:
             raise NrError(f"{REMOTE_KUBECONFIG} on {cluster.first.name} is not a kubeconfig: {exc}") from None
         what = "merged into" if changed else "already up to date in"
-        ctx.note(f"kubeconfig: context '{cluster.site_name}' {what} {path}")
+        ctx.note(
+            f"kubeconfig: context '{cluster.site_name}' {what} {path}{use_hint(path, cluster.site_name)}"
+        )
 
     # -- check and drift: the same rules on the same observation ------------------------------------------
     def _inspect(self, ctx: PlayContext, step: str) -> None:
@@ -186,6 +190,17 @@ class K3sComponent:
         from tasks.k3s import restore
 
         restore.restore(ctx, backup, plan, self.clock)
+
+    # -- status (nr status): versions and units in the engine's round trip, Nodes from the first server --
+    def status_reads(self, ctx: PlayContext) -> dict[str, Reads]:
+        found = cluster_of(ctx)
+        return overview.reads(found[0]) if found else {}
+
+    def status(self, ctx: PlayContext, facts: Mapping[str, Facts]) -> StatusSection:
+        found = cluster_of(ctx)
+        if found is None:
+            return StatusSection(self.name, "k3s", Cell("no host in k3s_servers or k3s_agents"))
+        return overview.section(found[0], facts, lambda host: ctx.fix_command(self.name, host))
 
 
 def _outcome_of(checks: Sequence[CheckItem], findings: Sequence[Finding]) -> Outcome[None]:

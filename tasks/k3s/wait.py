@@ -16,6 +16,7 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from nr import progress
 from nr.errors import NrError
 from nr.facts import gather
 from nr.transport import Remote
@@ -158,6 +159,15 @@ class _Round:
     since: dict[str, int] = field(default_factory=dict)
 
 
+def _awaited(problems: dict[str, str], deployments: dict[str, str]) -> str:
+    """What a wait is waiting for now, in one line."""
+    if problems:
+        return "waiting for " + "; ".join(f"{n}: {why}" for n, why in sorted(problems.items()))[:150]
+    if deployments:
+        return "waiting for kube-system: " + ", ".join(sorted(deployments))
+    return "k3s nodes Ready"
+
+
 class Waiter:
     """Polls the first server until nodes are Ready (bounded) and explains every node that is not."""
 
@@ -171,7 +181,18 @@ class Waiter:
         self, want: Sequence[ExpectedNode], *, deployments: bool, restarted: Collection[str] = ()
     ) -> WaitOutcome:
         """A node k3s was restarted on in this run must also have kept its service up for
-        ``STABLE_SECONDS``: the API may still call it Ready from before the restart."""
+        ``STABLE_SECONDS``: the API may still call it Ready from before the restart. On a terminal,
+        a live line says what is awaited and for how long (:mod:`nr.progress`)."""
+        with progress.track(f"waiting for {len(want)} k3s node(s) Ready") as line:
+            return self._wait(want, deployments, restarted, line)
+
+    def _wait(
+        self,
+        want: Sequence[ExpectedNode],
+        deployments: bool,
+        restarted: Collection[str],
+        line: progress.Tracker,
+    ) -> WaitOutcome:
         start = self.clock.now()
         commands = {"nodes": NODES_CMD, **({"deploy": DEPLOY_CMD} if deployments else {})}
         r = _Round(want, {e.name for e in want if e.name in restarted})
@@ -182,6 +203,7 @@ class Waiter:
             )
             pending = [e for e in want if e.name not in r.gave_up]
             problems, dep = cluster_status(facts, pending, self.cluster, deployments)
+            line.say(_awaited(problems, dep))
             now = self.clock.now()
             probe = [n for n in r.unsure if n not in problems]
             if now >= next_probe:

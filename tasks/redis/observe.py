@@ -71,6 +71,7 @@ class InstanceState:
     nodes: tuple[ClusterNode, ...] = ()
     replication: Mapping[str, str] = field(default_factory=dict)
     config: Mapping[str, str] = field(default_factory=dict)  # CONFIG GET of the settings asked for
+    keys: int | None = None  # DBSIZE, when asked for (nr status)
 
     @property
     def label(self) -> str:
@@ -188,7 +189,11 @@ def _config(client: NodeClient, settings: Sequence[str], password: Password | No
 
 
 def _observe_instance(
-    inst: PlannedInstance, connect: Connector, password: Password | None, settings: Sequence[str] = ()
+    inst: PlannedInstance,
+    connect: Connector,
+    password: Password | None,
+    settings: Sequence[str] = (),
+    keys: bool = False,
 ) -> InstanceState:
     def failed(access: Access, error: str) -> InstanceState:
         return InstanceState(inst.host, inst.address, inst.port, access=access, error=error)
@@ -203,6 +208,7 @@ def _observe_instance(
         nodes = parse_cluster_nodes(client.execute_command("CLUSTER", "NODES"))
         replication = parse_info(client.execute_command("INFO", "replication"))
         config = _config(client, settings, password)
+        dbsize = int(client.execute_command("DBSIZE")) if keys else None
     except ClusterParseError as exc:
         return failed(Access.ERROR, str(exc))
     except Exception as exc:
@@ -222,6 +228,7 @@ def _observe_instance(
         nodes=nodes,
         replication=replication,
         config=config,
+        keys=dbsize,
     )
 
 
@@ -232,15 +239,17 @@ def observe(
     *,
     connect: Connector | None = None,
     settings: Sequence[str] = (),
+    keys: bool = False,
 ) -> ClusterObservation:
-    """Read every planned instance (in parallel); with ``settings``, their running values too.
+    """Read every planned instance (in parallel); with ``settings``, their running values too, and
+    with ``keys`` how many keys each holds (DBSIZE).
 
     Failures are recorded in :class:`InstanceState`, never raised.
     """
     conn = connect or redis_connector(password, timeout)
     instances = layout.instances
     with ThreadPoolExecutor(max_workers=min(16, len(instances))) as pool:
-        states = list(pool.map(lambda i: _observe_instance(i, conn, password, settings), instances))
+        states = list(pool.map(lambda i: _observe_instance(i, conn, password, settings, keys), instances))
     return ClusterObservation(instances=tuple(states))
 
 

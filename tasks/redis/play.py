@@ -27,11 +27,13 @@ from typing import TYPE_CHECKING, Any
 from nornir.core.inventory import Host
 
 from nr.errors import NrError
-from nr.facts import gather
+from nr.facts import Facts, gather
 from nr.outcome import Outcome, Severity, evaluate
 from nr.play import HostRun, PlayContext
 from nr.readahead import Read
+from nr.status import Cell, Reads, StatusSection
 from tasks.redis import firewall as fw
+from tasks.redis import status
 from tasks.redis.contract import GROUP as REDIS
 from tasks.redis.errors import AccessError, ClusterError, PlanError
 from tasks.redis.execute import execute
@@ -267,6 +269,17 @@ class RedisComponent:
 
         site = load_site(ctx)
         restore.Restorer(ctx, site, self._connect(site, 10.0), plan.data, backup, poll=self.poll).run()
+
+    # -- status (nr status): the cluster over TCP from this machine, no host reads ----------------
+    def status_reads(self, ctx: PlayContext) -> dict[str, Reads]:
+        return {}
+
+    def status(self, ctx: PlayContext, facts: Mapping[str, Facts]) -> StatusSection:
+        if not ctx.all_hosts(REDIS):
+            return StatusSection(self.name, "Redis Cluster", Cell(f"no host in group '{REDIS}'"))
+        site = load_site(ctx)
+        obs = observe(site.layout, site.password, connect=self._connect(site), keys=True)
+        return status.section(site.layout, obs, status.with_inventory(ctx.fix_command(self.name)))
 
 
 component = RedisComponent()

@@ -16,7 +16,8 @@ What it imitates, and from where:
   master and the other replicas follow it (redis.io/commands/cluster-failover, coordinated failover);
 * ``CONFIG GET name`` -> ``[name, value]`` of the running config; a restart re-reads the config file
   (the running values become the file's: what ``CONFIG SET`` changed is lost, src/config.c);
-* a restarted node keeps its role and slots (nodes.conf); a node that is down refuses connections.
+* a restarted node keeps its role and slots (nodes.conf); a node that is down refuses connections;
+* ``DBSIZE``: an integer reply, the node's key count (redis.io/commands/dbsize).
 
 Not imitated: automatic failover after cluster-node-timeout, gossip delays, slot moves. A stopped master
 leaves its slots uncovered here until a test fails it over itself (the lab and tests/redis_local cover
@@ -57,6 +58,7 @@ class FakeNode:
     file: dict[str, str] = field(default_factory=dict)  # what its config file says (CONFIG GET shape)
     config: dict[str, str] = field(default_factory=dict)  # what the process runs with
     comes_back: bool = True  # False: a restart leaves it down (a host that does not come back)
+    keys: int = 0  # what DBSIZE answers
 
     @property
     def endpoint(self) -> str:
@@ -192,6 +194,8 @@ class FakeRedisCluster:
         if head == ["CONFIG", "GET"]:
             name = args[2]
             return [name.encode(), node.config[name].encode()] if name in node.config else []
+        if head == ["DBSIZE"]:
+            return node.keys
         if head == ["CLUSTER", "FAILOVER"]:
             self.failover(node)
             return b"OK"

@@ -77,7 +77,7 @@ class LabEnv:
     ) -> NrResult:
         """Run the real CLI in a subprocess against the lab inventory (or ``inventory``)."""
         cmd = [sys.executable, "-m", "nr", *args]
-        if args and args[0] in ("run", "check", "drift", "inventory") and "-i" not in args:
+        if args and args[0] in ("run", "check", "drift", "inventory", "status") and "-i" not in args:
             cmd += ["-i", str(inventory or self.inventory)]
         proc = subprocess.run(
             cmd,

@@ -33,6 +33,7 @@ def k3s_inventory(env: LabEnv, dest: Path) -> Path:
     inv = copy_inventory(env, dest)
     defaults = yaml.safe_load((inv / "defaults.yaml").read_text())
     defaults["data"]["k3s_binary"] = str(STAND_IN)
+    defaults["data"].pop("k3s_kubeconfig", None)  # as on a real site: merged into $KUBECONFIG
     (inv / "defaults.yaml").write_text(yaml.safe_dump(defaults))
     return inv
 

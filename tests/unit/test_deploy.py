@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import re
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -469,3 +471,32 @@ def test_docker_save_asks_for_the_nodes_platform_only_from_containerds_image_sto
     local.save("aeroalpes", "aeroalpes:2", "sha256:" + "b" * 64, "2", dry_run=False, cache=tmp_path,
                platform=lambda: local.save_platform("amd64"))  # fmt: skip
     assert calls[-1][:2] == ("save", "-o")
+
+
+def test_saving_an_image_keeps_a_tarball_another_run_saved_lately(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tasks.deploy import local
+
+    def docker_save(*args: str, **kw: Any) -> str:  # docker save -o FILE REF
+        Path(args[2]).write_bytes(b"tar")
+        return ""
+
+    monkeypatch.setattr(local, "docker", docker_save)
+    stale = tmp_path / "api-0.1.0-aaaaaaaaaaaa-1111111111111111.tar"
+    lately = [tmp_path / f"api-0.1.0-{c * 12}-{c * 16}.tar" for c in "bde"]  # concurrent runs', just saved
+    for p in (stale, *lately):
+        p.write_bytes(b"tar")
+    os.utime(stale, (time.time() - 3 * 3600,) * 2)  # hours ago
+    saved = local.save(
+        "api",
+        "api:0.1.0-cccccccccccc",
+        "sha256:" + "3" * 64,
+        "0.1.0-cccccccccccc",
+        dry_run=False,
+        cache=tmp_path,
+    )
+    assert saved is not None and saved.read_bytes() == b"tar"
+    # beyond the KEEP most recently used, only what is an hour old goes: the third of `lately` stays
+    assert local.KEEP == 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([saved.name, *(p.name for p in lately)])

@@ -158,17 +158,13 @@ def test_the_host_lock_refuses_a_second_apply_naming_the_holder(tmp_path: Path) 
         "another nr run is changing this host: pid 4242 of user alice on ctl1 (nr run site -i inv)"
         in second.stderr
     )
-    for _ in range(100):  # the killed group's sleep may take a moment to exit and drop the lock
-        again = subprocess.run(
-            ["sh", "-c", host_lock_script(lock=lock) + "\necho ran"],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if again.returncode != HOST_LOCKED_EXIT:
-            break
+    script = host_lock_script(lock=lock) + "\necho ran"
+    deadline = time.monotonic() + 10  # the killed group's `sleep` holds the lock until it is gone
+    again = subprocess.run(["sh", "-c", script], capture_output=True, text=True, check=False)
+    while again.returncode == HOST_LOCKED_EXIT and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert again.stdout.strip() == "ran"
+        again = subprocess.run(["sh", "-c", script], capture_output=True, text=True, check=False)
+    assert again.returncode == 0 and again.stdout.strip() == "ran", again.stderr
     assert host_lock_script() in apply_script([Change("x", "y", "z", "true")])
 
 

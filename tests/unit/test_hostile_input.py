@@ -180,8 +180,8 @@ def test_a_secret_file_readable_by_others_is_refused_up_front(tmp_path: Path) ->
 
 
 def test_a_private_key_others_can_read_is_refused_whoever_names_it(tmp_path: Path) -> None:
-    from nr.connection import FabricConnection, unprotected_key
-    from nr.ssh_trust import ConnectionFailed
+    from nr.connection import FabricConnection
+    from nr.ssh_trust import ConnectionFailed, unprotected_key
 
     home = tmp_path / "home"
     (home / ".ssh").mkdir(parents=True)

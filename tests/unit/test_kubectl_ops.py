@@ -177,3 +177,16 @@ def test_show_new_masks_secrets_in_objects_that_do_not_exist_yet() -> None:
     assert "+++ MERGED/v1.Namespace..app" in text and "+++ MERGED/v1.Secret.app.redis" in text
     assert "n3w-Pa55word-99" not in text and base64.b64encode(b"n3w-Pa55word-99").decode() not in text
     assert "+  password: '***'" in text
+
+
+def test_the_last_applied_json_of_an_object_is_a_note_and_its_change_is_shown_as_yaml(tmp_path: Path) -> None:
+    def applied(obj: dict[str, Any]) -> dict[str, Any]:
+        out = json.loads(json.dumps(obj))
+        out["metadata"]["annotations"] = {LAST_APPLIED: json.dumps(obj, separators=(",", ":")) + "\n"}
+        return out
+
+    shown = show(kubectl_diff(tmp_path, [applied(deployment(2))], [applied(deployment(3))]))
+    assert '{"apiVersion"' not in shown  # the one-line JSON copy of the object is not printed
+    assert "-  replicas: 2" in shown and "+  replicas: 3" in shown  # unchanged notes stay out of context
+    new = show_new([applied(deployment(1))])
+    assert '{"apiVersion"' not in new and "(the applied object as JSON, diffed above as YAML)" in new

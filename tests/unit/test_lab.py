@@ -45,6 +45,14 @@ def test_lab_data_can_name_the_lab_network(tmp_path: Path) -> None:
     assert docs["defaults"]["data"]["redis_clients"] == ["198.18.7.0/24"]
 
 
+def test_the_labs_kubeconfig_is_in_the_lab_folder_never_the_operators(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    docs = lab_inventory([("lab1", "198.18.7.11")], Path(".nr-lab"), LabOptions(), SCHEMA)
+    assert docs["defaults"]["data"]["k3s_kubeconfig"] == str(tmp_path.resolve() / ".nr-lab" / "kubeconfig")
+
+
 def test_two_hosts_have_no_redis_group(tmp_path: Path) -> None:
     docs = lab_inventory([("lab1", "198.18.0.11"), ("lab2", "198.18.0.12")], tmp_path, LabOptions(), SCHEMA)
     assert all("redis" not in h["groups"] for h in docs["hosts"].values())

@@ -63,7 +63,7 @@ def test_json_shape(tmp_path: Path) -> None:
     assert doc["changed"] == 1
     assert doc["failed_hosts"] == ["h2", "h3"]
     rows = {r["host"]: r for r in doc["results"]}
-    assert set(rows["h1"]) == {"host", "task", "changed", "failed", "diff", "error"}
+    assert set(rows["h1"]) == {"host", "task", "changed", "failed", "diff", "error", "changes"}
     assert rows["h1"] == {
         "host": "h1",
         "task": "demo.apply",
@@ -71,6 +71,7 @@ def test_json_shape(tmp_path: Path) -> None:
         "failed": False,
         "diff": "+ create /etc/x\n",
         "error": "",
+        "changes": ["file /etc/x"],
     }
     assert rows["h2"]["failed"] and rows["h2"]["error"].startswith("h2: disk full")
     assert rows["h3"]["error"] == "ValueError: unexpected"
@@ -165,16 +166,16 @@ def test_printed_values_never_carry_terminal_escapes() -> None:
     """A hostile host's stderr or file content reaches error rows, diffs, drift rows and notes."""
     report = RunReport("demo", console=Console(file=io.StringIO(), highlight=False))
     report.failed_reasons["h1"] = f"demo.apply: remote command failed (exit 1): {EVIL}"
-    report.rows.append(Row("h2", "demo.apply", True, False, f"+ line {EVIL}\n", ""))
+    report.rows.append(Row("h2", "demo.apply", True, False, f"+ line {EVIL}\n", "", [f"file {EVIL}"]))
     report.drift.append(DriftItem("demo", "h2", f"file {EVIL}", "x", EVIL, "nr run demo"))
     report.note("demo", f"note {EVIL}")
     out = io.StringIO()
     console = Console(file=out, highlight=False, soft_wrap=True)
-    report.print_summary(console)
+    report.print_summary(console, diffs=True)
     print_drift(report, console)
     text = out.getvalue() + report.console.file.getvalue()  # type: ignore[union-attr]
     assert not any(c in text for c in "\x1b\x07\x9b"), repr(text)
-    assert text.count("\\x1b]0;owned\\a\\x1b[2J\\x9b31m") >= 4  # shown, escaped: error, diff, drift, note
+    assert text.count("\\x1b]0;owned\\a\\x1b[2J\\x9b31m") >= 5  # error, change, diff, drift, note
     assert "\\u001b]0;owned\\u0007" in json.dumps(report.to_json())  # JSON escapes them itself
 
 
@@ -185,3 +186,37 @@ def test_check_says_which_hosts_could_not_be_checked(tmp_path: Path) -> None:
     assert "0 check(s) failed" not in res.output
     assert "Not all checks passed: 3 host(s) could not be checked (h1, h2, h3)" in res.output
     assert "could not check h1: base." in res.output
+
+
+def test_one_line_per_change_and_cluster_actions_counted() -> None:
+    from nr.report import change_lines
+
+    two = Outcome(changes=[Change("file /a", "x", "y", "true"), Change("package b", "x", "y", "true")])
+    assert change_lines(two) == ["file /a", "package b"]
+    actions = (
+        "".join(f"~ MEET 10.0.0.{i}:7000 from 10.0.0.1:7000\n" for i in range(5))
+        + "~ ADDSLOTSRANGE 0 5460 on a\n"
+    )
+    assert change_lines(Outcome(extra_diff=actions, changed_flag=True)) == ["5 x MEET, 1 x ADDSLOTSRANGE"]
+    assert change_lines(Outcome(extra_diff="~ FAILOVER on a:7003\n", changed_flag=True)) == [
+        "FAILOVER on a:7003"
+    ]
+    assert change_lines(Outcome(extra_diff="k3s is not installed\nmore\n", changed_flag=True)) == [
+        "k3s is not installed"
+    ]
+    assert change_lines(Outcome(extra_diff="~ x\n")) == []
+
+
+def test_the_summary_lists_changes_and_shows_diffs_only_when_asked(tmp_path: Path) -> None:
+    report = run_tasks(tmp_path)
+    quiet, loud = io.StringIO(), io.StringIO()
+    report.print_summary(Console(file=quiet, width=120))
+    report.print_summary(Console(file=loud, width=120), diffs=True)
+    assert "~ h1  demo.apply  file /etc/x" in quiet.getvalue() and "+ create /etc/x" not in quiet.getvalue()
+    assert "--diff shows" in quiet.getvalue()
+    assert "+ create /etc/x" in loud.getvalue() and "--diff shows" not in loud.getvalue()
+    (tmp_path / "dry").mkdir()
+    dry = run_tasks(tmp_path / "dry", dry_run=True)
+    out = io.StringIO()
+    dry.print_summary(Console(file=out, width=120))
+    assert "Would change:" in out.getvalue() and "+ create /etc/x" in out.getvalue()
