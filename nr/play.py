@@ -15,6 +15,7 @@ a catalog (:mod:`nr.registry`). The context runs a host function ``fn(run: HostR
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import shlex
 from collections.abc import Callable, Iterable, Sequence
@@ -261,6 +262,16 @@ class PlayContext:
     def remote(self, host: Host | str) -> Remote:
         """The open connection of any inventory host, for steps the controller drives (e.g. waits)."""
         h = self._nr.inventory.hosts[host] if isinstance(host, str) else host
+        return self._connect(h)
+
+    def reconnect(self, host: Host | str) -> Remote:
+        """A new connection to ``host`` in place of its current one (e.g. after the host rebooted), which
+        every later step of the run uses. Host keys are checked as strictly as for the first; what
+        opening a connection raises (``ConnectionFailed``, ``HostKeyRejected``) is raised."""
+        h = self._nr.inventory.hosts[host] if isinstance(host, str) else host
+        if CONNECTION_NAME in h.connections:
+            with contextlib.suppress(Exception):  # the old connection may be long gone
+                h.close_connection(CONNECTION_NAME)
         return self._connect(h)
 
     # -- running ------------------------------------------------------------------------------
