@@ -25,6 +25,7 @@ from nr.play import Component, PlayContext, host_groups
 from nr.registry import registry
 from nr.report import RunReport
 from nr.runner import Action, execute, exit_interrupted
+from nr.runoptions import RunCommand, set_run_options
 from nr.secrets import redact
 from nr.text import show
 
@@ -101,53 +102,6 @@ def _run_selected(
     return execute(nr, ctx, report, selected, action, err)
 
 
-RESERVED_FLAGS = frozenset(
-    {"-i", "--inventory", "--limit", "--dry-run", "--json", "--workers", "-h", "--help"}
-)
-
-
-def _run_option_params() -> list[click.Parameter]:
-    """The ``nr run`` options the components declare (their contracts' ``run_options``)."""
-    params: list[click.Parameter] = []
-    for flag, (opt, owners) in registry().run_options().items():
-        if flag in RESERVED_FLAGS or not flag.startswith("--"):
-            raise NrError(f"run option {flag} of {', '.join(owners)} clashes with nr run's own options")
-        kind = click.Choice(list(opt.choices)) if opt.choices else click.STRING
-        params.append(
-            click.Option([flag, opt.key], type=kind, default=None, help=f"{opt.help} ({', '.join(owners)})")
-        )
-    return params
-
-
-class _RunCommand(click.Command):
-    """``nr run``: its own options and those the catalog's components declare (loaded when used)."""
-
-    def get_params(self, ctx: click.Context) -> list[click.Parameter]:
-        params = super().get_params(ctx)
-        return params[:-1] + _run_option_params() + params[-1:]  # --help stays last
-
-
-def _set_run_options(nr: Nornir, play: str, selected: list[Component], given: dict[str, str]) -> None:
-    """Check the run options given (exit 2 naming the flag) and set each one's data key on every host."""
-    options = {opt.key: (flag, opt, owners) for flag, (opt, owners) in registry().run_options().items()}
-    names = {c.name for c in selected}
-    problems = []
-    for key, value in given.items():
-        flag, _, owners = options[key]
-        field = registry().schema.data.get(key)
-        problem = field.check(value) if field is not None and field.check is not None else None
-        if not names & set(owners):
-            problems.append(
-                f"{flag}: play {play} runs no component that takes it (it is an option of {', '.join(owners)})"
-            )
-        elif problem:
-            problems.append(f"{flag} {value}: {problem}")
-    if problems:
-        _bad_input(problems)
-    for host in nr.inventory.hosts.values():
-        host.data.update(given)
-
-
 def _progress(json_out: bool) -> Console | None:
     return None if json_out else err
 
@@ -217,7 +171,7 @@ workers_opt = click.option(
 )
 
 
-@cli.command(cls=_RunCommand)
+@cli.command(cls=RunCommand)
 @click.argument("play")
 @inventory_opt
 @limit_opt
@@ -241,7 +195,9 @@ def run(
     """
     selected = _select(play)
     nr = _open(inventory, workers, dry_run)
-    _set_run_options(nr, play, selected, {k: v for k, v in run_options.items() if v is not None})
+    problems = set_run_options(nr, play, selected, {k: v for k, v in run_options.items() if v is not None})
+    if problems:
+        _bad_input(problems)
     report = RunReport(
         play,
         dry_run=dry_run,
