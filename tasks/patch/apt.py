@@ -1,7 +1,8 @@
 """The OS update of one host (Debian/Ubuntu): the scripts, and parsers of what apt and dpkg print (pure).
 
 * :func:`upgrade_script`: ``apt-get update`` then ``apt-get -y upgrade`` (or ``full-upgrade``),
-  non-interactive, keeping every config file the operator changed (``--force-confdef
+  non-interactive (waiting for the dpkg lock that apt-daily or unattended-upgrades may hold), keeping
+  every config file the operator changed (``--force-confdef
   --force-confold``: a changed file stays, an unchanged one takes the package's new version), with the
   installed versions before and after (what changed is their difference) and whether the host asks for
   a reboot (``/var/run/reboot-required``, written by packages such as the kernel's; its ``.pkgs`` names
@@ -15,21 +16,18 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from shlex import quote
 
 from tasks.patch.contract import UPGRADE_CHOICES
 
 REBOOT_REQUIRED = "/var/run/reboot-required"
 ENV = "export DEBIAN_FRONTEND=noninteractive APT_LISTCHANGES_FRONTEND=none NEEDRESTART_MODE=a"
 KEEP_CONFIG = "-o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold"
+# apt-daily / unattended-upgrades may hold the dpkg lock: wait for it (apt >= 1.9.11) instead of failing
+LOCK_WAIT = "-o DPkg::Lock::Timeout=600"
 VERSIONS = "dpkg-query -W -f '${db:Status-Abbrev} ${Package} ${Version}\\n' | awk '$1 ~ /^ii/ {print $2, $3}'"
 REBOOT_FACT = (
     f'echo "@@reboot"; if [ -e {REBOOT_REQUIRED} ]; then echo required; '
     f"cat {REBOOT_REQUIRED}.pkgs 2>/dev/null || true; fi"
-)
-LISTS_AGE = (
-    'echo "@@lists"; t=$(stat -c %Y /var/lib/apt/lists/partial 2>/dev/null || echo 0); '
-    "echo $(( $(date +%s) - t ))"
 )
 
 
@@ -46,8 +44,8 @@ def upgrade_script(mode: str) -> str:
             ENV,
             'echo "@@before"',
             VERSIONS,
-            "apt-get -q update >&2",
-            f"apt-get -q -y {KEEP_CONFIG} {_mode(mode)} >&2",
+            f"apt-get -q {LOCK_WAIT} update >&2",
+            f"apt-get -q -y {LOCK_WAIT} {KEEP_CONFIG} {_mode(mode)} >&2",
             'echo "@@after"',
             VERSIONS,
             REBOOT_FACT,
@@ -171,7 +169,3 @@ def summary(changes: list[PackageChange] | tuple[PackageChange, ...]) -> str:
 
 def listing(changes: list[PackageChange] | tuple[PackageChange, ...]) -> str:
     return "".join(c.describe() + "\n" for c in changes)
-
-
-def quoted(path: str) -> str:
-    return quote(path)

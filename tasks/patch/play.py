@@ -98,14 +98,24 @@ class PatchComponent:
         """The three steps of one host; False (the host failed, with the site's state) at the first error."""
         fact: list[apt.RebootFact] = []
 
+        def timed(step: str, fn: Callable[[HostRun], Outcome[Any]]) -> Callable[[HostRun], Outcome[Any]]:
+            def run_it(run: HostRun) -> Outcome[Any]:
+                start = self.clock.now()
+                try:
+                    return fn(run)
+                finally:
+                    patcher.progress.seconds.setdefault(run.name, {})[step] = self.clock.now() - start
+
+            return run_it
+
         def upgrade(run: HostRun) -> Outcome[apt.RebootFact]:
             out = patcher.upgrade(run)
             fact.extend([out.value] if out.value is not None else [])
             return out
 
         steps: list[tuple[str, Callable[[HostRun], Outcome[Any]]]] = [
-            ("prepare", patcher.prepare),
-            ("upgrade", upgrade),
+            ("prepare", timed("prepare", patcher.prepare)),
+            ("upgrade", timed("upgrade", upgrade)),
             ("reboot", lambda run: patcher.reboot(run, fact[0] if fact else apt.RebootFact(False, ()))),
         ]
         for step, fn in steps:

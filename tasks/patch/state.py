@@ -30,6 +30,12 @@ class Progress:
     done: dict[str, list[str]] = field(default_factory=dict)
     cordoned: set[str] = field(default_factory=set)
     finished: list[str] = field(default_factory=list)  # hosts patched and back in service
+    seconds: dict[str, dict[str, float]] = field(default_factory=dict)  # host -> step -> duration
+
+    def timing(self, host: str) -> str:
+        steps = self.seconds.get(host, {})
+        parts = ", ".join(f"{step} {s:.0f} s" for step, s in steps.items())
+        return f"{host} patched in {sum(steps.values()):.0f} s ({parts})"
 
     def add(self, host: str, what: str) -> None:
         self.done.setdefault(host, []).append(what)

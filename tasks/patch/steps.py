@@ -113,7 +113,7 @@ class Patcher:
 
     # -- reboot and back to service --------------------------------------------------------------
     def reboot(self, run: HostRun, fact: apt.RebootFact) -> Outcome[None]:
-        host, settings = run.name, Settings.of(run.host)
+        host, settings, started = run.name, Settings.of(run.host), self.clock.now()
         changes: list[Change] = []
         said: list[str] = []
         rebooting = settings.reboot == "always" or fact.required
@@ -136,6 +136,8 @@ class Patcher:
         else:
             said.append(f"no reboot ({fact.describe()})")
         said += self._back_in_service(host, rebooted=rebooting)
+        self.progress.seconds.setdefault(host, {})["reboot and back"] = self.clock.now() - started
+        said.append(self.progress.timing(host))
         return Outcome(changes=changes, extra_diff="".join(f"  {x}\n" for x in said), summary="; ".join(said))
 
     def _back_in_service(self, host: str, *, rebooted: bool) -> list[str]:

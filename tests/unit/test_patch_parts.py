@@ -53,8 +53,8 @@ def test_the_upgrade_keeps_changed_config_files_and_the_dry_run_touches_no_state
     script = apt.upgrade_script("full-upgrade")
     assert "DEBIAN_FRONTEND=noninteractive" in script
     assert (
-        "apt-get -q -y -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold full-upgrade >&2"
-        in script
+        "apt-get -q -y -o DPkg::Lock::Timeout=600 -o Dpkg::Options::=--force-confdef "
+        "-o Dpkg::Options::=--force-confold full-upgrade >&2" in script
     )
     plan = apt.plan_script("upgrade")
     assert (
