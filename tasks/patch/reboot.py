@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from shlex import quote
 
 from nr.errors import NrError
+from nr.interrupt import Interrupted
 from nr.ssh_trust import HostKeyRejected
 from nr.transport import Remote
 from tasks.k3s.wait import Clock
@@ -72,6 +73,8 @@ def wait_back(
             raise NrError(
                 f"{host} came back with another SSH host key; nothing more is done on it: {exc}"
             ) from None
+        except Interrupted:
+            raise
         except NrError as exc:
             last = str(exc)
         else:

@@ -220,3 +220,18 @@ def test_reconnect_replaces_the_hosts_connection_for_every_later_step(
     assert ctx.remote("vm1") is first and len(Plugin.opened) == 1  # one connection per host per run
     again = ctx.reconnect("vm1")
     assert again is not first and Plugin.opened[0].closed and ctx.remote("vm1") is again
+
+
+def test_every_deployment_of_the_app_has_a_budget_that_keeps_a_ready_pod_through_a_drain() -> None:
+    """k3s/base: a PodDisruptionBudget per Deployment, minAvailable >= 1, below the HPA's minReplicas (or
+    a drain could never evict: it would wait until its timeout)."""
+    base = Path(__file__).resolve().parents[2] / "k3s" / "base"
+    docs = [d for f in sorted(base.glob("*.yaml")) for d in yaml.safe_load_all(f.read_text()) if d]
+    budgets = [d for d in docs if d["kind"] == "PodDisruptionBudget"]
+    for deployment in (d for d in docs if d["kind"] == "Deployment"):
+        labels = deployment["spec"]["template"]["metadata"]["labels"]
+        guards = [b for b in budgets if b["spec"]["selector"]["matchLabels"].items() <= labels.items()]
+        assert len(guards) == 1, deployment["metadata"]["name"]
+        hpa = next(d for d in docs if d["kind"] == "HorizontalPodAutoscaler"
+                   and d["spec"]["scaleTargetRef"]["name"] == deployment["metadata"]["name"])  # fmt: skip
+        assert 1 <= guards[0]["spec"]["minAvailable"] < hpa["spec"]["minReplicas"]
