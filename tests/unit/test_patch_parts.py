@@ -14,6 +14,7 @@ from click.testing import CliRunner
 from nr.cli import cli
 from nr.errors import NrError
 from nr.facts import Output
+from nr.interrupt import Interrupted
 from nr.ssh_trust import HostKeyRejected
 from nr.transport import CommandResult
 from tasks.patch import apt, kube
@@ -152,6 +153,10 @@ def test_the_reboot_wait_tells_the_old_boot_from_the_new_one_and_refuses_a_new_h
         )  # type: ignore[arg-type]
     with pytest.raises(NrError, match="vm2 is not back 60 s after its reboot: it has not gone down yet"):
         wait_back(Flaky(["tok\n@@state\nrunning\n"]).connect, "vm2", "tok", 60, FakeClock())  # type: ignore[arg-type]
+    clock = FakeClock()
+    with pytest.raises(Interrupted):  # Ctrl-C ends the wait at once (an NrError, but no host still booting)
+        wait_back(Flaky([down, Interrupted("interrupted")]).connect, "vm2", "tok", 600, clock)  # type: ignore[arg-type]
+    assert clock.t - 1_700_000_000.0 < 60
 
 
 def inventory(tmp_path: Path) -> Path:
