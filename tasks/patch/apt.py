@@ -7,6 +7,8 @@
   installed versions before and after (what changed is their difference) and whether the host asks for
   a reboot (``/var/run/reboot-required``, written by packages such as the kernel's; its ``.pkgs`` names
   them). apt's own output goes to stderr: it is shown only when the upgrade fails.
+* :func:`look_script`: before a host is touched, whether it has anything to do (packages to upgrade,
+  a reboot pending), on its package lists refreshed by ``apt-get update``;
 * :func:`plan_script` (``--dry-run``): what an upgrade would do, from package lists fetched into a
   temporary folder (``Dir::State::Lists``) and ``apt-get -s``: nothing of the host's state changes,
   not even its package lists.
@@ -48,6 +50,20 @@ def upgrade_script(mode: str) -> str:
             f"apt-get -q -y {LOCK_WAIT} {KEEP_CONFIG} {_mode(mode)} >&2",
             'echo "@@after"',
             VERSIONS,
+            REBOOT_FACT,
+        ]
+    )
+
+
+def look_script(mode: str) -> str:
+    """Fresh package lists (``apt-get update``, as the upgrade would), then what the upgrade would install
+    (``apt-get -s``) and whether a reboot is pending: a host with neither is left alone."""
+    return "\n".join(
+        [
+            ENV,
+            f"apt-get -q {LOCK_WAIT} update >&2",
+            'echo "@@simulate"',
+            f"apt-get -s -q {KEEP_CONFIG} {_mode(mode)}",
             REBOOT_FACT,
         ]
     )

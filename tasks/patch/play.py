@@ -1,8 +1,9 @@
 """The ``patch`` play: OS updates and reboots, one host at a time, with no failed request and no lost shard.
 
 ``nr run patch`` takes the hosts in order (:func:`tasks.patch.plan.order`: k3s agents, other hosts,
-servers, the first server last) and patches one at a time (:mod:`tasks.patch.steps`: prepare, upgrade,
-reboot). It never starts while the site could not lose a host (a Redis instance down, ``cluster_state``
+servers, the first server last) and patches one at a time (:mod:`tasks.patch.steps`: look, prepare,
+upgrade, reboot); a host with nothing to upgrade, no reboot pending and its node not cordoned is left
+alone, so a second run changes nothing. It never starts while the site could not lose a host (a Redis instance down, ``cluster_state``
 not ``ok``, a shard without an in-sync replica on another host, a k3s node not Ready), and it stops at the
 first host that does not come back healthy: the hosts after it are left untouched, and the error names
 the site's state, read live, and the commands that continue (:mod:`tasks.patch.state`). After the last
@@ -113,6 +114,11 @@ class PatchComponent:
             fact.extend([out.value] if out.value is not None else [])
             return out
 
+        looked = ctx.run("look", self._stopping(ctx, patcher, patcher.look), hosts=[host])
+        if host.name in looked.failed or ctx.failed(host):
+            return False
+        if not looked.value(host.name):
+            return True  # up to date: untouched
         steps: list[tuple[str, Callable[[HostRun], Outcome[Any]]]] = [
             ("prepare", timed("prepare", patcher.prepare)),
             ("upgrade", timed("upgrade", upgrade)),

@@ -22,6 +22,8 @@ from tasks.patch.cluster import RedisSide
 from tasks.patch.plan import PatchSite
 from tasks.redis.topology import consolidate
 
+UP_TO_DATE = "up to date, nothing to do"
+
 
 @dataclass
 class Progress:
@@ -86,7 +88,8 @@ def report(
     out = ["", "Site state now (the run stopped here; the hosts after it were not touched):"]
     for name in names:
         if name in progress.finished:
-            out.append(f"  {name}: patched, back in service")
+            done = progress.done.get(name, [])
+            out.append(f"  {name}: " + (done[0] if done[:1] == [UP_TO_DATE] else "patched, back in service"))
         elif name == stopped:
             out.append(f"  {name}: stopped after: {', '.join(progress.done.get(name, [])) or 'nothing'}")
         else:

@@ -1,5 +1,8 @@
 """One host's patch, in three steps the run report shows (each a host function for ``ctx.run``):
 
+0. ``look``: ``apt-get update``, then whether the host has anything to do: packages to upgrade, a reboot
+   pending (or ``--reboot always``), its k3s node cordoned (by a run that stopped there). A host with
+   none of these is left alone: no hand-over, no drain, so a second run changes nothing;
 1. ``prepare``: check that the site can lose the host now (every Redis instance answers, the cluster is
    ``ok``, every shard has an in-sync replica on another host, every k3s node is Ready, no Deployment of
    the site would be left without a ready pod), or stop before touching anything; then hand every Redis
@@ -28,7 +31,7 @@ from tasks.patch import apt, kube
 from tasks.patch.cluster import RedisSide, health_problems, masters_on
 from tasks.patch.plan import PatchSite, Settings
 from tasks.patch.reboot import new_token, reboot_script, wait_back
-from tasks.patch.state import Progress
+from tasks.patch.state import UP_TO_DATE, Progress
 
 
 @dataclass
@@ -38,6 +41,27 @@ class Patcher:
     redis: RedisSide | None
     clock: Clock = field(default_factory=Clock)
     progress: Progress = field(default_factory=Progress)
+
+    # -- look ------------------------------------------------------------------------------------
+    def look(self, run: HostRun) -> Outcome[bool]:
+        """Whether ``run``'s host has anything to do (the value); nothing but its package lists changes."""
+        settings = Settings.of(run.host)
+        res = run.remote.run(apt.look_script(settings.upgrade), timeout=settings.apt_timeout)
+        parts = apt.sections(res.stdout)
+        sim = apt.parse_simulation(parts.get("simulate", []))
+        fact = apt.reboot_fact(parts.get("reboot", []))
+        why = [apt.summary(sim.changes) + " to upgrade"] if sim.changes else []
+        why += ["--reboot always"] if settings.reboot == "always" else []
+        why += [fact.describe()] if fact.required else []
+        if self.site.k3s_node(run.name) and self.site.first is not None:
+            node = kube.nodes(self.ctx.remote(self.site.first)).get(run.name)
+            why += [f"k3s node {run.name} cordoned"] if node is not None and node.cordoned else []
+        if not why:
+            self.progress.add(run.name, UP_TO_DATE)
+            said = f"up to date: no package to upgrade, {fact.describe()}"
+            return Outcome(value=False, summary=said, extra_diff=f"  {said}\n")
+        said = "to patch: " + ", ".join(why)
+        return Outcome(value=True, summary=said, extra_diff=f"  {said}\n")
 
     # -- prepare ---------------------------------------------------------------------------------
     def preflight(self, host: str) -> tuple[list[str], list[str]]:

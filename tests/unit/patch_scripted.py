@@ -71,6 +71,7 @@ class World:
     pods: list[dict[str, Any]] = field(default_factory=list)
     drain: tuple[int, str, str] | None = None  # (rc, stdout, stderr) instead of a clean drain
     finished: list[str] = field(default_factory=list)
+    up_to_date: set[str] = field(default_factory=set)  # hosts with no package to upgrade
 
     def __post_init__(self) -> None:
         self.monkeypatch.setenv(ENV, PASSWORD)
@@ -147,7 +148,12 @@ class World:
                 self.ready[name] = True
             return ""
 
+        def look(script: str) -> str:
+            reboot = "required\nlinux-image-amd64\n" if name in self.reboot_required else ""
+            return (UP_TO_DATE if name in self.up_to_date else SIMULATION) + reboot
+
         replies = [
+            Reply("Timeout=600 update >&2\necho \"@@simulate\"", look, times=None),
             Reply('printf "%s end\\n" "$M"', self.facts, times=None),
             Reply("kubectl drain", drain, times=None) if self.drain is None else
             Reply("kubectl drain", self.drain[1], self.drain[2], self.drain[0], times=None),
@@ -178,6 +184,11 @@ class World:
         return [s for s in dict.__getitem__(self.remotes, host).scripts if text in s]
 
 
+UP_TO_DATE = """@@simulate
+NOTE: This is only a simulation!
+0 upgraded, 0 newly installed, 0 to remove and 0 not upgraded.
+@@reboot
+"""
 SIMULATION = """@@simulate
 NOTE: This is only a simulation!
       apt-get needs root privileges for real execution.

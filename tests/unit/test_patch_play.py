@@ -22,6 +22,14 @@ def test_the_order_is_agents_then_other_hosts_then_servers_with_the_first_server
     hosts = ["s1", "a1", "db", "s2", "a2", "s3"]
     assert order(hosts, ["s1", "s2", "s3"], ["a1", "a2"]) == ["a1", "a2", "db", "s2", "s3", "s1"]
     assert order(["r1", "r2"], [], []) == ["r1", "r2"]  # no k3s: the inventory order
+    assert order(["s1", "a2"], ["s1", "s2", "s3"], ["a1", "a2"]) == ["a2", "s1"]  # --limit: same order
+
+
+def test_limit_patches_only_the_hosts_chosen_and_the_rest_is_not_touched(world: World) -> None:
+    report = world.run(limit=["vm1", "vm3"])
+    assert report.ok, report.failed_reasons
+    assert [h for h, w in world.log if w == "upgrade"] == ["vm3", "vm1"]
+    assert not world.sent("vm2", "apt-get") and "drain" not in steps(world, "vm2")
 
 
 def test_one_host_at_a_time_each_back_in_service_before_the_next(world: World) -> None:
@@ -127,7 +135,7 @@ def test_a_drain_that_a_budget_blocks_stops_before_the_upgrade_naming_the_pods(w
         "patch.prepare: drain of vm2 stopped after 300 s; pods still there: app-1 (refused by their PodDisruptionBudget"
     )
     assert "vm2 stays cordoned" in reason and "k3s: node vm2: Ready, cordoned" in reason
-    assert not world.sent("vm2", "apt-get") and world.finished == []
+    assert not world.sent("vm2", "apt-get -q -y") and world.finished == []
 
 
 def test_the_last_ready_node_is_not_drained(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -159,3 +167,29 @@ def test_dry_run_lists_moves_packages_and_reboots_and_changes_nothing(world: Wor
     for host in ("vm1", "vm2", "vm3"):
         assert not world.sent(host, "set -e") and not world.sent(host, "kubectl drain")
     assert [w for _, w in world.log] == ["plan"] * 3 and world.cluster.events == []
+
+
+def test_a_host_with_nothing_to_do_is_left_alone_so_a_second_run_changes_nothing(world: World) -> None:
+    world.up_to_date = {"vm2", "vm3"}
+    world.reboot_required = {"vm3"}  # a reboot pending from an earlier upgrade: vm3 still has to go
+    report = world.run()
+    assert report.ok, report.failed_reasons
+    assert steps(world, "vm2") == [] and not world.sent("vm2", "apt-get -q -y") and world.cluster.events
+    look = next(r for r in report.rows if r.host == "vm2" and r.task == "patch.look")
+    assert not look.changed and "up to date: no package to upgrade" in look.diff
+    assert "reboot" in steps(world, "vm3") and "upgrade" in steps(world, "vm1")
+    world.log.clear()
+    world.up_to_date, world.reboot_required = {"vm1", "vm2", "vm3"}, set()
+    world.cluster.events.clear()
+    again = world.run()
+    assert again.ok and not again.changed, again.failed_reasons
+    assert world.log == [] and world.cluster.events == [] and world.finished == ["done", "done"]
+
+
+def test_a_node_left_cordoned_by_a_stopped_run_is_patched_again_and_uncordoned(world: World) -> None:
+    world.up_to_date = {"vm1", "vm2", "vm3"}
+    world.cordoned.add("vm3")
+    report = world.run()
+    assert report.ok, report.failed_reasons
+    assert steps(world, "vm2") == [] and steps(world, "vm1") == []
+    assert steps(world, "vm3")[-2:] == ["upgrade", "uncordon"] and not world.cordoned
