@@ -22,7 +22,7 @@ AGENTS = "k3s_agents"
 BINARY = "/usr/local/bin/k3s"
 KUBECTL = f"{BINARY} kubectl"
 
-DEFAULT_VERSION = "v1.31.4+k3s1"
+DEFAULT_VERSION = "v1.32.3+k3s1"  # a version whose sums tasks/k3s/release.py pins
 VERSION_RE = re.compile(r"^v\d+\.\d+\.\d+(-rc\d+)?\+k3s\d+$")
 
 # `disable:` items (k3s docs, cli/server.md: "coredns, servicelb, traefik, local-storage,

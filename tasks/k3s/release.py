@@ -7,10 +7,10 @@ A download is checked against a sha256 shipped in this file when nr knows one fo
 asset (:data:`KNOWN_SHA256`): then a compromised release page cannot swap both the binary and its
 listing. Otherwise the release's own ``sha256sum-<arch>.txt`` is used.
 
-The default version's sums (v1.31.4+k3s1, ``k3s`` and ``k3s-arm64``) are NOT listed: no copy of that
-release's sha256sum-amd64.txt / sha256sum-arm64.txt could be read from a source we trust while this
-was written, and a sum nobody verified is worse than none. Add them (from the release's listing,
-checked against a second download) as ``("v1.31.4+k3s1", "k3s"): "<hex>"``.
+The default version (:data:`tasks.k3s.contract.DEFAULT_VERSION`) is one whose sums are pinned here,
+each read from two independent public pins that agree (zarf-dev/zarf's k3s init package and a Nix
+``fetchStaticBinary`` of the same release); a test holds the default to that. To pin another version,
+add its sums from the release's ``sha256sum-<arch>.txt``, checked against a second source.
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ RELEASES = "https://github.com/k3s-io/k3s/releases/download"
 
 # (version, asset) -> sha256, pinned in the code.
 KNOWN_SHA256: dict[tuple[str, str], str] = {
-    # Pinned by zarf-dev/zarf packages/distros/k3s/zarf.yaml (its k3s init package, shasum fields).
+    # Pinned by zarf-dev/zarf packages/distros/k3s/zarf.yaml (its k3s init package, shasum fields),
+    # and the same two sums in a Nix fetchStaticBinary of k3s 1.32.3+k3s1.
     ("v1.32.3+k3s1", "k3s"): "b19216803650b567bf980888dec39035edaf664339c55bc4462f7a003edbef83",
     ("v1.32.3+k3s1", "k3s-arm64"): "e1704d6dd74332acc8c398d36987663c7d559144b8ce789a83fd0ff1cb40cbaa",
 }

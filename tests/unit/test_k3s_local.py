@@ -226,3 +226,11 @@ def test_a_sum_known_to_nr_is_used_instead_of_the_release_listing(tmp_path: Path
     )
     assert all(len(v) == 64 and int(v, 16) >= 0 for v in KNOWN_SHA256.values())
     assert k3s_release("v1.29.0+k3s1", "x86_64").known_sha256 is None  # unknown version: the listing decides
+
+
+def test_the_default_version_downloads_against_sums_pinned_in_the_code() -> None:
+    from tasks.k3s.contract import DEFAULT_VERSION
+
+    for machine in ("x86_64", "aarch64"):
+        release = k3s_release(DEFAULT_VERSION, machine)
+        assert release.known_sha256 == KNOWN_SHA256[(DEFAULT_VERSION, release.asset)]

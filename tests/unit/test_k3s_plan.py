@@ -187,7 +187,7 @@ def test_other_inventory_problems_are_named_by_host() -> None:
 
 def test_runtimes_may_be_disabled_where_the_pinned_version_knows_it() -> None:
     """issue 8 item 8: `runtimes` is a packaged manifest since the December 2023 releases."""
-    assert cluster_problems(hosts(1, 1, k3s_disable=["runtimes", "traefik"])) == []  # default v1.31.4
+    assert cluster_problems(hosts(1, 1, k3s_disable=["runtimes", "traefik"])) == []  # the default version
     for version, ok in (("v1.28.5+k3s1", True), ("v1.28.4+k3s1", False), ("v1.29.0+k3s1", True),
                         ("v1.26.12+k3s1", True), ("v1.25.16+k3s4", False)):  # fmt: skip
         problems = cluster_problems(hosts(1, 0, k3s_disable=["runtimes"], k3s_version=version))
