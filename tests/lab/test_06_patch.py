@@ -91,7 +91,7 @@ def test_a_lab_host_comes_back_after_a_reboot_and_so_do_the_pods_on_it(site: Lab
 
 
 def test_dry_run_lists_the_packages_and_the_reboot_of_each_host_and_changes_nothing(site: LabEnv) -> None:
-    state = "ls -l --time-style=+%s /var/lib/apt/lists; dpkg-query -W; ls /run/nr-patch-boot 2>&1"
+    state = "ls -l --time-style=+%s /var/lib/apt/lists; dpkg-query -W; ls /run/nr-patch-boot 2>&1 || true"
     before = {h: (site.exec(h, state), restarts(h)) for h in site.hosts}
     res = site.nr("run", "patch", "--dry-run", "--json", "--reboot", "always")
     assert res.code == 0, res.stdout[-3000:] + res.stderr[-2000:]
@@ -108,6 +108,28 @@ def test_dry_run_lists_the_packages_and_the_reboot_of_each_host_and_changes_noth
     assert layout_table(site, site.hosts) == planned_table(site.hosts)
 
 
+def test_it_refuses_to_start_while_the_site_cannot_lose_a_host(site: LabEnv) -> None:
+    """A Redis replica down: its master's shard would have no copy while that master's host reboots."""
+    down = site.hosts[2]
+    before = {h: restarts(h) for h in site.hosts}
+    site.exec(down, "systemctl stop redis-server@7003")
+    try:
+        res = site.nr("run", "patch", "--reboot", "always", "--json")
+    finally:
+        site.exec(down, "systemctl start redis-server@7003")
+    assert res.code == 1, res.stdout[-4000:] + res.stderr[-2000:]
+    first = site.hosts[1]  # the first in the order: an agent
+    reason = {r["host"]: r["error"] for r in res.json["results"] if r["failed"]}[first]
+    assert f"not started: the site cannot lose {first} now: redis: " in reason, reason
+    assert f"{addresses(site)[down]}:7003" in reason or f"{down}:7003" in reason, reason
+    assert not [r for r in res.json["results"] if r["task"] in ("patch.upgrade", "patch.reboot")]
+    assert {h: restarts(h) for h in site.hosts} == before
+    nodes = json.loads(site.exec(site.hosts[0], f"{KUBECTL} get nodes -o json"))["items"]
+    assert not [n["metadata"]["name"] for n in nodes if n["spec"].get("unschedulable")]
+    wait_healthy(site, down)
+    assert layout_table(site, site.hosts) == planned_table(site.hosts)
+
+
 def test_a_rolling_patch_with_reboots_fails_no_call_of_a_client_under_load(site: LabEnv) -> None:
     hosts = site.hosts
     before = {h: restarts(h) for h in hosts}
@@ -115,7 +137,7 @@ def test_a_rolling_patch_with_reboots_fails_no_call_of_a_client_under_load(site:
     stop, result = threading.Event(), {}
     loop = threading.Thread(target=lambda: result.update(load=run_load(lb, stop, limit=1500)))
     loop.start()
-    started = time.monotonic()
+    started, since = time.monotonic(), time.time()
     try:
         res = site.nr("run", "patch", "--reboot", "always", "--json", timeout=1500)
     finally:
@@ -139,8 +161,7 @@ def test_a_rolling_patch_with_reboots_fails_no_call_of_a_client_under_load(site:
     assert all(re.search(r"~ openssl \S+ -> \S+", upgrades[h]["diff"]) for h in hosts), upgrades
     assert [r["host"] for r in res.json["results"] if r["task"] == "patch.reboot"] == [*hosts[1:], hosts[0]]
     assert layout_table(site, hosts) == planned_table(hosts)
-    drift = site.nr("drift", "--json")
-    assert drift.code == 0, drift.stdout[-4000:]
+    assert_no_drift(site, since)
 
 
 def wait_healthy(lab: LabEnv, host: str, timeout: float = 180) -> None:
@@ -168,6 +189,24 @@ def wait_healthy(lab: LabEnv, host: str, timeout: float = 180) -> None:
     raise AssertionError(f"{host} did not come back healthy: {why}")
 
 
+def assert_no_drift(lab: LabEnv, since: float) -> None:
+    """`nr drift` is clean. The one exception: the app's images, when this machine's Docker rebuilt them
+    under the same tag after ``since`` (several test sessions share one Docker engine; builds are not
+    byte-reproducible), since the nodes keep the copy they were given."""
+    drift = lab.nr("drift", "--json")
+    items = drift.json.get("drift", []) if drift.stdout.strip().startswith("{") else []
+
+    def rebuilt(item: dict[str, Any]) -> bool:
+        if not item["what"].startswith("image "):
+            return False
+        created = docker("image", "inspect", "-f", "{{.Created}}", item["what"].removeprefix("image "))
+        epoch = subprocess.run(["date", "-d", created, "+%s"], capture_output=True, text=True, check=True)
+        return float(epoch.stdout) > since
+
+    rest = [i for i in items if not rebuilt(i)]
+    assert drift.code in (0, 1) and not rest, drift.stdout[-4000:] + drift.stderr[-2000:]
+
+
 def copy_inventory(lab: LabEnv, tmp_path: Path, **data: Any) -> Path:
     folder = tmp_path / "inventory"
     shutil.copytree(lab.inventory, folder)
@@ -182,8 +221,8 @@ def test_a_host_that_does_not_come_back_stops_the_run_and_says_how_to_continue(
     site: LabEnv, tmp_path: Path
 ) -> None:
     first, victim, last = site.hosts[0], site.hosts[1], site.hosts[2]  # order: agents, then the server
-    inventory = copy_inventory(site, tmp_path, patch_reboot_timeout=45)
-    before = {h: restarts(h) for h in site.hosts}
+    inventory = copy_inventory(site, tmp_path, patch_reboot_timeout=20)
+    before, since = {h: restarts(h) for h in site.hosts}, time.time()
     docker("update", "--restart", "no", victim)  # its reboot powers it off for good
     try:
         res = site.nr("run", "patch", "--reboot", "always", "--json", inventory=inventory, timeout=900)
@@ -192,7 +231,7 @@ def test_a_host_that_does_not_come_back_stops_the_run_and_says_how_to_continue(
     assert res.code == 1, res.stdout[-4000:]
     reasons = {r["host"]: r["error"] for r in res.json["results"] if r["failed"]}
     reason = reasons[victim]
-    assert f"{victim} is not back 45 s after its reboot" in reason
+    assert f"{victim} is not back 20 s after its reboot" in reason
     assert f"  {victim}: stopped after: " in reason and "reboot started" in reason
     assert f"  {last}: untouched" in reason and f"  {first}: untouched" in reason
     assert f"node {victim}: NOT Ready, cordoned" in reason
@@ -207,5 +246,19 @@ def test_a_host_that_does_not_come_back_stops_the_run_and_says_how_to_continue(
     again = site.nr(*command.group(1).split()[1:], "--json", timeout=900)
     assert again.code == 0, again.stdout[-4000:] + again.stderr[-2000:]
     assert layout_table(site, site.hosts) == planned_table(site.hosts)
-    drift = site.nr("drift", "--json")
-    assert drift.code == 0, drift.stdout[-4000:]
+    assert_no_drift(site, since)
+
+
+def test_a_second_run_changes_nothing(site: LabEnv) -> None:
+    """Every host is up to date with no reboot pending and no node cordoned: none is touched (no hand-over,
+    no drain, no reboot), and the final role restore and checks find nothing to do."""
+    before = {h: restarts(h) for h in site.hosts}
+    res = site.nr("run", "patch", "--json", timeout=600)
+    assert res.code == 0, res.stdout[-4000:] + res.stderr[-2000:]
+    looks = rows(res.json, "patch.look")
+    assert sorted(looks) == sorted(site.hosts)
+    assert all("up to date: no package to upgrade" in r["diff"] for r in looks.values()), looks
+    touched = [r for r in res.json["results"] if r["task"].startswith("patch.") and r["task"] != "patch.look"]
+    assert touched == [] and res.json["changed"] == 0, [r for r in res.json["results"] if r["changed"]]
+    assert {h: restarts(h) for h in site.hosts} == before
+    assert layout_table(site, site.hosts) == planned_table(site.hosts)
