@@ -240,3 +240,15 @@ def test_every_deployment_of_the_app_has_a_budget_that_keeps_a_ready_pod_through
         hpa = next(d for d in docs if d["kind"] == "HorizontalPodAutoscaler"
                    and d["spec"]["scaleTargetRef"]["name"] == deployment["metadata"]["name"])  # fmt: skip
         assert 1 <= guards[0]["spec"]["minAvailable"] < hpa["spec"]["minReplicas"]
+
+
+def test_every_pod_of_the_app_leaves_the_endpoints_before_it_stops() -> None:
+    """A drained pod is removed from every node's endpoints while the kubelet already stops it: a preStop
+    sleep (KEP-3960) keeps it serving until kube-proxy everywhere forgot it, within its grace period."""
+    base = Path(__file__).resolve().parents[2] / "k3s" / "base"
+    docs = [d for f in sorted(base.glob("*.yaml")) for d in yaml.safe_load_all(f.read_text()) if d]
+    for deployment in (d for d in docs if d["kind"] == "Deployment"):
+        pod = deployment["spec"]["template"]["spec"]
+        for container in pod["containers"]:
+            sleep = container["lifecycle"]["preStop"]["sleep"]["seconds"]
+            assert 3 <= sleep < pod.get("terminationGracePeriodSeconds", 30), deployment["metadata"]["name"]
