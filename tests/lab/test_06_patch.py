@@ -48,8 +48,12 @@ def rows(doc: dict[str, Any], task: str) -> dict[str, dict[str, Any]]:
     return {r["host"]: r for r in doc["results"] if r["task"] == task}
 
 
+DEPLOYED: dict[str, float] = {}  # when the site fixture deployed the app's images to the nodes
+
+
 @pytest.fixture(scope="module")
 def site(lab: LabEnv) -> LabEnv:
+    DEPLOYED["at"] = time.time()
     res = lab.nr("run", "site", timeout=1200)
     assert res.code == 0, res.stdout[-4000:] + res.stderr[-2000:]
     for host in lab.hosts:
@@ -107,7 +111,7 @@ def test_a_rolling_patch_with_reboots_fails_no_call_of_a_client_under_load(site:
     stop, result = threading.Event(), {}
     loop = threading.Thread(target=lambda: result.update(load=run_load(lb, stop, limit=1500)))
     loop.start()
-    started, since = time.monotonic(), time.time()
+    started = time.monotonic()
     try:
         res = site.nr("run", "patch", "--reboot", "always", "--json", timeout=1500)
     finally:
@@ -136,7 +140,7 @@ def test_a_rolling_patch_with_reboots_fails_no_call_of_a_client_under_load(site:
     assert all(re.search(r"~ openssl \S+ -> \S+", upgrades[h]["diff"]) for h in hosts), upgrades
     assert [r["host"] for r in res.json["results"] if r["task"] == "patch.reboot"] == [*hosts[1:], hosts[0]]
     assert layout_table(site, hosts) == planned_table(hosts)
-    assert_no_drift(site, since)
+    assert_no_drift(site)
 
 
 def wait_healthy(lab: LabEnv, host: str, timeout: float = 180) -> None:
@@ -164,10 +168,11 @@ def wait_healthy(lab: LabEnv, host: str, timeout: float = 180) -> None:
     raise AssertionError(f"{host} did not come back healthy: {why}")
 
 
-def assert_no_drift(lab: LabEnv, since: float) -> None:
+def assert_no_drift(lab: LabEnv) -> None:
     """`nr drift` is clean. The one exception: the app's images, when this machine's Docker rebuilt them
-    under the same tag after ``since`` (several test sessions share one Docker engine; builds are not
-    byte-reproducible), since the nodes keep the copy they were given."""
+    under the same tag after the site fixture deployed them (several test sessions share one Docker
+    engine; builds are not byte-reproducible), since the nodes keep the copy they were given."""
+    since = DEPLOYED["at"]
     drift = lab.nr("drift", "--json")
     items = drift.json.get("drift", []) if drift.stdout.strip().startswith("{") else []
 
@@ -197,7 +202,7 @@ def test_a_host_that_does_not_come_back_stops_the_run_and_says_how_to_continue(
 ) -> None:
     first, victim, last = site.hosts[0], site.hosts[1], site.hosts[2]  # order: agents, then the server
     inventory = copy_inventory(site, tmp_path, patch_reboot_timeout=20)
-    before, since = {h: restarts(h) for h in site.hosts}, time.time()
+    before = {h: restarts(h) for h in site.hosts}
     docker("update", "--restart", "no", victim)  # its reboot powers it off for good
     try:
         res = site.nr("run", "patch", "--reboot", "always", "--json", inventory=inventory, timeout=900)
@@ -221,7 +226,7 @@ def test_a_host_that_does_not_come_back_stops_the_run_and_says_how_to_continue(
     again = site.nr(*command.group(1).split()[1:], "--json", timeout=900)
     assert again.code == 0, again.stdout[-4000:] + again.stderr[-2000:]
     assert layout_table(site, site.hosts) == planned_table(site.hosts)
-    assert_no_drift(site, since)
+    assert_no_drift(site)
 
 
 def test_a_second_run_changes_nothing(site: LabEnv) -> None:
