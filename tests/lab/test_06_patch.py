@@ -190,6 +190,8 @@ def assert_no_drift(lab: LabEnv) -> None:
 def copy_inventory(lab: LabEnv, tmp_path: Path, **data: Any) -> Path:
     folder = tmp_path / "inventory"
     shutil.copytree(lab.inventory, folder)
+    for name in ("secrets", "id_ed25519", "known_hosts"):  # the inventory refers to them as ../name
+        (tmp_path / name).symlink_to(lab.inventory.parent / name)
     path = folder / "defaults.yaml"
     doc = yaml.safe_load(path.read_text())
     doc["data"].update(data)
