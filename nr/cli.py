@@ -20,6 +20,7 @@ from nr.config import DEFAULT_INVENTORY, Settings, init_nornir
 from nr.console import lazy_console
 from nr.errors import InventoryError, NrError
 from nr.registry import registry
+from nr.runoptions import RunCommand, set_run_options
 from nr.secrets import redact
 from nr.text import show
 
@@ -164,7 +165,7 @@ def _complete_plays(ctx: click.Context, param: click.Parameter, incomplete: str)
     return [n for n in dict.fromkeys(names) if n.startswith(incomplete)]
 
 
-@cli.command()
+@cli.command(cls=RunCommand)
 @click.argument("play", shell_complete=_complete_plays)
 @inventory_opt
 @limit_opt
@@ -180,13 +181,14 @@ def run(
     diffs: bool,
     json_out: bool,
     workers: int | None,
+    **run_options: str | None,
 ) -> None:
     """Converge the hosts: PLAY is a play of the catalog (e.g. site) or one component.
 
     Prints progress per host (on a terminal also of long steps: builds, uploads, waits), then a
     summary: per host what was ok, changed or failed, and one line per change; the diffs with
     --diff or --dry-run. One run at a time changes an inventory (a lock in its folder); a dry run
-    takes no lock.
+    takes no lock. Options a component declares set one of its data keys for this run, on every host.
     """
     from nr.lock import Locked, RunLock
     from nr.report import RunReport
@@ -194,6 +196,9 @@ def run(
 
     selected = _select(play)
     nr = _open(inventory, workers, dry_run)
+    problems = set_run_options(nr, play, selected, {k: v for k, v in run_options.items() if v is not None})
+    if problems:
+        _bad_input(problems)
     report = RunReport(
         play,
         dry_run=dry_run,

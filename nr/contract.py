@@ -81,6 +81,18 @@ class LabOption:
 
 
 @dataclass(frozen=True)
+class RunOption:
+    """An ``nr run`` option a component takes (e.g. ``--speed slow``). For that run it sets ``data.<key>``
+    on every host, over the inventory's value; the key's :class:`Field` (declared in the same contract)
+    checks the value. Only a play that runs a component declaring the option accepts it."""
+
+    flag: str  # "--speed"
+    key: str  # "tool_speed"
+    help: str
+    choices: Sequence[str] = ()  # the values it takes (any string when empty)
+
+
+@dataclass(frozen=True)
 class Contract:
     """Everything a component declares about the inventory. All parts are optional."""
 
@@ -94,6 +106,7 @@ class Contract:
     lab_data: Mapping[str, str | Sequence[str]] = field(default_factory=dict)
     # networks the component creates on hosts (e.g. a pod network): never a host's own address
     internal_networks: Sequence[str] = ()
+    run_options: Sequence[RunOption] = ()
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ a catalog (:mod:`nr.registry`). The context runs a host function ``fn(run: HostR
 
 from __future__ import annotations
 
+import contextlib
 import shlex
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -301,6 +302,16 @@ class PlayContext:
         ahead = self._shared.ahead
         if ahead is not None and (result.failed or any(m.changed for m in result.values())):
             ahead.invalidate()
+
+    def reconnect(self, host: Host | str) -> Remote:
+        """A new connection to ``host`` in place of its current one (e.g. after the host rebooted), which
+        every later step of the run uses. Host keys are checked as strictly as for the first; what
+        opening a connection raises (``ConnectionFailed``, ``HostKeyRejected``) is raised."""
+        h = self._nr.inventory.hosts[host] if isinstance(host, str) else host
+        if CONNECTION_NAME in h.connections:
+            with contextlib.suppress(Exception):  # the old connection may be long gone
+                h.close_connection(CONNECTION_NAME)
+        return self._connect(h)
 
     # -- running ------------------------------------------------------------------------------
     def run(

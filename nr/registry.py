@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from nr.contract import Contract, Schema, compose
+from nr.contract import Contract, RunOption, Schema, compose
 from nr.errors import NrError
 
 if TYPE_CHECKING:
@@ -137,6 +137,19 @@ class Registry:
         from nr.inventory.schema import COMMON_DATA
 
         return compose(self.contracts, COMMON_DATA)
+
+    def run_options(self) -> dict[str, tuple[RunOption, tuple[str, ...]]]:
+        """``nr run`` options by flag, each with the components that declare it (catalog order)."""
+        out: dict[str, tuple[RunOption, tuple[str, ...]]] = {}
+        for name, contract in self.contracts.items():
+            for opt in contract.run_options:
+                known = out.get(opt.flag)
+                if known is not None and known[0] != opt:
+                    raise NrError(
+                        f"run option {opt.flag} is declared differently by {known[1][0]} and {name}"
+                    )
+                out[opt.flag] = (opt, (*known[1], name) if known else (name,))
+        return out
 
     def component(self, name: str) -> Component:
         from nr.play import Component

@@ -20,6 +20,8 @@ CATALOG = Catalog(
               "tasks.deploy.contract:CONTRACT", "tasks.deploy.play:component"),
         Entry("checks", "the app works: Deployments available, gRPC round trips through every node",
               "tasks.checks.contract:CONTRACT", "tasks.checks.play:component"),
+        Entry("patch", "OS updates and reboots one host at a time, the site in service; not part of site",
+              "tasks.patch.contract:CONTRACT", "tasks.patch.play:component"),
     ],
     # base prepares the hosts; redis builds the Redis Cluster the services keep their data in; k3s
     # forms the cluster; deploy ships the images and applies k3s/; checks proves nodes and routing.

@@ -9,7 +9,8 @@ we trust, so strict host-key checking holds) and writes an inventory.
 The container recipe avoids ``--privileged`` (it fails where the bounding set lacks
 CAP_SYS_RESOURCE) and works on an ordinary Docker host too: all capabilities but SYS_RESOURCE,
 unconfined seccomp/apparmor, writable /proc/sys, the host's cgroup namespace with /sys/fs/cgroup
-mounted read-write (what systemd needs on cgroup v1 and v2), tmpfs on /run and /tmp.
+mounted read-write (what systemd needs on cgroup v1 and v2), tmpfs on /run and /tmp. A host that
+reboots (``systemctl reboot``) comes back by Docker's restart policy, with its address and keys.
 Where debootstrap is not available (or not root) the base image is built from ``debian:bookworm``
 with ``docker build`` instead.
 """
@@ -38,6 +39,7 @@ from nr.text import command
 
 LABEL = "nr.lab"
 FIRST_HOST_OFFSET = 11  # lab hosts get .11, .12, ... of the subnet
+RESTART_POLICY = "--restart=unless-stopped"
 # systemd as PID 1 without --privileged (see the module docstring).
 CONTAINER_FLAGS = (
     "--cap-add=ALL", "--cap-drop=SYS_RESOURCE",
@@ -46,6 +48,10 @@ CONTAINER_FLAGS = (
     "--cgroupns=host", "--volume=/sys/fs/cgroup:/sys/fs/cgroup:rw",
     "--tmpfs=/run", "--tmpfs=/run/lock", "--tmpfs=/tmp:exec",
     "--stop-signal=SIGRTMIN+3", "--stop-timeout=10",  # systemd halts cleanly on SIGRTMIN+3
+    # `systemctl reboot` ends PID 1 (reboot(2) in a PID namespace ends its init): Docker starts the
+    # container again, with its address (--ip) and its disk (host keys) unchanged, like a VM rebooting.
+    # `docker stop` (and `nr lab down`) still stop it for good.
+    RESTART_POLICY,
 )  # fmt: skip
 
 
@@ -219,8 +225,10 @@ class Lab:
             if c is None:
                 self._run_container(i)
                 started.append(name)
-            elif c["State"] != "running":
-                docker("start", name)
+            else:
+                docker("update", RESTART_POLICY, name)  # a host made before hosts could reboot
+                if c["State"] != "running":
+                    docker("start", name)
         if started:
             self._say(f"Started {', '.join(started)}")
         first = self.host_name(1)

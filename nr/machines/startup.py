@@ -62,8 +62,8 @@ def died_at_start(name: str) -> NrError | None:
         state = json.loads(docker("inspect", "-f", "{{json .State}}", name, timeout=30))
     except (NrError, ValueError):
         return None
-    if state.get("Running"):
-        return None
+    if state.get("Running") and not state.get("Restarting"):
+        return None  # (a host that died is "Restarting" while its restart policy waits to start it again)
     proc = docker("logs", "--tail", str(LOG_LINES), name, check=False, timeout=30, stderr=True)
     log = printable(proc.strip()) or "(no output)"
     cause = likely_cause(proc)

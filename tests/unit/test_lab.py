@@ -135,3 +135,28 @@ def test_the_likely_cause_of_a_dead_host() -> None:
     assert "inotify limits" in (likely_cause("Failed to allocate directory watch: Too many open files") or "")
     assert "cgroups" in (likely_cause("Failed to mount cgroup at /sys/fs/cgroup/systemd") or "")
     assert likely_cause("everything is fine") is None
+
+
+def test_a_host_that_died_at_start_is_explained_while_its_restart_policy_restarts_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Lab hosts restart by policy (they come back after a reboot): a host that dies at once is then
+    "restarting" (Docker reports it Running and Restarting), not running."""
+    from nr.machines import startup
+
+    states = {
+        "restarting": '{"Running": true, "Restarting": true, "ExitCode": 1}',
+        "running": '{"Running": true, "Restarting": false, "ExitCode": 0}',
+    }
+    for state, expected in (("restarting", True), ("running", False)):
+
+        def docker(*args: str, state: str = state, **_: object) -> str:
+            return states[state] if args[0] == "inspect" else "Too many open files"
+
+        monkeypatch.setattr(startup, "docker", docker)
+        err = startup.died_at_start("nrt1")
+        assert (err is not None) == expected
+        if err is not None:
+            assert "lab host nrt1 died at start (exit code 1); likely cause: this machine's inotify" in str(
+                err
+            )
