@@ -57,7 +57,12 @@ def test_status_shows_the_whole_site_in_one_round_trip_per_host(site: LabEnv, tm
     assert k3s[h1].startswith("server v") and k3s[h1].endswith("Ready") and k3s[h2].startswith("agent")
     app = section(doc, "deploy")
     assert rows(app["tables"][0]) == [["aeroalpes", "2/2"], ["aeroalpes-adapter", "2/2"]]
-    assert len(app["boxes"]) == 4 and {b["host"] for b in app["boxes"]} == {h1}  # the stand-in's pods
+    # each pod in the box of the host its node runs on: the two replicas of a Deployment are spread
+    placed = {b["label"]: set() for b in app["boxes"]}
+    for b in app["boxes"]:
+        placed[b["label"]].add(b["host"])
+    assert len(app["boxes"]) == 4 and {b["host"] for b in app["boxes"]} <= {h1, h2, h3}
+    assert {label: len(hosts) for label, hosts in placed.items()} == {"aeroalpes": 2, "aeroalpes-adapter": 2}
     routes = rows(section(doc, "checks")["tables"][0])
     assert len(routes) == 4 and all(r[4].endswith(" ms") for r in routes)
     seen = browser.inspect_page(page)
