@@ -25,6 +25,7 @@ import contextlib
 import shlex
 import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -209,38 +210,37 @@ class SshRemote:
     # -- files ------------------------------------------------------------------------------
     def put(self, local: Path, remote_tmp: str) -> None:
         """Copy ``local`` to ``remote_tmp`` over SFTP as the login user (a script then moves it)."""
-        interrupt.check(self.name)
-        t0 = time.perf_counter()
-        try:
-            with self._lock, self._watchdog():
-                self._put(local, remote_tmp)
-        except (ChannelClosed, paramiko.SSHException, OSError, EOFError) as exc:
-            if interrupt.CANCELLED.is_set() or not _alive(self):
-                raise self._gone(exc, f"the upload of {quote(str(local))}") from None
-            self._remove_partial(remote_tmp)
-            raise NrError(
-                f"{self.name}: copying {quote(str(local))} to {quote(remote_tmp)} failed: "
-                f"{redact(str(exc)) or type(exc).__name__}"
-            ) from None
-        finally:
-            with self.stats.lock:
-                self.stats.transfers += 1
-                self.stats.seconds += time.perf_counter() - t0
+
+        def cleanup(gone: bool) -> None:
+            if not gone:  # a lost connection cannot remove it: the next apply drops leftovers
+                self._remove_partial(remote_tmp)
+
+        with self._transfer(f"the upload of {quote(str(local))}", str(local), remote_tmp, cleanup):
+            self._put(local, remote_tmp)
 
     def get(self, remote_path: str, local: Path) -> None:
         """Copy ``remote_path`` (readable by the login user) to ``local`` over SFTP; a file cut short
         is removed (callers check the copy against a hash the host computed)."""
+        with self._transfer(f"the download of {quote(remote_path)}", remote_path, str(local),
+                            lambda gone: local.unlink(missing_ok=True)):  # fmt: skip
+            self.conn.get(remote_path, local=str(local))
+
+    @contextlib.contextmanager
+    def _transfer(self, what: str, source: str, dest: str, cleanup: Callable[[bool], None]) -> Iterator[None]:
+        """One SFTP copy: under the connection's lock and watchdog, counted; on failure ``cleanup(gone)``
+        (of the partial copy), then a lost host (:meth:`_gone`) or a copy error naming both ends."""
         interrupt.check(self.name)
         t0 = time.perf_counter()
         try:
             with self._lock, self._watchdog():
-                self.conn.get(remote_path, local=str(local))
+                yield
         except (ChannelClosed, paramiko.SSHException, OSError, EOFError) as exc:
-            local.unlink(missing_ok=True)
-            if interrupt.CANCELLED.is_set() or not _alive(self):
-                raise self._gone(exc, f"the download of {quote(remote_path)}") from None
+            gone = interrupt.CANCELLED.is_set() or not _alive(self)
+            cleanup(gone)
+            if gone:
+                raise self._gone(exc, what) from None
             raise NrError(
-                f"{self.name}: copying {quote(remote_path)} to {quote(str(local))} failed: "
+                f"{self.name}: copying {quote(source)} to {quote(dest)} failed: "
                 f"{redact(str(exc)) or type(exc).__name__}"
             ) from None
         finally:

@@ -22,10 +22,10 @@ from nr.errors import NrError
 from tasks.redis.actions import Failover
 from tasks.redis.errors import ClusterError, PlanError
 from tasks.redis.execute import execute
-from tasks.redis.observe import ClusterObservation, Connector, Password, access_problems, observe
+from tasks.redis.observe import ClusterObservation, Connector, Password, access_problems
 from tasks.redis.plan import format_endpoint
 from tasks.redis.reconcile import plan_handover
-from tasks.redis.restart import wait_back
+from tasks.redis.restart import ClusterSession, wait_back
 from tasks.redis.site import RedisSite
 from tasks.redis.topology import consolidate
 
@@ -71,14 +71,8 @@ def masters_on(site: RedisSite, obs: ClusterObservation, host: str) -> list[str]
 
 
 @dataclass(frozen=True)
-class RedisSide:
-    site: RedisSite
-    connect: Connector
-    timeout: float = 60.0  # per wait: a failover, or the instances coming back
-    poll: float = 0.5
-
-    def observe(self) -> ClusterObservation:
-        return observe(self.site.layout, self.site.password, connect=self.connect)
+class RedisSide(ClusterSession):
+    """The patch play's side of the Redis site: hand a host's shards over, wait for it to be back."""
 
     def plan(self, host: str) -> list[Failover]:
         """The failovers that take every shard off ``host`` (PlanError: a master without a candidate)."""

@@ -110,8 +110,8 @@ def wait_back(look: Observe, endpoints: Sequence[str], timeout: float, poll: flo
 
 
 @dataclass(frozen=True)
-class Restarter:
-    """Restarts one host's instances (a host function for ``ctx.run``, serial)."""
+class ClusterSession:
+    """The Redis site as a controller-driven step reaches it: observe it, bounded waits."""
 
     site: RedisSite
     connect: Connector
@@ -120,6 +120,11 @@ class Restarter:
 
     def observe(self) -> ClusterObservation:
         return observe(self.site.layout, self.site.password, connect=self.connect)
+
+
+@dataclass(frozen=True)
+class Restarter(ClusterSession):
+    """Restarts one host's instances (a host function for ``ctx.run``, serial)."""
 
     def __call__(self, run: HostRun, restart: Restart) -> Outcome[None]:
         changes = restart.changes()
