@@ -14,6 +14,10 @@ later component reads again in its turn. A read that failed or was not declared 
 turn (the component then reports any failure itself). The components still run one after another in
 their order, and a component that fails still stops the ones after it (their results are dropped).
 ``NR_READ_AHEAD=0`` turns it off.
+
+A command that several declared reads of one host contain (the same text, e.g. one ``kubectl get`` that
+three components parse) runs once: the first read that declares it runs it, and the others take its
+output from that read's result (a read whose every part is shared makes no round trip at all).
 """
 
 from __future__ import annotations
@@ -67,6 +71,8 @@ class ReadAhead:
     def __init__(self, connect: Callable[[str], Remote]) -> None:
         self._connect = connect
         self._results: dict[tuple[str, Key], Future[Facts]] = {}
+        # (host, command text) -> the read that runs it, and its name there
+        self._owners: dict[tuple[str, str], tuple[Future[Facts], str]] = {}
         self._lock = threading.Lock()
         self._valid = True
         self._slots: dict[str, threading.Semaphore] = {}
@@ -91,14 +97,24 @@ class ReadAhead:
                     max_workers=min(64, max(4, len(todo))), thread_name_prefix="nr-read"
                 )
             for r in todo:
-                self._results[(r.host, r.key)] = self._pool.submit(self._read, r)
+                shared = {n: self._owners[(r.host, c)] for n, c in r.commands if (r.host, c) in self._owners}
+                own = Read(r.host, r.files, tuple((n, c) for n, c in r.commands if n not in shared))
+                fut = self._pool.submit(self._read, own, shared)
+                self._results[(r.host, r.key)] = fut
+                for n, c in own.commands:
+                    self._owners[(r.host, c)] = (fut, n)
         return len(todo)
 
-    def _read(self, r: Read) -> Facts:
-        with self._slots[r.host]:
-            if not self._valid:
-                raise LookupError("dropped: something changed before this read started")
-            return gather(self._connect(r.host), files=r.files, commands=dict(r.commands))
+    def _read(self, r: Read, shared: Mapping[str, tuple[Future[Facts], str]]) -> Facts:
+        facts = Facts()
+        if r.files or r.commands:
+            with self._slots[r.host]:
+                if not self._valid:
+                    raise LookupError("dropped: something changed before this read started")
+                facts = gather(self._connect(r.host), files=r.files, commands=dict(r.commands))
+        for name, (owner, theirs) in shared.items():  # waited for outside the host's slots
+            facts.outputs[name] = owner.result().outputs[theirs]
+        return facts
 
     def take(self, host: str, files: Iterable[str], commands: Mapping[str, str]) -> Facts | None:
         """The result read ahead for this gather (waiting for it if it is still on its way), once;
@@ -118,6 +134,7 @@ class ReadAhead:
         with self._lock:
             self._valid = False
             pending, self._results = self._results, {}
+            self._owners = {}
         for fut in pending.values():
             fut.cancel()
 
@@ -151,3 +168,11 @@ class ReadAheadRemote:
 
     def __getattr__(self, name: str) -> Any:  # stats, user, ... of the connection
         return getattr(self.inner, name)
+
+
+def drop_reads(remote: object) -> None:
+    """The hosts' state moves on without a change of nr's (e.g. while it waits for rollouts to finish):
+    the reads made ahead of the run, if ``remote`` answers from them, are dropped (read again in turn)."""
+    ahead = getattr(remote, "ahead", None)
+    if isinstance(ahead, ReadAhead):
+        ahead.invalidate()

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from shlex import quote
 from typing import Any
 
@@ -76,6 +77,49 @@ def items(out: Output, what: str) -> list[dict[str, Any]]:
     """The ``items`` of a ``kubectl get ... -o json`` list."""
     found = parse_json(out, what).get("items", [])
     return [i for i in found if isinstance(i, dict)] if isinstance(found, list) else []
+
+
+# One read of what most plays look at on a cluster: every node, namespace and Deployment. kubectl get with
+# several resource types prints them all as one ``List``, each item with its ``kind`` (kubectl
+# cmd/get/get.go ``printGeneric``: "if there is more than one item, combine them all into a single
+# list"), so the plays that read nodes, the app's namespace and Deployments share one kubectl start.
+SNAPSHOT_TYPES = "nodes,namespaces,deployments"
+
+
+def snapshot_command(kubectl: str) -> str:
+    """``kubectl get nodes,namespaces,deployments --all-namespaces -o json`` (see :func:`view`)."""
+    return f"{kubectl} get {SNAPSHOT_TYPES} --all-namespaces -o json --request-timeout={REQUEST_TIMEOUT}"
+
+
+@lru_cache(maxsize=4)
+def _decoded(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return None
+
+
+def view(out: Output, kind: str, namespace: str | None = None) -> Output:
+    """The items of one ``kind`` (in ``namespace``, or any) of a :func:`snapshot_command` output, as
+    ``kubectl get KIND [-n NAMESPACE] -o json`` prints them: what the one-kind parsers read. A failed
+    or unreadable snapshot is passed on as it is (the parser reports it)."""
+    doc = _decoded(out.text) if out.rc == 0 else None
+    if not isinstance(doc, dict) or not isinstance(doc.get("items"), list):
+        return out
+    picked = [
+        i
+        for i in doc["items"]
+        if isinstance(i, dict)
+        and i.get("kind") == kind
+        and (namespace is None or (i.get("metadata") or {}).get("namespace") == namespace)
+    ]
+    return Output(0, json.dumps({"apiVersion": "v1", "kind": "List", "items": picked}), out.err)
+
+
+def named(out: Output, kind: str, name: str) -> bool:
+    """Whether a :func:`snapshot_command` output holds the (cluster-scoped) object ``kind`` ``name``;
+    a failed snapshot is an error (KubectlError), never a "no"."""
+    return any((i.get("metadata") or {}).get("name") == name for i in items(view(out, kind), kind))
 
 
 def exists(out: Output, what: str) -> bool:

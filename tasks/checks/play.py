@@ -30,13 +30,14 @@ from tasks.checks import status
 from tasks.checks.routes import probe, routes_for
 from tasks.checks.rules import Fixes, Observed, rules
 from tasks.deploy.manifests import NAMESPACE
-from tasks.deploy.site import K3S, KUBECTL, first_server, k3s_hosts
+from tasks.deploy.site import K3S, first_server, k3s_hosts
+from tasks.k3s.observe import CLUSTER_CMD
 
 
 def deployments_commands() -> dict[str, str]:
     return {
         "k3s": f"test -x {K3S} && echo yes || echo no",
-        "deployments": kubectl.get_command(KUBECTL, "deployments", namespace=NAMESPACE),
+        "cluster": CLUSTER_CMD,  # the app's Deployments (read once per run with k3s's facts and deploy's)
     }
 
 
@@ -47,7 +48,7 @@ def read_deployments(run: HostRun) -> tuple[dict[str, tuple[int, int]] | None, s
     if facts.out("k3s").strip() != "yes":
         return None, ""
     try:
-        return kubectl.deployments(facts.outputs["deployments"]), ""
+        return kubectl.deployments(kubectl.view(facts.outputs["cluster"], "Deployment", NAMESPACE)), ""
     except kubectl.KubectlError as exc:
         return {}, str(exc)
 

@@ -23,8 +23,10 @@ from nr.errors import NrError
 from nr.facts import Facts, gather
 from nr.ops import kubectl, kubediff
 from nr.play import HostRun
+from nr.readahead import drop_reads
 from tasks.deploy.manifests import DEPLOYMENTS, NAMESPACE, manifests_yaml, namespace_objects
 from tasks.deploy.site import K3S, KUBECTL
+from tasks.k3s.observe import CLUSTER_CMD
 
 ROLLOUT_TIMEOUT = 180  # seconds per Deployment
 WHAT = f"manifests (namespace {NAMESPACE})"
@@ -52,9 +54,8 @@ class Cluster:
 def facts_commands(manifests: str) -> dict[str, str]:
     return {
         "k3s": f"test -x {K3S} && echo yes || echo no",
-        "namespace": kubectl.get_command(KUBECTL, "namespace", name=NAMESPACE),
+        "cluster": CLUSTER_CMD,  # the namespace and the Deployments (read once per run with k3s's facts)
         "diff": kubectl.manifest_script(manifests, kubectl.diff_command(KUBECTL, '"$m"')),
-        "deployments": kubectl.get_command(KUBECTL, "deployments", namespace=NAMESPACE),
     }
 
 
@@ -62,13 +63,14 @@ def parse(facts: Facts) -> Cluster:
     """The observation (raises KubectlError when the API does not answer)."""
     if facts.out("k3s").strip() != "yes":
         return Cluster(installed=False)
-    if not kubectl.exists(facts.outputs["namespace"], f"namespace {NAMESPACE}"):
+    snapshot = facts.outputs["cluster"]
+    if not kubectl.named(snapshot, "Namespace", NAMESPACE):
         return Cluster(installed=True)
     try:
         diff = kubectl.DiffResult.of(facts.outputs["diff"])
     except kubectl.NamespaceMissing:  # deleted between the two commands: nothing of the app is left
         return Cluster(installed=True)
-    return Cluster(True, True, diff, kubectl.deployments(facts.outputs["deployments"]))
+    return Cluster(True, True, diff, kubectl.deployments(kubectl.view(snapshot, "Deployment", NAMESPACE)))
 
 
 def observe(run: HostRun, manifests: str) -> Cluster:
@@ -113,6 +115,7 @@ def rollout_problems(facts: Facts) -> list[str]:
 
 def wait_rollouts(run: HostRun, *, applied: bool) -> None:
     """Wait (bounded) until every Deployment has rolled out; raise naming the ones that did not."""
+    drop_reads(run.remote)  # the Deployments read ahead of the run (for checks) are older than this wait
     with progress.track(
         f"waiting for the rollouts of {', '.join(DEPLOYMENTS)} (at most {ROLLOUT_TIMEOUT} s)"
     ):

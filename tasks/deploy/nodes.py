@@ -33,8 +33,6 @@ IMAGE_DIR = "/var/lib/nr/images"
 CTR = f"{K3S} ctr"
 PIN_LABEL = "io.cri-containerd.pinned"
 PINNED = f"{PIN_LABEL}=pinned"
-# containerd's filter syntax: a label key with dots is quoted (containerd filters: labels."a.b"==c)
-PINNED_FILTER = f'labels."{PIN_LABEL}"==pinned'
 NO_K3S = "k3s is not installed on this node: run nr run k3s first"
 
 
@@ -64,26 +62,38 @@ class NodeImages:
 
 
 def facts_commands(names: Iterable[str]) -> dict[str, str]:
-    cmds = {
-        "arch": "uname -m",
-        "images": f"{CTR} images ls -q",
-        "pinned": f"{CTR} images ls -q {quote(PINNED_FILTER)}",
-    }
+    cmds = {"arch": "uname -m", "images": f"{CTR} images ls"}  # one ctr start: refs and their labels
     for name in names:
         cmds[f"id {name}"] = f"cat {IMAGE_DIR}/{name}.id 2>/dev/null || true"
     return cmds
 
 
+def parse_images(text: str) -> tuple[frozenset[str], frozenset[str]]:
+    """``ctr images ls`` -> (every ref, the refs labelled pinned). The table (containerd
+    cmd/ctr/commands/images/images.go): a ``REF TYPE DIGEST SIZE PLATFORMS LABELS`` header, then one
+    row per image, the ref first and the labels as sorted ``k=v`` pairs joined with commas (``-``: none);
+    SIZE holds a space ("24.6 MiB"), so a row is read as its first word and its comma-separated words."""
+    listed, pinned = set(), set()
+    for line in text.splitlines():
+        words = line.split()
+        if not words or words[0] == "REF":
+            continue
+        listed.add(words[0])
+        if PINNED in {pair for word in words[1:] for pair in word.split(",")}:
+            pinned.add(words[0])
+    return frozenset(listed), frozenset(pinned)
+
+
 def observe(outputs: dict[str, Output], names: Iterable[str]) -> NodeImages:
     """Parse the facts (stdout only; ctr's stderr is the reason when it fails)."""
-    listed, pinned = outputs["images"], outputs["pinned"]
-    error = "" if listed.ok else f"k3s ctr: {listed.explain(300)}"
+    images = outputs["images"]
+    listed, pinned = parse_images(images.text) if images.ok else (frozenset(), frozenset())
     return NodeImages(
         uname=outputs["arch"].text.strip(),
-        listed=frozenset(listed.text.split()) if listed.ok else frozenset(),
-        pinned=frozenset(pinned.text.split()) if pinned.ok else frozenset(),
+        listed=listed,
+        pinned=pinned,
         markers={n: outputs[f"id {n}"].text.strip() for n in names},
-        ctr_error=error,
+        ctr_error="" if images.ok else f"k3s ctr: {images.explain(300)}",
     )
 
 

@@ -43,6 +43,11 @@ def kubectl_get(resource: str, namespace: str | None = None) -> str:
 NODES_CMD = kubectl_get("nodes")
 DEPLOY_CMD = kubectl_get("deployments", "kube-system")
 VERSION_CMD = f"if [ -x {BINARY} ]; then {BINARY} --version | head -n1; fi"
+# Nodes, namespaces and Deployments in one kubectl start on the first server (nr.ops.kubectl.snapshot_command):
+# the k3s facts, deploy and checks read it with this very command, so a run's read-ahead runs it once.
+CLUSTER_CMD = (
+    f"if {INSTALLED}; then {kubectl.snapshot_command(KUBECTL)}; else echo '{NOT_INSTALLED}' >&2; exit 3; fi"
+)
 
 
 def managed_files(node: NodeSpec) -> list[str]:
@@ -80,9 +85,21 @@ def facts_request(node: NodeSpec, first: bool) -> tuple[list[str], dict[str, str
     }
     if first:
         files.append(REMOTE_KUBECONFIG)
-        commands["nodes"] = NODES_CMD
-        commands["deploy"] = DEPLOY_CMD
+        commands["cluster"] = CLUSTER_CMD
     return list(dict.fromkeys(files)), commands
+
+
+def with_views(facts: Facts) -> Facts:
+    """The facts with the first server's ``cluster`` snapshot also seen as ``nodes`` (every Node) and
+    ``deploy`` (kube-system's Deployments), what the rules and plans read."""
+    if "cluster" not in facts.outputs:
+        return facts
+    snapshot = facts.outputs["cluster"]
+    views = {
+        "nodes": kubectl.view(snapshot, "Node"),
+        "deploy": kubectl.view(snapshot, "Deployment", "kube-system"),
+    }
+    return Facts(dict(facts.files), {**facts.outputs, **views})
 
 
 def binary_version(facts: Facts) -> str:

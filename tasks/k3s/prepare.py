@@ -19,7 +19,7 @@ from nr.play import HostRun, PlayContext, host_groups
 from nr.readahead import Read
 from nr.secrets import Secret
 from tasks.k3s.contract import AGENTS, CONTRACT, DEFAULT_VERSION, SERVERS
-from tasks.k3s.observe import binary_version, facts_request
+from tasks.k3s.observe import binary_version, facts_request, with_views
 from tasks.k3s.plan import HostPlan, images_source, plan_host, role_switch_problem
 from tasks.k3s.release import local_binary, release_binary
 from tasks.k3s.render import CONFIG
@@ -114,7 +114,7 @@ def reads(ctx: PlayContext) -> list[Read]:
 def _read(run: HostRun, cluster: ClusterSpec) -> Outcome[Facts]:
     node = cluster.node(run.name)
     files, commands = facts_request(node, node.name == cluster.first.name)
-    facts = gather(run.remote, files=files, commands=commands)
+    facts = with_views(gather(run.remote, files=files, commands=commands))
     return Outcome(value=facts, summary=f"k3s {binary_version(facts) or 'not installed'}")
 
 

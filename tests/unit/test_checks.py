@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import pytest
@@ -13,6 +12,7 @@ from nr.report import RunReport
 from tasks.checks import play
 from tasks.checks.routes import Route, RouteResult, routes_for
 from tests.fakes.remote import ScriptedRemote, facts_reply, scripted_context
+from tests.support.kube import snapshot
 
 HOSTS = {
     "vm1": {"hostname": "198.18.0.11", "groups": ["k3s_servers", "redis"]},
@@ -24,10 +24,19 @@ REFUSED = "The connection to the server 127.0.0.1:6443 was refused - did you spe
 
 
 def deployments(ready: int = 2) -> str:
-    return json.dumps({"items": [
-        {"metadata": {"name": n}, "spec": {"replicas": 2}, "status": {"readyReplicas": ready} if ready else {}}
+    """The snapshot the first server's kubectl prints: the app's namespace and Deployments, kube-system's."""
+    app = [
+        {
+            "metadata": {"name": n},
+            "spec": {"replicas": 2},
+            "status": {"readyReplicas": ready} if ready else {},
+        }
         for n in ("aeroalpes", "aeroalpes-adapter")
-    ]})  # fmt: skip
+    ]
+    system = [{"metadata": {"name": "coredns"}, "spec": {"replicas": 1}, "status": {"readyReplicas": 1}}]
+    return snapshot(
+        namespaces=["aeroalpes", "kube-system"], deployments={"aeroalpes": app, "kube-system": system}
+    )
 
 
 @pytest.fixture
@@ -57,20 +66,20 @@ def run(
 
 
 def test_every_route_passes_and_drift_stays_read_only(probes: dict[str, Any]) -> None:
-    report = run("check", {"k3s": "yes", "deployments": deployments()})
+    report = run("check", {"k3s": "yes", "cluster": deployments()})
     assert report.ok and all(c.ok for c in report.checks)
     names = {(c.host, c.name) for c in report.checks}
     assert {("vm1", "app deployments available"), ("vm1", "routing via ingress :80")} <= names
     assert {(h, "routing via NodePort 30051") for h in HOSTS} <= names
     assert not any(read_only for _, read_only in probes["calls"])
     probes["calls"].clear()
-    assert run("drift", {"k3s": "yes", "deployments": deployments()}, dry_run=True).drift == []
+    assert run("drift", {"k3s": "yes", "cluster": deployments()}, dry_run=True).drift == []
     assert probes["calls"] and all(read_only for _, read_only in probes["calls"])
 
 
 def test_a_route_down_fails_its_check_is_drift_and_fails_the_site_step(probes: dict[str, Any]) -> None:
     probes["down"] = {"198.18.0.12:30051"}
-    outputs = {"k3s": "yes", "deployments": deployments()}
+    outputs = {"k3s": "yes", "cluster": deployments()}
     check = run("check", outputs, inventory_arg="my inv")
     assert [(c.host, c.name) for c in check.checks if not c.ok] == [("vm2", "routing via NodePort 30051")]
     drift = run("drift", outputs, dry_run=True, inventory_arg="my inv")
@@ -87,7 +96,7 @@ def test_a_route_down_fails_its_check_is_drift_and_fails_the_site_step(probes: d
 
 def test_unavailable_deployments_are_a_failed_check_and_drift(probes: dict[str, Any]) -> None:
     for mode in ("check", "drift"):
-        report = run(mode, {"k3s": "yes", "deployments": deployments(ready=0)}, dry_run=mode == "drift")
+        report = run(mode, {"k3s": "yes", "cluster": deployments(ready=0)}, dry_run=mode == "drift")
         failed = [(c.host, c.name, c.detail) for c in report.checks if not c.ok]
         drift = [(d.host, d.what, d.actual) for d in report.drift]
         want = ("vm1", "app deployments available", "aeroalpes 0/2 ready, aeroalpes-adapter 0/2 ready")
@@ -99,7 +108,7 @@ def test_unavailable_deployments_are_a_failed_check_and_drift(probes: dict[str, 
 def test_an_api_that_does_not_answer_is_a_failed_check_and_the_routes_are_still_tried(
     probes: dict[str, Any],
 ) -> None:
-    report = run("check", {"k3s": "yes", "deployments": (1, "", REFUSED)})
+    report = run("check", {"k3s": "yes", "cluster": (1, "", REFUSED)})
     (failed,) = [c for c in report.checks if not c.ok]
     assert failed.name == "app deployments available" and "was refused" in failed.detail
     assert failed.hint == "nr check k3s"
@@ -107,7 +116,7 @@ def test_an_api_that_does_not_answer_is_a_failed_check_and_the_routes_are_still_
 
 
 def test_without_k3s_the_fix_installs_it_first(probes: dict[str, Any]) -> None:
-    report = run("drift", {"k3s": "no", "deployments": (127, "", "sh: 1: /usr/local/bin/k3s: not found")},
+    report = run("drift", {"k3s": "no", "cluster": (127, "", "sh: 1: /usr/local/bin/k3s: not found")},
                  dry_run=True, inventory_arg="/srv/inv")  # fmt: skip
     (item,) = report.drift
     assert item.fix == "nr run k3s -i /srv/inv && nr run deploy -i /srv/inv"

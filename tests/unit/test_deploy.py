@@ -27,6 +27,7 @@ from tasks.deploy.manifests import CONFIG_DIGEST, AppSite, config_digest, render
 from tasks.deploy.nodes import Image, NodeImages, plan_images
 from tasks.deploy.site import load_site, redis_endpoints
 from tests.fakes.remote import Reply, ScriptedRemote, facts_reply, scripted_context
+from tests.support.kube import ctr_images, snapshot
 
 PASSWORD = "unit-test-Pa55word-0123456789"
 HOSTS = {
@@ -36,6 +37,7 @@ HOSTS = {
 }
 DEFAULTS = {"data": {"redis_password": "env:NR_UNIT_REDIS_PASSWORD"}}
 IDS = {"aeroalpes": "sha256:" + "ab" * 32, "aeroalpes-adapter": "sha256:" + "cd" * 32}
+PIN = "io.cri-containerd.pinned"
 NS_MISSING = 'Error from server (NotFound): namespaces "aeroalpes" not found'
 MEMCACHE = (
     "E0413 02:18:01.018146  2329 memcache.go:287] couldn't get resource list for metrics.k8s.io/v1beta1"
@@ -88,19 +90,34 @@ def node_outputs(
     refs = [f"docker.io/library/{n}:{tag()}" for n in IDS] if have else []
     out: dict[str, Any] = {
         "arch": uname,
-        "images": "\n".join([*refs, "sha256:" + "ef" * 32]),
-        "pinned": "\n".join(refs if pinned else []),
+        "images": ctr_images(
+            {
+                **{
+                    r: {"io.cri-containerd.image": "managed", **({PIN: "pinned"} if pinned else {})}
+                    for r in refs
+                },
+                "sha256:" + "ef" * 32: {"io.cri-containerd.image": "managed"},
+            }
+        ),
         **{f"id {n}": IDS[n] if have else "" for n in IDS},
     }
     out.update(override)
     return out
 
 
-def deployments_json(ready: int = 2) -> str:
-    return json.dumps({"apiVersion": "v1", "kind": "List", "items": [
-        {"metadata": {"name": n}, "spec": {"replicas": 2}, "status": {"readyReplicas": ready} if ready else {}}
+def cluster_json(ready: int = 2, *, namespace: bool = True) -> str:
+    """The first server's snapshot: the app's namespace and Deployments (when it exists), kube-system's."""
+    app = [
+        {
+            "metadata": {"name": n},
+            "spec": {"replicas": 2},
+            "status": {"readyReplicas": ready} if ready else {},
+        }
         for n in ("aeroalpes", "aeroalpes-adapter")
-    ]})  # fmt: skip
+    ]
+    system = [{"metadata": {"name": "coredns"}, "spec": {"replicas": 1}, "status": {"readyReplicas": 1}}]
+    found = {"aeroalpes": app, "kube-system": system} if namespace else {"kube-system": system}
+    return snapshot(namespaces=["aeroalpes", "kube-system"][0 if namespace else 1 :], deployments=found)
 
 
 def cluster_outputs(
@@ -108,9 +125,8 @@ def cluster_outputs(
 ) -> dict[str, Any]:
     return {
         "k3s": "yes",
-        "namespace": (0, '{"kind": "Namespace"}', "") if namespace else (1, "", NS_MISSING),
+        "cluster": (0, cluster_json(ready, namespace=namespace), MEMCACHE),
         "diff": diff if namespace else (2, "", NS_MISSING),  # kubectl stops at the first object (#114141)
-        "deployments": (0, deployments_json(ready), MEMCACHE),
     }
 
 
@@ -230,11 +246,25 @@ def test_ctr_that_cannot_list_says_why_and_stderr_is_never_parsed() -> None:
         **node_outputs(),
         "images": (1, "", 'ctr: failed to dial "/run/k3s/containerd/containerd.sock"'),
     }
-    outputs["pinned"] = (0, "docker.io/library/ghost:1", MEMCACHE)
     state = nodes.observe({k: Output(*v) if isinstance(v, tuple) else Output(0, v) for k, v in outputs.items()},
                           IDS)  # fmt: skip
-    assert state.listed == frozenset() and "failed to dial" in state.ctr_error
-    assert state.pinned == frozenset({"docker.io/library/ghost:1"})
+    assert state.listed == frozenset() and state.pinned == frozenset() and "failed to dial" in state.ctr_error
+
+
+def test_ctr_images_ls_is_read_as_refs_and_pinned_labels() -> None:
+    """One `ctr images ls` table (not two -q lists): the ref, then the labels among the comma-separated
+    words; the size's space, trailing padding and a "-" (no labels) do not confuse it."""
+    text = ctr_images({
+        "docker.io/library/aeroalpes:1": {"io.cri-containerd.image": "managed", PIN: "pinned"},
+        "docker.io/library/adapter:1": {"io.cri-containerd.image": "managed"},
+        "docker.io/rancher/mirrored-pause:3.6": {PIN: "pinned"},
+        "sha256:" + "ab" * 32: {},
+    })  # fmt: skip
+    listed, pinned = nodes.parse_images(text + "\n")
+    assert listed == {"docker.io/library/aeroalpes:1", "docker.io/library/adapter:1",
+                      "docker.io/rancher/mirrored-pause:3.6", "sha256:" + "ab" * 32}  # fmt: skip
+    assert pinned == {"docker.io/library/aeroalpes:1", "docker.io/rancher/mirrored-pause:3.6"}
+    assert nodes.parse_images("REF TYPE DIGEST SIZE PLATFORMS LABELS \n") == (frozenset(), frozenset())
 
 
 def test_images_are_read_then_pushed_only_where_missing(
@@ -365,7 +395,7 @@ def test_an_api_that_does_not_answer_fails_the_first_server_with_kubectls_reason
     refused = (
         "The connection to the server 127.0.0.1:6443 was refused - did you specify the right host or port?"
     )
-    outputs = {**cluster_outputs(), "namespace": (1, "", MEMCACHE + "\n" + refused)}
+    outputs = {**cluster_outputs(), "cluster": (1, "", MEMCACHE + "\n" + refused)}
     report = run_deploy({"vm1": first(facts_reply(outputs=outputs)), **converged_nodes()})
     assert report.failed_hosts == ["vm1"] and "was refused" in report.failed_reasons["vm1"]
 
@@ -373,9 +403,8 @@ def test_an_api_that_does_not_answer_fails_the_first_server_with_kubectls_reason
 def test_without_k3s_a_real_run_fails_and_a_dry_run_says_what_comes_first() -> None:
     outputs = {
         "k3s": "no",
-        "namespace": (127, "", "not found"),
+        "cluster": (3, "", "k3s is not installed"),
         "diff": (127, "", ""),
-        "deployments": (127, "", ""),
     }
     r1 = first(facts_reply(outputs=outputs))
     report = run_deploy({"vm1": r1, **converged_nodes()})

@@ -23,6 +23,7 @@ from tasks.k3s.render import CONFIG, render_config, render_env, render_unit
 from tasks.k3s.spec import HostInfo, Role, build_cluster
 from tasks.k3s.wait import Clock
 from tests.fakes.remote import Reply, ScriptedRemote, gather_output, scripted_context
+from tests.support.kube import snapshot
 
 TOKEN = "0123456789abcdef0123456789abcdef"
 OLD, NEW = b"#!/bin/sh\n# k3s v1.31.4+k3s1\n", b"#!/bin/sh\n# k3s v1.31.5+k3s1\n"
@@ -137,17 +138,20 @@ class Cluster:
         installed = host in self.installed
         version = f"k3s version {self.version} (abcdef12)" if installed else ""
         unit = "k3s" if host in self.servers else "k3s-agent"
-        nodes = {"items": [self.node_json(n) for n in self.servers + self.agents if n in self.installed]}
-        deploy = {"items": [{"metadata": {"name": d}, "spec": {"replicas": 1}, "status": {"availableReplicas": 1}}
-                            for d in ("coredns", "traefik", "metrics-server", "local-path-provisioner")]}  # fmt: skip
+        nodes = [self.node_json(n) for n in self.servers + self.agents if n in self.installed]
+        deploy = [{"metadata": {"name": d}, "spec": {"replicas": 1}, "status": {"availableReplicas": 1}}
+                  for d in ("coredns", "traefik", "metrics-server", "local-path-provisioner")]  # fmt: skip
         api_up = self.servers[0] in self.installed
         return {
             "arch": "x86_64", "addrs": "", "routes": "", "version": version, "dropins": "",
             "services": f"{unit} {'active enabled' if installed else 'inactive '}\n",
             "started": self.started.get(host, "started 2000000000\n" if installed else ""),
-            "nodes": (self.nodes_rc, json.dumps(nodes), MEMCACHE + self.nodes_err) if api_up
+            "cluster": (self.nodes_rc, snapshot(nodes=nodes, deployments={"kube-system": deploy}),
+                        MEMCACHE + self.nodes_err) if api_up else (3, "", "k3s is not installed"),
+            # what the waits poll (k3s kubectl get nodes / get deployments -n kube-system)
+            "nodes": (self.nodes_rc, json.dumps({"items": nodes}), MEMCACHE + self.nodes_err) if api_up
             else (3, "", "k3s is not installed"),
-            "deploy": (0, json.dumps(deploy), MEMCACHE) if api_up else (3, "", "k3s is not installed"),
+            "deploy": (0, json.dumps({"items": deploy}), MEMCACHE) if api_up else (3, "", "k3s is not installed"),
         }  # fmt: skip
 
     def gather_reply(self, host: str, data: dict[str, Any]) -> Reply:

@@ -190,3 +190,25 @@ def test_the_last_applied_json_of_an_object_is_a_note_and_its_change_is_shown_as
     assert "-  replicas: 2" in shown and "+  replicas: 3" in shown  # unchanged notes stay out of context
     new = show_new([applied(deployment(1))])
     assert '{"apiVersion"' not in new and "(the applied object as JSON, diffed above as YAML)" in new
+
+
+def test_a_snapshot_is_viewed_per_kind_and_namespace_and_a_failed_one_is_never_a_no() -> None:
+    assert kubectl.snapshot_command("k3s kubectl") == (
+        "k3s kubectl get nodes,namespaces,deployments --all-namespaces -o json --request-timeout=10s"
+    )
+    doc = {"kind": "List", "items": [
+        {"kind": "Node", "metadata": {"name": "n1"}},
+        {"kind": "Namespace", "metadata": {"name": "app"}},
+        {"kind": "Deployment", "metadata": {"name": "api", "namespace": "app"}},
+        {"kind": "Deployment", "metadata": {"name": "coredns", "namespace": "kube-system"}},
+    ]}  # fmt: skip
+    out = Output(0, json.dumps(doc), "E1130 memcache.go:265] couldn't get resource list")
+    names = lambda o: [i["metadata"]["name"] for i in json.loads(o.text)["items"]]  # noqa: E731
+    assert names(kubectl.view(out, "Deployment")) == ["api", "coredns"]
+    assert names(kubectl.view(out, "Deployment", "kube-system")) == ["coredns"]
+    assert names(kubectl.view(out, "Node")) == ["n1"] and kubectl.view(out, "Node").err == out.err
+    assert kubectl.named(out, "Namespace", "app") and not kubectl.named(out, "Namespace", "api")
+    refused = Output(1, "", "The connection to the server 127.0.0.1:6443 was refused")
+    assert kubectl.view(refused, "Node") is refused
+    with pytest.raises(kubectl.KubectlError, match="was refused"):
+        kubectl.named(refused, "Namespace", "app")

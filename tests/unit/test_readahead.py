@@ -172,3 +172,55 @@ def test_hosts_open_their_connections_at_the_same_time() -> None:
     ctx = PlayContext(ctx.nornir, component="test", recorder=report, connect=connect)
     step = ctx.run("read", lambda run: Outcome(value=gather(run.remote, commands={"base": "x"}).out("base")))
     assert step.values == {"vm1": "base@vm1", "vm2": "base@vm2"} and not step.failed
+
+
+class Sharer(Reader):
+    """A component whose read holds its own command and one every Sharer runs (``cat /etc/shared``)."""
+
+    def commands(self) -> dict[str, str]:
+        return {self.name: f"cat /etc/{self.name}", f"snap-{self.name}": "cat /etc/shared"}
+
+    def _host(self, run: HostRun) -> Outcome[None]:
+        facts = gather(run.remote, commands=self.commands())
+        self.seen[run.name] = f"{facts.out(self.name)} {facts.out(f'snap-{self.name}')}"
+        return Outcome()
+
+
+def test_a_command_several_reads_declare_runs_once_and_each_gets_its_output() -> None:
+    hosts = {
+        h: ScriptedRemote(h, [facts_reply(outputs={"base": f"base@{h}", "redis": f"redis@{h}",
+                                                    "snap-base": f"shared@{h}"}, times=None, strict=False)])
+        for h in HOSTS
+    }  # fmt: skip
+    comps = [Sharer("base"), Sharer("redis")]
+    assert run(comps, hosts).ok
+    for h, remote in hosts.items():
+        # two round trips (one per component), the shared command in one of them only
+        assert sorted(s.count("cat /etc/shared") for s in remote.scripts) == [0, 1]
+        assert [c.seen[h] for c in comps] == [f"base@{h} shared@{h}", f"redis@{h} shared@{h}"]
+
+
+def test_a_read_whose_every_command_is_shared_makes_no_round_trip() -> None:
+    inner = ScriptedRemote("vm1", [facts_reply(outputs={"a": "1", "b": "2"}, times=1)])
+    ahead = ReadAhead(lambda name: inner)
+    ahead.start(
+        [Read.of("vm1", commands={"a": "cat /a", "b": "cat /b"}), Read.of("vm1", commands={"x": "cat /b"})]
+    )
+    second = ahead.take("vm1", [], {"x": "cat /b"})
+    first = ahead.take("vm1", [], {"a": "cat /a", "b": "cat /b"})
+    assert second is not None and second.outputs["x"].text == "2"
+    assert first is not None and first.out("a") == "1" and len(inner.scripts) == 1
+
+
+def test_when_the_read_running_a_shared_command_fails_the_others_read_again_in_turn() -> None:
+    inner = ScriptedRemote("vm1", [Reply("cat /a", exited=255, stderr="hiccup", times=1)])
+    inner.expect(facts_reply(outputs={"c": "3"}, times=None, strict=False))
+    ahead = ReadAhead(lambda name: inner)
+    ahead.start(
+        [
+            Read.of("vm1", commands={"a": "cat /a", "b": "cat /b"}),
+            Read.of("vm1", commands={"x": "cat /b", "c": "cat /c"}),
+        ]
+    )
+    assert ahead.take("vm1", [], {"x": "cat /b", "c": "cat /c"}) is None
+    assert ahead.take("vm1", [], {"a": "cat /a", "b": "cat /b"}) is None

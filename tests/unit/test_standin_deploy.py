@@ -16,8 +16,10 @@ from typing import Any
 import pytest
 import yaml
 
-from nr.ops.kubectl import FULL_CONTEXT_DIFF
+from nr.facts import Output
+from nr.ops.kubectl import FULL_CONTEXT_DIFF, named, snapshot_command, view
 from nr.ops.kubediff import show
+from tasks.deploy import nodes
 
 FAKE = Path(__file__).resolve().parents[1] / "fakes" / "k3s"
 
@@ -172,6 +174,23 @@ def test_ctr_import_does_not_pin_label_does_and_ls_filters_on_it(
     assert 'ctr: image "docker.io/library/nope:1": not found' in capsys.readouterr().err
 
 
+def test_ctr_images_ls_prints_containerds_table_that_deploy_reads(
+    k3s: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ctr(k3s, capsys, "images", "import", str(docker_save(tmp_path / "a.tar", "aeroalpes:1", "me/other:2")))
+    ctr(k3s, capsys, "images", "label", "docker.io/library/aeroalpes:1", "io.cri-containerd.pinned=pinned")
+    head, *rows = ctr(k3s, capsys, "images", "ls").splitlines()
+    assert head.split() == ["REF", "TYPE", "DIGEST", "SIZE", "PLATFORMS", "LABELS"]
+    assert [r.split()[0] for r in rows] == ["docker.io/library/aeroalpes:1", "docker.io/me/other:2"]
+    assert [r.split()[-1] for r in rows] == ["io.cri-containerd.pinned=pinned", "-"]
+    assert all(len(r) == len(head) for r in rows)  # tabwriter: every cell padded to its column
+    text = ctr(k3s, capsys, "images", "ls")
+    assert nodes.parse_images(text) == (
+        {"docker.io/library/aeroalpes:1", "docker.io/me/other:2"},
+        {"docker.io/library/aeroalpes:1"},
+    )
+
+
 def test_image_gc_deletes_unpinned_images_only(
     k3s: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -202,3 +221,29 @@ def test_k3s_pins_what_its_agent_images_folder_holds_and_unpins_what_left_it(
     assert db["docker.io/library/pause:3.9"] == {} and db["docker.io/library/mine:1"] == {
         "io.cri-containerd.pinned": "pinned"
     }
+
+
+def test_kubectl_get_of_several_types_prints_one_list_the_snapshot_views_read(
+    k3s: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`kubectl get nodes,namespaces,deployments -A -o json` (nr.ops.kubectl.snapshot_command): one List
+    with every item's kind (kubectl get.go printGeneric), cluster-scoped and namespaced ones together."""
+    p = primary(k3s)
+    deployment = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "api", "namespace": "app"},
+                  "spec": {"replicas": 1, "template": {"spec": {"containers": [{"name": "a", "image": "x"}]}}}}  # fmt: skip
+    assert call(p, NAMESPACE, deployment)[0] == 200
+    (tmp_path / "k3s.yaml").write_text("    server: https://127.0.0.1:6443\n")
+    (tmp_path / "token").write_text("secret\n")
+    monkeypatch.setattr(k3s, "KUBECONFIG", str(tmp_path / "k3s.yaml"))
+    monkeypatch.setattr(k3s, "TOKEN_FILE", str(tmp_path / "token"))
+    monkeypatch.setattr(k3s, "http", lambda url, op, body, auth: p.call(op, body, auth))
+    k3s.main(["kubectl", *snapshot_command("").split()])
+    out = Output(0, capsys.readouterr().out)
+    doc = json.loads(out.text)
+    assert doc["kind"] == "List" and {"Namespace", "Deployment"} <= {i["kind"] for i in doc["items"]}
+    assert {i["kind"] for i in doc["items"]} <= {"Node", "Namespace", "Deployment"}
+    assert named(out, "Namespace", "app") and not named(out, "Namespace", "nope")
+    assert [i["metadata"]["name"] for i in json.loads(view(out, "Deployment", "app").text)["items"]] == [
+        "api"
+    ]
+    assert json.loads(view(out, "Deployment", "other").text)["items"] == []
