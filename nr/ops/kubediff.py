@@ -23,6 +23,8 @@ from typing import Any
 
 import yaml
 
+SAFE_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when PyYAML has it (same results)
+
 MASK, MASK_BEFORE, MASK_AFTER = "***", "*** (before)", "*** (after)"  # kubectl diff's own masks
 LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
 SECRET_FIELDS = ("data", "stringData")
@@ -151,7 +153,7 @@ def _dump(obj: Any) -> list[str]:
 
 def _load(text: str) -> Any:
     try:
-        return yaml.safe_load(text) if text.strip() else None
+        return yaml.load(text, Loader=SAFE_LOADER) if text.strip() else None
     except yaml.YAMLError:
         return _UNREADABLE
 

@@ -18,6 +18,8 @@ from typing import Any
 
 import yaml
 
+from nr.ops.kubediff import SAFE_LOADER
+
 SUPPORTED = {
     "apiVersion", "kind", "namespace", "labels", "resources", "configMapGenerator", "generatorOptions",
     "images", "patches",
@@ -44,7 +46,7 @@ def key(obj: dict[str, Any]) -> ObjectKey:
 
 def _load_yaml_docs(path: Path) -> list[dict[str, Any]]:
     try:
-        docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
+        docs = [d for d in yaml.load_all(path.read_text(), Loader=SAFE_LOADER) if d]
     except yaml.YAMLError as exc:
         raise KustomizeError(f"{path}: not valid YAML: {exc}") from None
     for d in docs:
@@ -136,7 +138,7 @@ def _patch(kfile: Path, k: dict[str, Any], objects: list[dict[str, Any]]) -> Non
     for patch in k.get("patches") or []:
         target = patch.get("target") or {}
         ops = patch.get("patch")
-        ops = yaml.safe_load(ops) if isinstance(ops, str) else ops
+        ops = yaml.load(ops, Loader=SAFE_LOADER) if isinstance(ops, str) else ops
         if not isinstance(ops, list):
             raise KustomizeError(f"{kfile}: only JSON 6902 patches (a list of operations) are supported")
         hits = [
@@ -169,7 +171,7 @@ def build(folder: Path) -> list[dict[str, Any]]:
     kfile = folder / "kustomization.yaml"
     if not kfile.exists():
         raise KustomizeError(f"{folder}: no kustomization.yaml")
-    k = yaml.safe_load(kfile.read_text()) or {}
+    k = yaml.load(kfile.read_text(), Loader=SAFE_LOADER) or {}
     unknown = set(k) - SUPPORTED
     if unknown:
         raise KustomizeError(f"{kfile}: unsupported field(s) {', '.join(sorted(unknown))}")

@@ -139,24 +139,26 @@ def consolidate(layout: Layout, observation: ClusterObservation) -> Topology:
 
 def disagreements(observation: ClusterObservation, topo: Topology) -> list[str]:
     """One line per reachable instance whose view of slot ownership differs from the merged one."""
-    owners = topo.owners()
+    owners: list[str | None] = [None] * SLOT_COUNT  # slot -> owner, compared a whole list at a time
+    for slot, node_id in topo.owners().items():
+        owners[slot] = node_id
     out: list[str] = []
 
     def name(node_id: str | None) -> str:
         return topo.nodes[node_id].label if node_id and node_id in topo.nodes else (node_id or "nobody")
 
     for state in observation.reachable:
-        seen: dict[int, str] = {}
+        seen: list[str | None] = [None] * SLOT_COUNT
         for n in state.nodes:
             if n.is_master and not n.handshake:
                 for r in n.slots:
-                    for s in r.slots():
-                        seen[s] = n.node_id
-        diff = [s for s in range(SLOT_COUNT) if seen.get(s) != owners.get(s)]
-        if diff:
-            s = diff[0]
-            out.append(
-                f"{state.label} disagrees on {len(diff)} slots (slot {s}: it says {name(seen.get(s))}, "
-                f"the owner is {name(owners.get(s))})"
-            )
+                    seen[r.start : r.end + 1] = [n.node_id] * r.count
+        if seen == owners:
+            continue
+        diff = [s for s in range(SLOT_COUNT) if seen[s] != owners[s]]
+        s = diff[0]
+        out.append(
+            f"{state.label} disagrees on {len(diff)} slots (slot {s}: it says {name(seen[s])}, "
+            f"the owner is {name(owners[s])})"
+        )
     return out

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -27,6 +28,7 @@ from tasks.redis.parse import parse_cluster_info, parse_cluster_nodes
 from tasks.redis.plan import Layout, RedisHost, plan_layout
 from tasks.redis.reconcile import plan_actions
 from tasks.redis.slots import SLOT_COUNT, SlotRange, even_slot_ranges
+from tasks.redis.topology import consolidate, disagreements
 
 PASSWORD = "s3cret-Pa55word-16"  # at least 16 characters (issue 10 item 9)
 
@@ -704,3 +706,18 @@ def test_plan_finishes_a_half_done_migration() -> None:
     s.nodes["vm1:7000"]["extra"] = ""
     actions = plan_actions(L3, s.build())
     assert [type(a) for a in actions] == [SettleSlots]
+
+
+def test_an_instance_whose_view_of_slot_owners_differs_is_named_with_its_first_slot() -> None:
+    synth = Synth(L3).planned()
+    obs = synth.build()
+    assert disagreements(obs, consolidate(L3, obs)) == []
+    # vm1:7003 (a replica) still sees vm2:7000 without its first 100 slots
+    synth.set("vm2:7000", slots="5561-10922")
+    stale = parse_cluster_nodes(
+        "\n".join(synth.line(k, k == "vm1:7003") for k in sorted(synth.known["vm1:7003"]))
+    )
+    states = tuple(replace(s, nodes=stale) if s.label == "vm1:7003" else s for s in obs.instances)
+    assert disagreements(ClusterObservation(states), consolidate(L3, obs)) == [
+        "vm1:7003 disagrees on 100 slots (slot 5461: it says nobody, the owner is vm2:7000)"
+    ]
