@@ -26,26 +26,30 @@ class UnitState:
 UNKNOWN = UnitState("unknown", "")
 
 
-def _parse(out: Output) -> dict[str, UnitState]:
-    states: dict[str, UnitState] = {}
+def _parse_show(out: Output, names: Sequence[str]) -> dict[str, UnitState]:
+    """``systemctl show -p Id,ActiveState,UnitFileState U1 U2 …``: one block of ``Key=Value`` lines per
+    unit, in the order the units were given, each starting with ``Id=`` (the unit's full name: ``x.service``
+    for ``x``, hence the order), empty values printed too (``UnitFileState=``: no unit
+    file), a unit that does not exist listed as inactive (systemd 252, Debian 12)."""
+    blocks: list[dict[str, str]] = []
     for line in out.text.splitlines():
-        parts = line.split()
-        if parts:
-            states[parts[0]] = UnitState(
-                parts[1] if len(parts) > 1 else "unknown", parts[2] if len(parts) > 2 else ""
-            )
-    return states
+        key, sep, value = line.partition("=")
+        if key == "Id" and sep:
+            blocks.append({})
+        if sep and blocks:
+            blocks[-1][key] = value
+    return {
+        name: UnitState(block.get("ActiveState") or "unknown", block.get("UnitFileState", ""))
+        for name, block in zip(names, blocks, strict=False)
+    }
 
 
 def units(names: Iterable[str], fact_name: str = "units") -> Fact[dict[str, UnitState]]:
-    """``unit active enabled`` for each unit (``systemctl is-active/is-enabled``), one line each."""
-    listed = " ".join(quote(n) for n in names)
-    command = (
-        f"for u in {listed}; do "
-        'printf "%s %s %s\\n" "$u" "$(systemctl is-active "$u" 2>/dev/null | head -n1)" '
-        '"$(systemctl is-enabled "$u" 2>/dev/null | head -n1)"; done'
-    )
-    return Fact(fact_name, command, _parse)
+    """The state of each unit (is-active, is-enabled) from one ``systemctl show`` (one ``systemctl``
+    start, where two per unit cost about 13 ms a unit)."""
+    listed = list(names)
+    command = f"systemctl show -p Id,ActiveState,UnitFileState -- {' '.join(quote(n) for n in listed)}"
+    return Fact(fact_name, command, lambda out: _parse_show(out, listed))
 
 
 def start_script(names: Sequence[str], *, reload: bool = True) -> str:

@@ -17,6 +17,7 @@ from tasks.redis.site import RedisSite, load_site
 from tests.fakes.nft import nft_json
 from tests.fakes.redis_cluster import FakeRedisCluster
 from tests.fakes.remote import Reply, ScriptedRemote, facts_reply, scripted_context
+from tests.support.systemd import show as systemd_show
 
 PASSWORD = "scripted-redis-password-0123"
 CONTROLLER = "198.18.0.1"
@@ -99,15 +100,15 @@ def configs(site: RedisSite) -> list[InstanceConfig]:
 
 
 def converged_outputs(spec: HostSpec) -> dict[str, Any]:
-    units = ["redis-server.service inactive disabled"]
-    units += [f"{c.unit} active enabled" for c in spec.configs]
+    units = [("redis-server.service", "inactive", "disabled")]
+    units += [(c.unit, "active", "enabled") for c in spec.configs]
     out: dict[str, Any] = {f"dir {c.port}": "redis:redis 750" for c in spec.configs}
     out["packages"] = "redis-server installed 5:7.0.15-1~deb12u1\n"
     if spec.firewall is not None:
         out["packages"] += "nftables installed 1.0.6-2+deb12u2\n"
-        units.append("nr-redis-firewall.service active enabled")
+        units.append(("nr-redis-firewall.service", "active", "enabled"))
         out["firewall"] = nft_json(spec.firewall)
-    out["units"] = "\n".join(units)
+    out["units"] = systemd_show(*units)
     return out
 
 

@@ -32,6 +32,7 @@ from tasks.k3s.spec import (
 )
 from tasks.k3s.status import ExpectedNode, deployment_problems, missing_taints, node_problems, parse_nodes
 from tasks.k3s.wait import PROBE_CMD, ServiceProbe
+from tests.support.systemd import show
 
 TOKEN = "s3cr3t-cluster-token-0123456789"
 
@@ -295,7 +296,8 @@ def converged_facts(
         facts.files[path] = FileState(
             path, True, mode, "root", "root", len(content), hashlib.sha256(content).hexdigest(), content
         )
-    facts.outputs["services"] = Output(0, f"{role.unit} {active} enabled\n{role.other.unit} inactive ")
+    states = {role.unit: (role.unit, active, "enabled"), role.other.unit: (role.other.unit, "inactive", "")}
+    facts.outputs["services"] = Output(0, show(states["k3s"], states["k3s-agent"]))  # servers' unit first
     return facts, source
 
 

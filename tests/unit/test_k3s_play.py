@@ -24,6 +24,7 @@ from tasks.k3s.spec import HostInfo, Role, build_cluster
 from tasks.k3s.wait import Clock
 from tests.fakes.remote import Reply, ScriptedRemote, gather_output, scripted_context
 from tests.support.kube import snapshot
+from tests.support.systemd import show
 
 TOKEN = "0123456789abcdef0123456789abcdef"
 OLD, NEW = b"#!/bin/sh\n# k3s v1.31.4+k3s1\n", b"#!/bin/sh\n# k3s v1.31.5+k3s1\n"
@@ -144,7 +145,8 @@ class Cluster:
         api_up = self.servers[0] in self.installed
         return {
             "arch": "x86_64", "addrs": "", "routes": "", "version": version, "dropins": "",
-            "services": f"{unit} {'active enabled' if installed else 'inactive '}\n",
+            "services": show(*((u, "active", "enabled") if installed and u == unit else (u, "inactive", "")
+                                 for u in ("k3s", "k3s-agent"))),
             "started": self.started.get(host, "started 2000000000\n" if installed else ""),
             "cluster": (self.nodes_rc, snapshot(nodes=nodes, deployments={"kube-system": deploy}),
                         MEMCACHE + self.nodes_err) if api_up else (3, "", "k3s is not installed"),

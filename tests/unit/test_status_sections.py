@@ -17,6 +17,7 @@ from tasks.k3s.contract import DEFAULT_VERSION
 from tasks.k3s.overview import reads as k3s_reads
 from tasks.k3s.overview import section as k3s_section
 from tasks.k3s.spec import ClusterSpec, NodeSpec, Role
+from tests.support.systemd import show
 from tests.unit.redis_scripted import Site
 
 
@@ -110,7 +111,7 @@ CLUSTER = ClusterSpec(
 
 
 def k3s_facts(nodes: list[dict[str, Any]]) -> dict[str, Facts]:
-    units = "k3s active enabled\nk3s-agent inactive disabled"
+    units = show(("k3s", "active", "enabled"), ("k3s-agent", "inactive", "disabled"))
     listing = Output(0, json.dumps({"items": nodes}), "memcache.go:265] couldn't get resource list")
     return {
         "vm1": Facts(
@@ -124,7 +125,7 @@ def k3s_facts(nodes: list[dict[str, Any]]) -> dict[str, Facts]:
             outputs={
                 "version": Output(0, f"k3s version {DEFAULT_VERSION} (abc)"),
                 "services": Output(
-                    0, units.replace("k3s active", "k3s inactive").replace("agent inactive", "agent active")
+                    0, show(("k3s", "inactive", "disabled"), ("k3s-agent", "active", "enabled"))
                 ),
             }
         ),
