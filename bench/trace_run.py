@@ -3,8 +3,8 @@
     python bench/trace_run.py NR-ARGS...   (from a checkout's directory)
 
 Prints the usual output, then on stderr one line ``@@TRACE@@ {json}``: when the process started,
-when the first SSH connection began to open, and each remote command (host, start, end, the
-stand-in invocations it contains). It wraps the transport only: nothing of nr changes.
+when the first SSH connection began to open, and each remote command (host, start, end). It wraps
+the transport only: nothing of nr changes.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ import time
 T0 = time.perf_counter()
 EVENTS: list[dict[str, object]] = []
 LOCK = threading.Lock()
-STANDIN = "/usr/local/bin/k3s"
 
 
 def _wrap() -> None:
@@ -32,10 +31,7 @@ def _wrap() -> None:
             return original_exec(self, command, script, timeout, prefix=prefix)
         finally:
             with LOCK:
-                EVENTS.append({
-                    "host": self.name, "start": t, "end": time.perf_counter() - T0,
-                    "standin": script.count(STANDIN),
-                })  # fmt: skip
+                EVENTS.append({"host": self.name, "start": t, "end": time.perf_counter() - T0})
 
     def _open(self, *args, **kwargs):  # type: ignore[no-untyped-def]
         with LOCK:
