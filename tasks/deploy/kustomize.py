@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from nr.ops.kubediff import SAFE_LOADER
+from nr.ops.kubediff import SAFE_DUMPER, SAFE_LOADER
 
 SUPPORTED = {
     "apiVersion", "kind", "namespace", "labels", "resources", "configMapGenerator", "generatorOptions",
@@ -188,4 +188,4 @@ def build(folder: Path) -> list[dict[str, Any]]:
 
 
 def to_yaml(objects: list[dict[str, Any]]) -> str:
-    return "---\n".join(yaml.safe_dump(o, sort_keys=True) for o in objects)
+    return "---\n".join(yaml.dump(o, Dumper=SAFE_DUMPER, sort_keys=True) for o in objects)

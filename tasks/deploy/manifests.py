@@ -20,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from nr.ops.kubediff import SAFE_DUMPER
 from nr.secrets import REDACTOR, Secret
 from tasks.deploy.kustomize import build
 
@@ -160,7 +161,7 @@ def with_config_digest(objects: list[dict[str, Any]], password: Secret) -> list[
 
 
 def manifests_yaml(objects: list[dict[str, Any]]) -> str:
-    return "".join("---\n" + yaml.safe_dump(o, sort_keys=True) for o in objects)
+    return "".join("---\n" + yaml.dump(o, Dumper=SAFE_DUMPER, sort_keys=True) for o in objects)
 
 
 def site_objects(site: AppSite, password: Secret) -> list[dict[str, Any]]:
