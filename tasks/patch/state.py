@@ -19,7 +19,7 @@ from nr.play import PlayContext
 from tasks.k3s.contract import KUBECTL
 from tasks.patch import kube
 from tasks.patch.cluster import RedisSide
-from tasks.patch.plan import PatchSite
+from tasks.patch.plan import PatchSite, Settings
 from tasks.redis.topology import consolidate
 
 UP_TO_DATE = "up to date, nothing to do"
@@ -111,7 +111,10 @@ def _safe(read: Callable[[], list[str]]) -> list[str]:
 def _continue(
     ctx: PlayContext, site: PatchSite, progress: Progress, stopped: str, rest: Sequence[str]
 ) -> list[str]:
+    # a run told to reboot every host (--reboot always) is continued the same way
+    always = any(Settings.of(h).reboot == "always" for h in site.order if h.name in {stopped, *rest})
     again = f"{ctx.fix_command('patch')} --limit {quote(','.join([stopped, *rest]))}"
+    again += " --reboot always" if always else ""
     out = [f"To continue: fix {stopped} (the error above), then `{again}` (it patches {stopped} and the "
            "hosts after it one at a time and restores the planned Redis roles at its end)."]  # fmt: skip
     skip = []

@@ -13,7 +13,7 @@
 3. ``reboot``: reboot when asked (``--reboot always``, or ``/var/run/reboot-required``), wait for SSH with
    the same host key and a finished boot (:mod:`tasks.patch.reboot`), for the k3s node to be Ready again
    (the k3s component's :class:`~tasks.k3s.wait.Waiter`), for both Redis instances to answer as in-sync
-   replicas, then uncordon.
+   replicas, then uncordon and wait for kube-system's Deployments to be available again.
 """
 
 from __future__ import annotations
@@ -185,7 +185,26 @@ class Patcher:
             self.progress.cordoned.discard(host)
             self.progress.add(host, "uncordoned")
             said.append("uncordoned")
+        if rebooted and k3s is not None and self.site.k3s_node(host):
+            said.append(self._add_ons_back(host))
         return said
+
+    def _add_ons_back(self, host: str) -> str:
+        """After a reboot, kube-system's Deployments (coredns, metrics-server, ...) available again before
+        the next host goes down: a server's reboot takes the API away, and metrics-server stays unready a
+        while after the API is back (waited for once the node is uncordoned: its pods may need it)."""
+        k3s = self.site.k3s
+        assert k3s is not None
+        waiter = Waiter(self.ctx, k3s, self.site.k3s_ready_timeout, self.clock)
+        found = waiter.wait([ExpectedNode(host, k3s.node(host).role, None)], deployments=True)
+        if found.problems or found.deployments:
+            why = {**found.problems, **found.deployments}
+            raise NrError(
+                f"kube-system not available again {found.elapsed:.0f} s after {host} rebooted: "
+                + "; ".join(f"{k}: {v}" for k, v in why.items())
+            )
+        self.progress.add(host, "kube-system available")
+        return "kube-system available"
 
     # -- dry run ---------------------------------------------------------------------------------
     def plan(self, run: HostRun, moves: list[str], drains: bool) -> Outcome[None]:

@@ -173,13 +173,9 @@ def assert_no_drift(lab: LabEnv) -> None:
     under the same tag after the site fixture deployed them (several test sessions share one Docker
     engine; builds are not byte-reproducible), since the nodes keep the copy they were given."""
     since = DEPLOYED["at"]
-    deadline = time.monotonic() + 60  # kube-system add-ons may still be starting after a server's reboot
-    while True:  # (nr run patch does not wait for them: a known gap, see the README)
-        drift = lab.nr("drift", "--json")
-        items = drift.json.get("drift", []) if drift.stdout.strip().startswith("{") else []
-        if not [i for i in items if i["what"].startswith("kube-system ")] or time.monotonic() > deadline:
-            break
-        time.sleep(5)
+    # at once: after each reboot nr run patch waits for kube-system's add-ons to be available again
+    drift = lab.nr("drift", "--json")
+    items = drift.json.get("drift", []) if drift.stdout.strip().startswith("{") else []
 
     def rebuilt(item: dict[str, Any]) -> bool:
         if not item["what"].startswith("image "):

@@ -72,6 +72,8 @@ class World:
     drain: tuple[int, str, str] | None = None  # (rc, stdout, stderr) instead of a clean drain
     finished: list[str] = field(default_factory=list)
     up_to_date: set[str] = field(default_factory=set)  # hosts with no package to upgrade
+    # kube-system add-on -> how many more reads show it unavailable (after a server reboot: metrics-server)
+    add_ons_unready: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.monkeypatch.setenv(ENV, PASSWORD)
@@ -100,7 +102,19 @@ class World:
         k3s = [n for n, h in self.hosts.items() if any(g.startswith("k3s_") for g in h["groups"])]
         nodes = {"kind": "List", "items": [self.node_json(n) for n in k3s]}
         return {"nodes": json.dumps(nodes), "pods": json.dumps({"items": self.pods}),
-                "deploy": json.dumps({"items": []}), "pdb": json.dumps({"items": []})}  # fmt: skip
+                "deploy": json.dumps({"items": self.add_ons()}), "pdb": json.dumps({"items": []})}  # fmt: skip
+
+    def add_ons(self) -> list[dict[str, Any]]:
+        """k3s's packaged kube-system Deployments, each available unless still counted unready."""
+        out = []
+        for name in ("coredns", "traefik", "metrics-server", "local-path-provisioner"):
+            waiting = self.add_ons_unready.get(name, 0)
+            if waiting:
+                self.add_ons_unready[name] = waiting - 1
+            status = {} if waiting else {"availableReplicas": 1, "readyReplicas": 1}
+            out.append({"metadata": {"name": name, "namespace": "kube-system"}, "spec": {"replicas": 1},
+                        "status": status})  # fmt: skip
+        return out
 
     def facts(self, script: str) -> str:
         files = {REMOTE_KUBECONFIG: "apiVersion: v1\n"}

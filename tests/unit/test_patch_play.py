@@ -114,7 +114,8 @@ def test_a_host_that_does_not_come_back_stops_the_run_and_the_state_is_reported(
     assert "  redis: shard 3: mastered by vm1:7003 (planned: vm3:7000, down)" in reason
     assert "  redis: instances not answering: vm3:7000, vm3:7003" in reason
     assert "  k3s: node vm3: NOT Ready, cordoned" in reason
-    assert "`nr run patch --limit vm3,vm1`" in reason and "`nr run redis`" in reason
+    # continued as it was run: rebooting every host
+    assert "`nr run patch --limit vm3,vm1 --reboot always`" in reason and "`nr run redis`" in reason
     assert report.failed_reasons["vm1"] == "patch.skipped: not patched: the run stopped at vm3 (see there)"
     assert steps(world, "vm1") == []  # nothing was done there (vm3's shard went to its replica vm1:7003)
     assert not world.sent("vm1", "apt-get") and not world.sent("vm1", "reboot")
@@ -193,3 +194,40 @@ def test_a_node_left_cordoned_by_a_stopped_run_is_patched_again_and_uncordoned(w
     assert report.ok, report.failed_reasons
     assert steps(world, "vm2") == [] and steps(world, "vm1") == []
     assert steps(world, "vm3")[-2:] == ["upgrade", "uncordon"] and not world.cordoned
+
+
+def test_after_a_reboot_kube_system_is_available_again_before_the_next_host(world: World) -> None:
+    """A server's reboot takes the API away and metrics-server stays unready a while after: the next host
+    goes down only once kube-system's Deployments are available again."""
+    world.data["patch_reboot"] = "always"
+    original, unready_at = world.add_ons, []
+
+    def add_ons() -> list[dict[str, object]]:
+        if ("vm2", "reboot") in world.log and len(unready_at) < 3:
+            unready_at.append(len(world.log))  # where the run was when it saw metrics-server unready
+            world.add_ons_unready["metrics-server"] = 1
+        return original()
+
+    world.add_ons = add_ons  # type: ignore[method-assign]
+    report = world.run()
+    assert report.ok, report.failed_reasons
+    first_of_vm3 = next(i for i, (h, _) in enumerate(world.log) if h == "vm3")
+    assert len(unready_at) == 3 and all(i <= first_of_vm3 for i in unready_at)
+    (reboot,) = [r for r in report.rows if (r.host, r.task) == ("vm2", "patch.reboot")]
+    assert "kube-system available" in reboot.diff
+
+
+def test_kube_system_that_never_comes_back_stops_the_run_before_the_next_host(world: World) -> None:
+    world.data["patch_reboot"] = "always"
+    original = world.add_ons
+
+    def add_ons() -> list[dict[str, object]]:
+        if ("vm2", "reboot") in world.log:
+            world.add_ons_unready["metrics-server"] = 1
+        return original()
+
+    world.add_ons = add_ons  # type: ignore[method-assign]
+    report = world.run()
+    why = report.failed_reasons["vm2"]
+    assert "kube-system not available again" in why and "metrics-server: 0/1 replicas available" in why
+    assert not [w for h, w in world.log if h == "vm3"]  # never touched
