@@ -15,6 +15,9 @@ turn (the component then reports any failure itself). The components still run o
 their order, and a component that fails still stops the ones after it (their results are dropped).
 ``NR_READ_AHEAD=0`` turns it off.
 
+A component may also declare :class:`Probe` rows: read-only checks this machine makes itself (e.g. a
+request through a service's route), started ahead the same way and used under the same rule.
+
 A command that several declared reads of one host contain (the same text, e.g. one ``kubectl get`` that
 three components parse) runs once: the first read that declares it runs it, and the others take its
 output from that read's result (a read whose every part is shared makes no round trip at all).
@@ -26,7 +29,7 @@ import os
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +64,16 @@ class Read:
         return request_key(self.files, dict(self.commands))
 
 
+@dataclass(frozen=True)
+class Probe:
+    """A read-only check made from this machine, identified by ``key`` (its component's own), that a
+    component's turn would make: ``call()`` is started ahead and its result taken with
+    :meth:`ReadAhead.take_probe` while nothing has changed."""
+
+    key: tuple[str, ...]
+    call: Callable[[], Any] = field(compare=False, repr=False)
+
+
 def enabled() -> bool:
     return os.environ.get(ENV, "1") != "0"
 
@@ -71,6 +84,7 @@ class ReadAhead:
     def __init__(self, connect: Callable[[str], Remote]) -> None:
         self._connect = connect
         self._results: dict[tuple[str, Key], Future[Facts]] = {}
+        self._probes: dict[tuple[str, ...], Future[Any]] = {}
         # (host, command text) -> the read that runs it, and its name there
         self._owners: dict[tuple[str, str], tuple[Future[Facts], str]] = {}
         self._lock = threading.Lock()
@@ -82,20 +96,25 @@ class ReadAhead:
     def valid(self) -> bool:
         return self._valid
 
-    def start(self, reads: Iterable[Read]) -> int:
+    def start(self, reads: Iterable[Read | Probe]) -> int:
         """Start ``reads`` (each host's in the order given); returns how many were started."""
-        todo = []
+        todo: list[Read] = []
+        probes: list[Probe] = []
         with self._lock:
             for r in reads:
-                if (r.host, r.key) not in self._results:
+                if isinstance(r, Probe):
+                    probes += [] if r.key in self._probes else [r]
+                elif (r.host, r.key) not in self._results:
                     todo.append(r)
                     self._slots.setdefault(r.host, threading.Semaphore(PER_HOST))
-            if not todo or not self._valid:
+            if not (todo or probes) or not self._valid:
                 return 0
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(
-                    max_workers=min(64, max(4, len(todo))), thread_name_prefix="nr-read"
+                    max_workers=min(64, max(4, len(todo) + len(probes))), thread_name_prefix="nr-read"
                 )
+            for p in probes:
+                self._probes[p.key] = self._pool.submit(self._probe, p)
             for r in todo:
                 shared = {n: self._owners[(r.host, c)] for n, c in r.commands if (r.host, c) in self._owners}
                 own = Read(r.host, r.files, tuple((n, c) for n, c in r.commands if n not in shared))
@@ -103,7 +122,25 @@ class ReadAhead:
                 self._results[(r.host, r.key)] = fut
                 for n, c in own.commands:
                     self._owners[(r.host, c)] = (fut, n)
-        return len(todo)
+        return len(todo) + len(probes)
+
+    def _probe(self, p: Probe) -> Any:
+        if not self._valid:
+            raise LookupError("dropped: something changed before this probe started")
+        return p.call()
+
+    def take_probe(self, key: tuple[str, ...]) -> Any | None:
+        """The result of the :class:`Probe` ``key`` made ahead (waiting for it if it is on its way), once;
+        None when none was started, it failed, or something changed since the run began."""
+        with self._lock:
+            fut = self._probes.pop(key, None)
+        if fut is None or not self._valid:
+            return None
+        try:
+            found = fut.result()
+        except Exception:  # the component makes it again in turn and reports what goes wrong
+            return None
+        return found if self._valid else None
 
     def _read(self, r: Read, shared: Mapping[str, tuple[Future[Facts], str]]) -> Facts:
         facts = Facts()
@@ -134,8 +171,9 @@ class ReadAhead:
         with self._lock:
             self._valid = False
             pending, self._results = self._results, {}
+            probes, self._probes = self._probes, {}
             self._owners = {}
-        for fut in pending.values():
+        for fut in [*pending.values(), *probes.values()]:
             fut.cancel()
 
     def close(self) -> None:

@@ -16,7 +16,8 @@ evaluate the same rules (:mod:`tasks.checks.rules`).
 from __future__ import annotations
 
 import shlex
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from functools import partial
 
 from nornir.core.inventory import Host
 
@@ -24,10 +25,10 @@ from nr.facts import Facts, gather
 from nr.ops import kubectl
 from nr.outcome import Outcome, evaluate
 from nr.play import HostRun, PlayContext
-from nr.readahead import Read
+from nr.readahead import Probe, Read
 from nr.status import Cell, Reads, StatusSection
 from tasks.checks import status
-from tasks.checks.routes import probe, routes_for
+from tasks.checks.routes import Route, RouteResult, probe, routes_for
 from tasks.checks.rules import Fixes, Observed, rules
 from tasks.deploy.manifests import NAMESPACE
 from tasks.deploy.site import K3S, first_server, k3s_hosts
@@ -63,8 +64,15 @@ def fixes(ctx: PlayContext) -> Fixes:
     )
 
 
-def observe(run: HostRun, first: Host, fix: Fixes, *, read_only: bool) -> Observed:
-    routes = tuple(probe(r, read_only) for r in routes_for(run.host, first))
+def probe_key(route: Route) -> tuple[str, ...]:
+    return ("checks", route.name, route.target)
+
+
+def observe(
+    run: HostRun, first: Host, fix: Fixes, *, read_only: bool, early: Callable[[Route], RouteResult | None]
+) -> Observed:
+    """``early``: a read-only probe's result made ahead of the run (nr.readahead), if there is one."""
+    routes = tuple((read_only and early(r)) or probe(r, read_only) for r in routes_for(run.host, first))
     if run.name != first.name:
         return Observed(run.name, routes, fix)
     deployments, error = read_deployments(run)
@@ -77,13 +85,18 @@ class ChecksComponent:
     def validate(self, ctx: PlayContext) -> list[str]:
         return []
 
-    def reads(self, ctx: PlayContext, mode: str) -> list[Read]:
-        """The first server's Deployments (read ahead: nr.readahead); the routes are probed in turn
-        (in a run and in check they create reservations)."""
+    def reads(self, ctx: PlayContext, mode: str) -> list[Read | Probe]:
+        """The first server's Deployments (read ahead: nr.readahead); in drift also every route's
+        read-only probe (in a run and in check the routes are probed in turn: they create reservations)."""
         first = first_server(ctx)
         if first is None or (mode == "apply" and ctx.dry_run) or first not in ctx.hosts():
             return []
-        return [Read.of(first.name, commands=deployments_commands())]
+        reads: list[Read | Probe] = [Read.of(first.name, commands=deployments_commands())]
+        if mode == "drift":  # read-only probes (a lookup that must come back NOT_FOUND): made ahead too
+            hosts = [h for h in k3s_hosts(ctx) if h in ctx.hosts()]
+            routes = [r for h in hosts for r in routes_for(h, first)]
+            reads += [Probe(probe_key(r), partial(probe, r, True)) for r in routes]
+        return reads
 
     def _run(self, ctx: PlayContext, step: str, mode: str) -> None:
         first = first_server(ctx)
@@ -91,8 +104,12 @@ class ChecksComponent:
             return
         fix = fixes(ctx)
 
+        def early(route: Route) -> RouteResult | None:
+            found = ctx.read_ahead().take_probe(probe_key(route))
+            return found if isinstance(found, RouteResult) else None
+
         def fn(run: HostRun) -> Outcome[None]:
-            o = observe(run, first, fix, read_only=mode == "drift")
+            o = observe(run, first, fix, read_only=mode == "drift", early=early)
             verdict = evaluate(rules([r.route for r in o.routes], first=o.first), o)
             summary = f"{sum(c.ok for c in verdict.checks)}/{len(verdict.checks)} passed"
             if mode == "drift":

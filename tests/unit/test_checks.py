@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -130,3 +131,34 @@ def test_routes_use_the_cluster_node_port_and_bracket_ipv6() -> None:
         ("ingress :80", "10.0.0.1:80"),
     ]
     assert [(r.name, r.target) for r in routes_for(agent, first)] == [("NodePort 30999", "[fd00::5]:30999")]
+
+
+def test_drift_probes_every_route_ahead_once_and_a_check_never_does(probes: dict[str, Any]) -> None:
+    """Drift's probes are read-only, so they start with the run's other reads (nr.readahead) and the
+    turn takes their results; check's create reservations, so they are made in turn only."""
+    remotes = {"vm1": ScriptedRemote("vm1", [facts_reply(outputs={"k3s": "yes", "cluster": deployments()})])}
+    remotes |= {h: ScriptedRemote(h) for h in ("vm2", "vm3")}
+    ctx, report = scripted_context(HOSTS, remotes, defaults=DEFAULTS, dry_run=True, component="checks")
+    assert [type(r).__name__ for r in play.component.reads(ctx, "check")] == ["Read"]
+    declared = play.component.reads(ctx, "drift")
+    assert ctx.read_ahead().start(declared) == 5  # the Deployments and 4 routes (3 NodePorts, the ingress)
+    play.component.drift(ctx)
+    assert report.drift == [] and len(probes["calls"]) == 4  # each route probed once, ahead
+    assert all(read_only for _, read_only in probes["calls"])
+
+
+def test_a_probe_made_ahead_is_made_again_in_turn_after_a_change(probes: dict[str, Any]) -> None:
+    remotes = {"vm1": ScriptedRemote("vm1", [facts_reply(outputs={"k3s": "yes", "cluster": deployments()},
+                                                          times=None)])}  # fmt: skip
+    remotes |= {h: ScriptedRemote(h) for h in ("vm2", "vm3")}
+    ctx, report = scripted_context(HOSTS, remotes, defaults=DEFAULTS, dry_run=True, component="checks")
+    ctx.read_ahead().start(play.component.reads(ctx, "drift"))
+    deadline = time.monotonic() + 10
+    while len(probes["calls"]) < 4 and time.monotonic() < deadline:  # the 4 probes made ahead
+        time.sleep(0.01)
+    ctx.read_ahead().invalidate()  # what a change on a host does
+    play.component.drift(ctx)
+    assert report.drift == [] and len(probes["calls"]) == 8  # each route probed again in turn
+    assert sorted(t for t, _ in probes["calls"][4:]) == sorted(
+        ["198.18.0.11:30051", "198.18.0.12:30051", "198.18.0.13:30051", "198.18.0.11:80"]
+    )

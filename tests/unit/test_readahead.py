@@ -16,7 +16,7 @@ from nr.errors import NrError
 from nr.facts import gather
 from nr.outcome import Finding, Outcome
 from nr.play import HostRun, PlayContext
-from nr.readahead import Read, ReadAhead
+from nr.readahead import Probe, Read, ReadAhead
 from nr.runner import execute
 from tests.fakes.remote import Reply, ScriptedRemote, facts_reply, scripted_context
 
@@ -224,3 +224,20 @@ def test_when_the_read_running_a_shared_command_fails_the_others_read_again_in_t
     )
     assert ahead.take("vm1", [], {"x": "cat /b", "c": "cat /c"}) is None
     assert ahead.take("vm1", [], {"a": "cat /a", "b": "cat /b"}) is None
+
+
+def test_a_probe_made_ahead_is_taken_once_and_dropped_on_a_change_or_a_failure() -> None:
+    ahead = ReadAhead(ScriptedRemote)
+    calls: list[str] = []
+
+    def boom() -> str:
+        raise OSError("refused")
+
+    started = ahead.start([Probe(("a",), lambda: calls.append("a") or "A"), Probe(("b",), boom)])
+    assert started == 2
+    assert ahead.take_probe(("a",)) == "A" and ahead.take_probe(("a",)) is None  # once
+    assert ahead.take_probe(("b",)) is None  # failed: its component probes again in turn
+    assert ahead.take_probe(("never",)) is None
+    ahead.start([Probe(("c",), lambda: "C")])
+    ahead.invalidate()
+    assert ahead.take_probe(("c",)) is None and calls == ["a"]
