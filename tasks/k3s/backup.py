@@ -39,10 +39,10 @@ from nr.secrets import Secret, SecretError, SecretRef
 from nr.transport import CommandFailed
 from tasks.k3s.contract import BINARY
 from tasks.k3s.local import load_token, token_path
-from tasks.k3s.observe import VERSION_CMD
 from tasks.k3s.prepare import cluster_of
 from tasks.k3s.render import CONFIG, secrets_in_config
 from tasks.k3s.spec import ClusterSpec
+from tasks.k3s.versions import VERSION_CMD
 
 DB_DIR = "/var/lib/rancher/k3s/server/db"
 STATE_DB = f"{DB_DIR}/state.db"

@@ -42,7 +42,6 @@ def kubectl_get(resource: str, namespace: str | None = None) -> str:
 
 NODES_CMD = kubectl_get("nodes")
 DEPLOY_CMD = kubectl_get("deployments", "kube-system")
-VERSION_CMD = f"if [ -x {BINARY} ]; then {BINARY} --version | head -n1; fi"
 # Nodes, namespaces and Deployments in one kubectl start on the first server (nr.ops.kubectl.snapshot_command):
 # the k3s facts, deploy and checks read it with this very command, so a run's read-ahead runs it once.
 CLUSTER_CMD = (
@@ -79,7 +78,6 @@ def facts_request(node: NodeSpec, first: bool) -> tuple[list[str], dict[str, str
         "addrs": "ip -o addr show 2>/dev/null || true",
         "routes": "ip route show default 2>/dev/null || true",
         UNITS.name: UNITS.command,
-        "version": VERSION_CMD,
         "started": started_command(node),
         "dropins": f'for f in {CONFIG_DROPINS}/*.yaml; do if [ -e "$f" ]; then echo "$f"; fi; done',
     }

@@ -14,9 +14,10 @@ from collections.abc import Callable, Mapping
 from nr.facts import Facts
 from nr.ops import kubectl
 from nr.status import Cell, HostLine, Level, Problem, Reads, StatusSection, Table
-from tasks.k3s.observe import NODES_CMD, UNITS, VERSION_CMD, binary_version, unit_state
+from tasks.k3s.observe import NODES_CMD, UNITS, binary_version, unit_state
 from tasks.k3s.spec import ClusterSpec, NodeSpec
 from tasks.k3s.status import NodeStatus, api_problem, expected, node_problems, parse_nodes
+from tasks.k3s.versions import VERSION_CMD
 
 COMPONENT = "k3s"
 

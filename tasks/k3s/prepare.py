@@ -35,6 +35,7 @@ from tasks.k3s.spec import (
 )
 from tasks.k3s.status import NodeStatus, parse_nodes
 from tasks.k3s.tokens import resolve_tokens
+from tasks.k3s.versions import Versions, with_version
 from tasks.k3s.wait import READY_TIMEOUT
 
 TIMEOUT_ENV = "NR_K3S_READY_TIMEOUT"
@@ -111,10 +112,10 @@ def reads(ctx: PlayContext) -> list[Read]:
     return [Read.of(n, *facts_request(cluster.node(n), n == cluster.first.name)) for n in names]
 
 
-def _read(run: HostRun, cluster: ClusterSpec) -> Outcome[Facts]:
+def _read(run: HostRun, cluster: ClusterSpec, versions: Versions) -> Outcome[Facts]:
     node = cluster.node(run.name)
     files, commands = facts_request(node, node.name == cluster.first.name)
-    facts = with_views(gather(run.remote, files=files, commands=commands))
+    facts = with_version(run.remote, with_views(gather(run.remote, files=files, commands=commands)), versions)
     return Outcome(value=facts, summary=f"k3s {binary_version(facts) or 'not installed'}")
 
 
@@ -154,7 +155,8 @@ class Planner:
         readers = [hosts[n.name] for n in prep.targets]
         if cluster.first.name not in limit:  # read-only: the cluster's state and token live there
             readers.insert(0, hosts[cluster.first.name])
-        prep.facts = ctx.run("facts", lambda run: _read(run, cluster), hosts=readers).values
+        versions = Versions(self.cache.root)
+        prep.facts = ctx.run("facts", lambda run: _read(run, cluster, versions), hosts=readers).values
         first = prep.first_facts
         config = first.file(CONFIG).text if first is not None else None
         prep.tokens = resolve_tokens(ctx, cluster, hosts, config, readable=first is not None)

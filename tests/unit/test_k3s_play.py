@@ -161,7 +161,7 @@ class Cluster:
             m = re.search(r"^M='?([^'\n]+)'?$", script, re.MULTILINE)
             assert m
             asked = re.findall(r'^printf "%s cmd %s\\n" "\$M" \'?([^\'\n]+)\'?$', script, re.MULTILINE)
-            kind = "facts" if "arch" in asked else "poll"
+            kind = "facts" if "arch" in asked else "version" if asked == ["version"] else "poll"
             self.event(host, kind)
             outputs = self.outputs(host)
             wanted = re.findall(r"^nr_file '?([^'\n]+)'?$", script, re.MULTILINE)
@@ -234,10 +234,21 @@ def test_fresh_install_first_server_then_servers_one_at_a_time_each_ready_then_a
 
 
 def test_a_second_run_changes_nothing_and_does_not_poll(tmp_path: Path) -> None:
+    """The first run on this machine asks the binary its version (remembered by sha256:
+    tasks.k3s.versions); the next is one round trip per host, no poll, no probe."""
     c = Cluster(["s1"], ["a1", "a2"], tmp_path, installed={"s1", "a1", "a2"}, ready={"s1", "a1", "a2"})
     report = c.run("apply")
     assert report.ok and report.changed == 0, report.failed_reasons
-    assert [w for _, w in c.log] == ["facts"] * 3  # one round trip per host, no poll, no probe
+    seen = [w for _, w in c.log]  # the hosts share one binary: asked by 1 to 3 of them (in parallel)
+    assert (
+        seen.count("facts") == 3
+        and 1 <= seen.count("version") <= 3
+        and len(seen) == 3 + seen.count("version")
+    )
+    c.log.clear()
+    report = c.run("apply")
+    assert report.ok and report.changed == 0, report.failed_reasons
+    assert [w for _, w in c.log] == ["facts"] * 3
 
 
 def test_upgrade_goes_one_node_at_a_time_and_halts_at_the_first_that_does_not_come_back(

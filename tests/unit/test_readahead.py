@@ -5,6 +5,7 @@ scripted hosts: what each host was sent, and in which order, says what was read 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -98,7 +99,17 @@ def test_every_declared_read_is_made_once_and_used_in_turn() -> None:
 
 def test_after_a_change_the_later_components_read_again() -> None:
     hosts = remotes("base", "redis", "k3s")
-    report = run([Reader("base", change=True), Reader("redis"), Reader("k3s")], hosts)
+    base = Reader("base", change=True)
+    original = base._host
+
+    def host(run_: HostRun) -> Outcome[None]:  # the change comes once every read ahead was made
+        deadline = time.monotonic() + 10
+        while len(hosts[run_.name].scripts) < 3 and time.monotonic() < deadline:
+            time.sleep(0.005)
+        return original(run_)
+
+    base._host = host  # type: ignore[method-assign]
+    report = run([base, Reader("redis"), Reader("k3s")], hosts)
     assert report.changed == 2
     for remote in hosts.values():
         assert sorted(reads_of(remote)) == ["base", "k3s", "k3s", "redis", "redis"]
