@@ -1,15 +1,17 @@
 """What the k3s play reads on a host, in one round trip, and small parsers of it (stdout only).
 
-Commands whose output is parsed, and what upstream prints (see /work/notes/k3s-upstream.md §2):
+Commands whose output is parsed, and what upstream prints:
 
-* ``k3s --version``: ``k3s version vX+k3sN (<commit>)`` then ``go version ...`` on stdout; it does
-  not unpack the data dir (cmd/k3s/main.go handles it before any command), so no stderr.
-* ``systemctl is-active/is-enabled`` (:func:`nr.ops.systemd.units`): the state on stdout; a missing
-  unit is ``inactive`` / ``""`` or ``not-found`` depending on the systemd version: all "not enabled".
+* ``k3s --version`` (asked only for a binary this machine has not seen: :mod:`tasks.k3s.versions`):
+  ``k3s version vX+k3sN (<commit>)`` then ``go version ...`` on stdout; it does not unpack the data
+  dir (cmd/k3s/main.go handles it before any command), so no stderr.
+* ``systemctl show -p Id,ActiveState,UnitFileState`` (:func:`nr.ops.systemd.units`): one block per
+  unit; a missing unit is ``inactive`` with an empty ``UnitFileState``: "not enabled".
 * ``systemctl show -p ActiveEnterTimestamp --value`` (``Tue 2025-01-07 10:00:00 UTC``, or empty) and
   ``stat -c %Y``: when k3s last started, and when its files last changed (issue 11: a change whose
   restart never happened).
-* ``k3s kubectl get nodes|deploy -o json`` on the first server (:mod:`tasks.k3s.status`): JSON on
+* ``k3s kubectl get nodes,namespaces,deployments --all-namespaces -o json`` on the first server (one
+  ``List``, kubectl get.go ``printGeneric``; :func:`with_views`, :mod:`tasks.k3s.status`): JSON on
   stdout; discovery errors, data-dir unpacking and warnings on stderr even with exit 0.
 """
 
