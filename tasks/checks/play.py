@@ -31,13 +31,13 @@ from tasks.checks import status
 from tasks.checks.routes import Route, RouteResult, probe, routes_for
 from tasks.checks.rules import Fixes, Observed, rules
 from tasks.deploy.manifests import NAMESPACE
-from tasks.deploy.site import K3S, first_server, k3s_hosts
+from tasks.deploy.site import K3S_INSTALLED_CMD, first_server, k3s_hosts
 from tasks.k3s.observe import CLUSTER_CMD
 
 
 def deployments_commands() -> dict[str, str]:
     return {
-        "k3s": f"test -x {K3S} && echo yes || echo no",
+        "k3s": K3S_INSTALLED_CMD,
         "cluster": CLUSTER_CMD,  # the app's Deployments (read once per run with k3s's facts and deploy's)
     }
 

@@ -25,7 +25,7 @@ from nr.ops import kubectl, kubediff
 from nr.play import HostRun
 from nr.readahead import drop_reads
 from tasks.deploy.manifests import DEPLOYMENTS, NAMESPACE, manifests_yaml, namespace_objects
-from tasks.deploy.site import K3S, KUBECTL
+from tasks.deploy.site import K3S_INSTALLED_CMD, KUBECTL
 from tasks.k3s.observe import CLUSTER_CMD
 
 ROLLOUT_TIMEOUT = 180  # seconds per Deployment
@@ -53,7 +53,7 @@ class Cluster:
 
 def facts_commands(manifests: str) -> dict[str, str]:
     return {
-        "k3s": f"test -x {K3S} && echo yes || echo no",
+        "k3s": K3S_INSTALLED_CMD,
         "cluster": CLUSTER_CMD,  # the namespace and the Deployments (read once per run with k3s's facts)
         "diff": kubectl.manifest_script(manifests, kubectl.diff_command(KUBECTL, '"$m"')),
     }

@@ -25,6 +25,8 @@ from tasks.redis.site import load_site as load_redis_site
 
 K3S = "/usr/local/bin/k3s"
 KUBECTL = f"{K3S} kubectl"
+# whether k3s is on the first server: deploy and checks declare this very text, so a run reads it once
+K3S_INSTALLED_CMD = f"test -x {K3S} && echo yes || echo no"
 
 
 @dataclass(frozen=True)

@@ -36,19 +36,21 @@ INSTALLED = f"[ -x {BINARY} ] && [ -f {REMOTE_KUBECONFIG} ]"
 NOT_INSTALLED = "k3s is not installed"
 
 
-def kubectl_get(resource: str, namespace: str | None = None) -> str:
-    """``k3s kubectl get RESOURCE -o json`` on a server, or exit 3 saying k3s is not installed there."""
-    cmd = kubectl.get_command(KUBECTL, resource, namespace=namespace)
+def _on_a_server(cmd: str) -> str:
+    """``cmd`` where k3s and its kubeconfig are, or exit 3 saying k3s is not installed there."""
     return f"if {INSTALLED}; then {cmd}; else echo '{NOT_INSTALLED}' >&2; exit 3; fi"
+
+
+def kubectl_get(resource: str, namespace: str | None = None) -> str:
+    """``k3s kubectl get RESOURCE -o json`` on a server (exit 3 without k3s)."""
+    return _on_a_server(kubectl.get_command(KUBECTL, resource, namespace=namespace))
 
 
 NODES_CMD = kubectl_get("nodes")
 DEPLOY_CMD = kubectl_get("deployments", "kube-system")
 # Nodes, namespaces and Deployments in one kubectl start on the first server (nr.ops.kubectl.snapshot_command):
 # the k3s facts, deploy and checks read it with this very command, so a run's read-ahead runs it once.
-CLUSTER_CMD = (
-    f"if {INSTALLED}; then {kubectl.snapshot_command(KUBECTL)}; else echo '{NOT_INSTALLED}' >&2; exit 3; fi"
-)
+CLUSTER_CMD = _on_a_server(kubectl.snapshot_command(KUBECTL))
 
 
 def managed_files(node: NodeSpec) -> list[str]:

@@ -18,6 +18,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from nr.changes import Change, apply_script
@@ -26,7 +27,7 @@ from nr.ops.kubectl import KubectlError
 from nr.outcome import Outcome
 from nr.play import HostRun, PlayContext
 from tasks.k3s.status import ExpectedNode
-from tasks.k3s.wait import Clock, Waiter
+from tasks.k3s.wait import Clock, Waiter, WaitOutcome
 from tasks.patch import apt, kube
 from tasks.patch.cluster import RedisSide, health_problems, masters_on
 from tasks.patch.plan import PatchSite, Settings
@@ -167,11 +168,9 @@ class Patcher:
     def _back_in_service(self, host: str, *, rebooted: bool) -> list[str]:
         """k3s Ready (after a reboot), both Redis instances in sync, then the node uncordoned."""
         said = []
-        k3s = self.site.k3s
-        if rebooted and k3s is not None and self.site.k3s_node(host):
-            node = k3s.node(host)
-            waiter = Waiter(self.ctx, k3s, self.site.k3s_ready_timeout, self.clock)
-            found = waiter.wait([ExpectedNode(host, node.role, None)], deployments=False, restarted=[host])
+        k3s_rebooted = rebooted and self.site.k3s_node(host)
+        if k3s_rebooted:
+            found = self._wait_for(host, deployments=False, restarted=[host])
             if found.problems:
                 raise NrError(found.problems.get(host) or "; ".join(found.problems.values()))
             self.progress.add(host, "k3s node Ready")
@@ -185,18 +184,24 @@ class Patcher:
             self.progress.cordoned.discard(host)
             self.progress.add(host, "uncordoned")
             said.append("uncordoned")
-        if rebooted and k3s is not None and self.site.k3s_node(host):
+        if k3s_rebooted:
             said.append(self._add_ons_back(host))
         return said
+
+    def _wait_for(self, host: str, *, deployments: bool, restarted: Sequence[str] = ()) -> WaitOutcome:
+        """The k3s component's wait: ``host``'s node Ready after its reboot (and, with ``deployments``,
+        kube-system's Deployments available), bounded by ``k3s_ready_timeout``."""
+        k3s = self.site.k3s
+        assert k3s is not None
+        waiter = Waiter(self.ctx, k3s, self.site.k3s_ready_timeout, self.clock)
+        return waiter.wait([ExpectedNode(host, k3s.node(host).role, None)], deployments=deployments,
+                           restarted=restarted)  # fmt: skip
 
     def _add_ons_back(self, host: str) -> str:
         """After a reboot, kube-system's Deployments (coredns, metrics-server, ...) available again before
         the next host goes down: a server's reboot takes the API away, and metrics-server stays unready a
         while after the API is back (waited for once the node is uncordoned: its pods may need it)."""
-        k3s = self.site.k3s
-        assert k3s is not None
-        waiter = Waiter(self.ctx, k3s, self.site.k3s_ready_timeout, self.clock)
-        found = waiter.wait([ExpectedNode(host, k3s.node(host).role, None)], deployments=True)
+        found = self._wait_for(host, deployments=True)
         if found.problems or found.deployments:
             why = {**found.problems, **found.deployments}
             raise NrError(
