@@ -101,9 +101,10 @@ def _run_selected(
     mode: str,
 ) -> dict[str, dict[str, object]]:
     """Validate the components against the inventory (exit 2 before any host is touched), then run
-    (``mode``: apply, check or drift, for the reads the components declare: nr.readahead)."""
+    (``mode``: apply, check or drift, for the reads the components declare: nr.readahead); a preflight's
+    problems (nr.runner.preflight) exit 2 too, before anything changes."""
     from nr.play import PlayContext
-    from nr.runner import execute
+    from nr.runner import Refused, execute
 
     inv_arg = None if inventory == DEFAULT_INVENTORY else inventory
     nr = nr.with_processors([report])
@@ -111,7 +112,10 @@ def _run_selected(
     problems = [p for c in selected for p in c.validate(ctx.for_component(c.name))]
     if problems:
         _bad_input(problems)
-    return execute(nr, ctx, report, selected, action, err, mode)
+    try:
+        return execute(nr, ctx, report, selected, action, err, mode)
+    except Refused as exc:
+        _bad_input(exc.problems)
 
 
 def _progress(json_out: bool) -> Console | None:

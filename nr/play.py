@@ -8,6 +8,11 @@ receive a :class:`PlayContext`:
 * ``check(ctx)``    checks of the converged hosts (outcomes carrying :class:`~nr.outcome.CheckItem` rows);
 * ``drift(ctx)``    read-only comparison with the desired state (outcomes carrying findings).
 
+It may also have ``reads(ctx, mode)`` (what its turn reads first, started ahead: :mod:`nr.readahead`) and
+``preflight(ctx)``: problems found by read-only checks against the running site (e.g. a secret its
+services refuse), made once the reads ahead are on their way and before anything changes
+(:func:`nr.runner.preflight`).
+
 It declares its inventory keys and role groups in a :class:`~nr.contract.Contract` and is listed in
 a catalog (:mod:`nr.registry`). The context runs a host function ``fn(run: HostRun) -> Outcome`` on
 (a subset of) the hosts, in parallel or one at a time, and records every outcome in the run report.

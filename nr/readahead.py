@@ -16,7 +16,8 @@ their order, and a component that fails still stops the ones after it (their res
 ``NR_READ_AHEAD=0`` turns it off.
 
 A component may also declare :class:`Probe` rows: read-only checks this machine makes itself (e.g. a
-request through a service's route), started ahead the same way and used under the same rule.
+request through a service's route, or an observation of a cluster over TCP), started ahead the same way
+and used under the same rule. A component's ``preflight`` (:func:`nr.runner.preflight`) may take one too.
 
 A command that several declared reads of one host contain (the same text, e.g. one ``kubectl get`` that
 three components parse) runs once: the first read that declares it runs it, and the others take its
@@ -129,11 +130,12 @@ class ReadAhead:
             raise LookupError("dropped: something changed before this probe started")
         return p.call()
 
-    def take_probe(self, key: tuple[str, ...]) -> Any | None:
-        """The result of the :class:`Probe` ``key`` made ahead (waiting for it if it is on its way), once;
-        None when none was started, it failed, or something changed since the run began."""
+    def take_probe(self, key: tuple[str, ...], *, keep: bool = False) -> Any | None:
+        """The result of the :class:`Probe` ``key`` made ahead (waiting for it if it is on its way), once
+        (``keep``: left for a later take too, e.g. a preflight's); None when none was started, it failed,
+        or something changed since the run began."""
         with self._lock:
-            fut = self._probes.pop(key, None)
+            fut = self._probes.get(key) if keep else self._probes.pop(key, None)
         if fut is None or not self._valid:
             return None
         try:

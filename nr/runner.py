@@ -86,6 +86,26 @@ def read_ahead(ctx: PlayContext, selected: Iterable[Component], mode: str) -> in
     return started
 
 
+class Refused(NrError):
+    """A preflight found problems: the run stops before anything changes (the command exits 2)."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems
+
+
+def preflight(ctx: PlayContext, selected: Iterable[Component]) -> list[str]:
+    """The problems each component's optional ``preflight(ctx)`` finds: read-only checks against the
+    running site (e.g. that its services accept a secret), made after validation, once the reads ahead
+    are on their way (a preflight may take a probe read ahead), and before anything changes."""
+    problems: list[str] = []
+    for c in selected:
+        check = getattr(c, "preflight", None)
+        if check is not None:
+            problems += check(ctx.for_component(c.name))
+    return problems
+
+
 @contextlib.contextmanager
 def _cancel_on_sigint() -> Iterator[None]:
     """Ctrl-C tells the workers at once (then raises KeyboardInterrupt as usual): Nornir's runner may be
@@ -116,10 +136,14 @@ def execute(
     mode: str | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Run ``action`` for each component (a component that fails stops the ones after it); with
-    ``mode`` (apply, check or drift), the components' declared reads start ahead (:mod:`nr.readahead`)."""
+    ``mode`` (apply, check or drift), the components' declared reads start ahead (:mod:`nr.readahead`)
+    and their preflights run meanwhile: problems raise :class:`Refused` before anything changes."""
     try:
         if mode is not None:
             read_ahead(ctx, selected, mode)
+            problems = preflight(ctx, selected)
+            if problems:
+                raise Refused(problems)
         with _cancel_on_sigint():
             _run_components(ctx, report, selected, action)
     except KeyboardInterrupt:

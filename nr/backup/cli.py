@@ -40,7 +40,7 @@ from nr.inventory.validate import InventoryError
 from nr.lock import Locked, RunLock
 from nr.play import Component, PlayContext
 from nr.report import RunReport
-from nr.runner import exit_interrupted
+from nr.runner import exit_interrupted, preflight
 from nr.secrets import Secret, SecretError, SecretRef, redact
 from nr.text import show
 
@@ -82,6 +82,9 @@ def _context(inventory: str, workers: int | None, report: RunReport) -> tuple[No
 
 def _validate(ctx: PlayContext, comps: list[Component]) -> None:
     problems = [p for c in comps for p in c.validate(ctx.for_component(c.name))]
+    if problems:
+        bad_input(problems)
+    problems = preflight(ctx, comps)
     if problems:
         bad_input(problems)
 

@@ -4,7 +4,8 @@ Steps of ``nr run redis``:
 
 1. validate (before any host is touched): the site plans (:func:`tasks.redis.site.load_site`: >= 3 hosts,
    distinct addresses, ports that clash with nothing, a password of >= 16 characters, the same settings on
-   every host), and every instance that already runs accepts the password — a wrong one is refused here;
+   every host); then the preflight, while the hosts' reads start: every instance that already runs accepts
+   the password — a wrong one is refused here, before anything changes;
 2. install, on every host in parallel (one facts round trip, one apply round trip when something differs):
    packages, the stock service stopped, the firewall, folders, configs, units (:mod:`tasks.redis.install`);
 3. restart, host by host, every instance that runs with other settings than its config file, each host's
@@ -30,7 +31,7 @@ from nr.errors import NrError
 from nr.facts import Facts, gather
 from nr.outcome import Outcome, Severity, evaluate
 from nr.play import HostRun, PlayContext
-from nr.readahead import Read
+from nr.readahead import Probe, Read
 from nr.status import Cell, Reads, StatusSection
 from tasks.redis import firewall as fw
 from tasks.redis import status
@@ -51,6 +52,7 @@ if TYPE_CHECKING:
 
 ConnectorFactory = Callable[[Password, float], Connector]
 CLUSTER_TIMEOUT = 120.0
+OBSERVATION = ("redis", "cluster")  # the probe read ahead: the cluster and its running settings
 
 
 def _install(run: HostRun, spec: HostSpec) -> Outcome[None]:
@@ -86,6 +88,12 @@ class RedisComponent:
         settings = settings_to_read(configs) if running else ()
         return observe(site.layout, site.password, connect=self._connect(site), settings=settings)
 
+    def _observed(self, ctx: PlayContext, site: RedisSite, *, keep: bool = False) -> ClusterObservation:
+        """The cluster with its running settings: the observation made ahead of the run if it is still
+        good (nothing changed since: nr.readahead), else a new one."""
+        found = ctx.read_ahead().take_probe(OBSERVATION, keep=keep)
+        return found if isinstance(found, ClusterObservation) else self._observe(site, running=True)
+
     def _specs(self, site: RedisSite, hosts: Sequence[Host]) -> dict[str, HostSpec]:
         spec = None
         if site.firewall:
@@ -94,23 +102,31 @@ class RedisComponent:
             )
         return {h.name: HostSpec(site, h.name, spec) for h in hosts}
 
-    def reads(self, ctx: PlayContext, mode: str) -> list[Read]:
-        """Each Redis host's install/inspect round trip, the same in every mode (read ahead: nr.readahead)."""
+    def reads(self, ctx: PlayContext, mode: str) -> list[Read | Probe]:
+        """Each Redis host's install/inspect round trip, the same in every mode, and the cluster's
+        observation over TCP that the preflight and then the turn use (read ahead: nr.readahead)."""
         hosts = ctx.hosts(REDIS)
         if not hosts:
             return []
-        specs = self._specs(load_site(ctx), hosts)
-        return [Read.of(name, *facts(spec)) for name, spec in specs.items()]
+        site = load_site(ctx)
+        specs = self._specs(site, hosts)
+        observation = Probe(OBSERVATION, functools.partial(self._observe, site, running=True))
+        return [observation, *(Read.of(name, *facts(spec)) for name, spec in specs.items())]
 
-    # -- validate ------------------------------------------------------------------------------
+    # -- validate (the inventory alone), then preflight (the running instances accept the password) --
     def validate(self, ctx: PlayContext) -> list[str]:
         if not ctx.all_hosts(REDIS):
             return []
         try:
-            site = load_site(ctx)
+            load_site(ctx)
         except NrError as exc:
             return [str(exc)]
-        obs = self._observe(site)
+        return []
+
+    def preflight(self, ctx: PlayContext) -> list[str]:
+        if not ctx.all_hosts(REDIS):
+            return []
+        obs = self._observed(ctx, load_site(ctx), keep=True)
         wrong = [i for i in obs.instances if i.access in (Access.WRONG_PASSWORD, Access.NO_PASSWORD)]
         if wrong:
             labels = ", ".join(f"{i.label} ({i.access.value})" for i in wrong)
@@ -132,7 +148,7 @@ class RedisComponent:
             return
         specs = self._specs(site, hosts)
         installed = ctx.run("install", lambda run: _install(run, specs[run.name]), hosts=hosts)
-        seen = self._observe(site, running=True)
+        seen = self._observed(ctx, site)
         restarted = self._restart(ctx, site, hosts, seen)
         failed = [h.name for h in ctx.all_hosts(REDIS) if ctx.failed(h)]
         if failed:
@@ -216,7 +232,7 @@ class RedisComponent:
         site = load_site(ctx)
         hosts = ctx.hosts(REDIS)
         specs = self._specs(site, hosts)
-        obs = self._observe(site, running=True)
+        obs = self._observed(ctx, site)
         cluster_view = view(site.layout, obs)
         cluster = {name: check(cluster_view) for name, check, _ in CLUSTER_CHECKS}
         running = by_instance(site.configs, obs)

@@ -252,3 +252,55 @@ def test_a_probe_made_ahead_is_taken_once_and_dropped_on_a_change_or_a_failure()
     ahead.start([Probe(("c",), lambda: "C")])
     ahead.invalidate()
     assert ahead.take_probe(("c",)) is None and calls == ["a"]
+
+
+def test_a_probe_kept_for_a_preflight_is_taken_again_by_the_turn() -> None:
+    ahead = ReadAhead(ScriptedRemote)
+    calls: list[str] = []
+    ahead.start([Probe(("obs",), lambda: calls.append("obs") or "O")])
+    assert ahead.take_probe(("obs",), keep=True) == "O"
+    assert ahead.take_probe(("obs",)) == "O" and ahead.take_probe(("obs",)) is None
+    assert calls == ["obs"]  # made once for both
+
+
+class Preflighted(Reader):
+    """A Reader whose preflight takes its probe (kept for its turn) and may refuse the run."""
+
+    def __init__(self, name: str, *, refuse: bool = False) -> None:
+        super().__init__(name)
+        self.refuse, self.probed, self.order = refuse, 0, []  # type: ignore[var-annotated]
+
+    def _probe(self) -> str:
+        self.probed += 1
+        return "live"
+
+    def reads(self, ctx: PlayContext, mode: str) -> list[Read | Probe]:  # type: ignore[override]
+        return [Probe((self.name,), self._probe), *super().reads(ctx, mode)]
+
+    def preflight(self, ctx: PlayContext) -> list[str]:
+        self.order.append("preflight")
+        seen = ctx.read_ahead().take_probe((self.name,), keep=True)
+        return [f"{self.name}: refused ({seen})"] if self.refuse else []
+
+    def apply(self, ctx: PlayContext) -> None:
+        self.order.append(f"apply {ctx.read_ahead().take_probe((self.name,))}")
+        super().apply(ctx)
+
+
+def test_preflights_run_after_the_reads_start_and_before_any_turn() -> None:
+    first, second = Reader("base"), Preflighted("redis")
+    hosts = remotes("base", "redis")
+    report = run([first, second], hosts)
+    assert report.ok
+    assert second.order == ["preflight", "apply live"] and second.probed == 1  # one probe for both
+
+
+def test_a_preflight_problem_stops_the_run_before_any_component_runs() -> None:
+    from nr.runner import Refused
+
+    first, second = Reader("base", change=True), Preflighted("redis", refuse=True)
+    hosts = remotes("base", "redis")
+    with pytest.raises(Refused) as err:
+        run([first, second], hosts)
+    assert err.value.problems == ["redis: refused (live)"]
+    assert first.seen == {} and second.order == ["preflight"]  # no turn ran: nothing changed

@@ -5,7 +5,10 @@ their rules, and bad input refused before any host is touched."""
 from __future__ import annotations
 
 import pytest
+from rich.console import Console
 
+from nr.report import RunReport
+from nr.runner import Refused, execute
 from tests.fakes.remote import Reply
 from tests.unit.redis_scripted import NAMES, PASSWORD, Site, configs
 
@@ -185,3 +188,51 @@ def test_a_dry_run_shows_the_restarts_and_changes_nothing(monkeypatch: pytest.Mo
         "~ restart redis-server@7000.service: it runs with cluster-node-timeout 5000 (file: 6000)"
         in restarts[0].diff
     )
+
+
+def _cluster_reads(s: Site) -> int:
+    """How many times the controller read the cluster's layout (CLUSTER NODES of one instance)."""
+    first = next(iter(s.cluster.nodes.values())).label
+    return sum(1 for label, args in s.cluster.commands if label == first and args[:2] == ("CLUSTER", "NODES"))
+
+
+def _validated_run(s: Site) -> RunReport:
+    """What ``nr run redis`` does: validate, then run with the reads ahead and the preflight."""
+    ctx, report = s.context()
+    component = s.component()
+    assert component.validate(ctx) == []  # the inventory alone: no instance is asked here
+    assert s.cluster.commands == []
+    execute(ctx.nornir, ctx, report, [component], lambda c, cx: c.apply(cx), Console(quiet=True), "apply")
+    return report
+
+
+def test_a_no_op_run_observes_the_cluster_once_for_the_preflight_and_the_cluster_step(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("NR_READ_AHEAD", raising=False)
+    s = Site(monkeypatch)
+    for h in NAMES:
+        s.remotes[h].expect(s.facts(h))
+    report = _validated_run(s)
+    assert report.ok and report.changed == 0, report.failed_reasons
+    assert _cluster_reads(s) == 1  # before: once to validate the password, once again for the step
+
+
+def test_a_password_the_instances_refuse_stops_the_run_before_anything_changes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    s = Site(monkeypatch)
+    for node in list(s.cluster.nodes.values())[:2]:
+        node.config["requirepass"] = "the-password-they-were-started-with"
+    for h in NAMES:
+        s.remotes[h].expect(s.facts(h))
+    with pytest.raises(Refused) as err:
+        _validated_run(s)
+    (problem,) = err.value.problems
+    assert (
+        "is refused by the running instance(s) vm1:7000 (wrong-password), vm1:7003 (wrong-password)"
+        in problem
+    )
+    assert "nothing was changed" in problem and PASSWORD not in problem
+    assert s.cluster.events == []
+    assert all(len(r.scripts) <= 1 for r in s.remotes.values())  # at most the read made ahead: no change
