@@ -23,7 +23,7 @@ import paramiko
 import pytest
 
 from nr import interrupt
-from nr.connection import FabricConnection, HostLost
+from nr.connection import FabricConnection, HostLost, nodelay_transport
 from nr.errors import NrError
 from nr.machines.lab import new_keypair
 from nr.ssh_trust import ConnectionFailed, HostKeyRejected
@@ -160,6 +160,29 @@ def test_a_command_runs(keys: tuple[Path, paramiko.PKey], tmp_path: Path) -> Non
         assert conn.connection.run("true").stdout == "ok\n"
     finally:
         conn.close()
+
+
+def test_the_connection_sends_each_packet_at_once(keys: tuple[Path, paramiko.PKey], tmp_path: Path) -> None:
+    """TCP_NODELAY from the first packet on (set by the Transport factory, before the handshake): with
+    Nagle's algorithm each small SSH packet waited for the ACK of the one before, which the server
+    delays, about 40 ms a time (nr.connection.nodelay_transport)."""
+    conn = connect(serve("echo", keys[1]), keys[0], tmp_path)
+    try:
+        sock = conn.connection.conn.client.get_transport().sock
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+    finally:
+        conn.close()
+
+
+def test_a_transport_over_a_gateway_channel_is_left_as_it_is() -> None:
+    """A ProxyCommand or a gateway's channel is no TCP socket: nothing is set on it."""
+    a, b = socket.socketpair()  # AF_UNIX: like a ProxyCommand's pipe, TCP options do not apply
+    try:
+        transport = nodelay_transport(a)
+        assert isinstance(transport, paramiko.Transport) and transport.sock is a
+    finally:
+        a.close()
+        b.close()
 
 
 def test_waiting_for_the_exit_status_after_eof_does_not_spin(
