@@ -39,6 +39,11 @@ class HostPlan:
     def changed(self) -> bool:
         return bool(self.changes)
 
+    @property
+    def installs_binary(self) -> bool:
+        """The k3s binary is installed or replaced by this plan."""
+        return any(c.what == f"file {BINARY}" for c in self.changes)
+
 
 def _absent(path: str) -> FileState:
     return FileState(path, False)

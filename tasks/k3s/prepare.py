@@ -82,6 +82,7 @@ class Prepared:
     plans: dict[str, HostPlan] = field(default_factory=dict)
     tokens: dict[str, Secret] = field(default_factory=dict)
     restarted: set[str] = field(default_factory=set)  # k3s restarted in this run, not yet seen to stay up
+    versions: Versions | None = None  # what each binary (sha256) answered to --version, on this machine
 
     @property
     def first_facts(self) -> Facts | None:
@@ -155,7 +156,7 @@ class Planner:
         readers = [hosts[n.name] for n in prep.targets]
         if cluster.first.name not in limit:  # read-only: the cluster's state and token live there
             readers.insert(0, hosts[cluster.first.name])
-        versions = Versions(self.cache.root)
+        versions = prep.versions = Versions(self.cache.root)
         prep.facts = ctx.run("facts", lambda run: _read(run, cluster, versions), hosts=readers).values
         first = prep.first_facts
         config = first.file(CONFIG).text if first is not None else None

@@ -19,6 +19,7 @@ from nr.play import HostRun, PlayContext
 from tasks.k3s.plan import Stage, rollout
 from tasks.k3s.prepare import Prepared
 from tasks.k3s.status import expected
+from tasks.k3s.versions import learn
 from tasks.k3s.wait import Waiter
 
 
@@ -83,6 +84,8 @@ class Rollout:
         plan = self.prep.plans[run.name]
         try:
             outcome: Outcome[None] = run.apply(plan.changes, after=plan.after)
+            if plan.installs_binary and not run.dry_run and self.prep.versions is not None:
+                learn(run.remote, self.prep.versions)  # it runs; and the next run need not ask
         except Exception:
             state.broken.append(run.name)
             raise

@@ -4,7 +4,8 @@ Every facts round trip hashes ``/usr/local/bin/k3s`` anyway (it is a managed fil
 version never changes: so a host's version is asked of the binary itself (a process start on the
 host, one per host per run before) only for a binary this machine has not seen yet. The answers live
 beside the release cache (``$XDG_CACHE_HOME/nr/k3s-versions.json``); a lost or unreadable file only
-means asking again.
+means asking again. A binary nr installs is asked once right after (:func:`learn`), so a fresh
+install's next run needs no question either.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import os
 import threading
 from pathlib import Path
 
+from nr.errors import NrError
 from nr.facts import Facts, Output, gather
 from nr.transport import Remote
 from tasks.k3s.contract import BINARY
@@ -54,6 +56,22 @@ class Versions:
                 os.replace(part, self.path)
             except OSError:
                 pass  # remembered for this run only
+
+
+def learn(remote: Remote, versions: Versions) -> str:
+    """Ask the binary just installed on ``remote`` its version and remember it for its sha256, so the next
+    run needs no question (one round trip: the file's hash and ``--version``). Returns the answer; a
+    binary that does not answer as k3s does is an error that names what it printed."""
+    facts = gather(remote, files=[BINARY], commands={"version": VERSION_CMD})
+    out, state = facts.outputs["version"], facts.file(BINARY)
+    if not out.ok or not out.text.startswith("k3s version "):
+        raise NrError(
+            f"{BINARY} on {remote.name} does not answer as k3s does to --version ({out.explain(200)}): "
+            "is it a k3s binary built for this host's architecture?"
+        )
+    if state.sha256:
+        versions.put(state.sha256, out.text.strip())
+    return out.text.strip()
 
 
 def with_version(remote: Remote, facts: Facts, versions: Versions) -> Facts:

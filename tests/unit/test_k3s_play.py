@@ -69,6 +69,7 @@ class Cluster:
     tmp: Path
     version: str = "v1.31.4+k3s1"
     installed: set[str] = field(default_factory=set)  # hosts where k3s is installed and converged
+    placed: set[str] = field(default_factory=set)  # hosts where an apply put the binary (running or not)
     binary: dict[str, bytes] = field(default_factory=dict)  # the binary on each host (default OLD)
     ready: set[str] = field(default_factory=set)  # nodes the API calls Ready
     node_versions: dict[str, str] = field(default_factory=dict)
@@ -111,7 +112,7 @@ class Cluster:
     def files(self, host: str, data: dict[str, Any]) -> dict[str, bytes | None]:
         cluster = self.spec(data)
         node = cluster.node(host)
-        files: dict[str, bytes | None] = {}
+        files: dict[str, bytes | None] = {BINARY: self.binary.get(host, OLD)} if host in self.placed else {}
         if host in self.installed:
             files = {
                 BINARY: self.binary.get(host, OLD),
@@ -137,7 +138,7 @@ class Cluster:
 
     def outputs(self, host: str) -> dict[str, Any]:
         installed = host in self.installed
-        version = f"k3s version {self.version} (abcdef12)" if installed else ""
+        version = f"k3s version {self.version} (abcdef12)" if installed or host in self.placed else ""
         unit = "k3s" if host in self.servers else "k3s-agent"
         nodes = [self.node_json(n) for n in self.servers + self.agents if n in self.installed]
         deploy = [{"metadata": {"name": d}, "spec": {"replicas": 1}, "status": {"availableReplicas": 1}}
@@ -251,6 +252,42 @@ def test_a_second_run_changes_nothing_and_does_not_poll(tmp_path: Path) -> None:
     assert [w for _, w in c.log] == ["facts"] * 3
 
 
+def test_a_fresh_install_asks_each_new_binary_once_so_the_next_run_is_one_round_trip(tmp_path: Path) -> None:
+    """On a machine that has never seen the binary (a fresh CI machine), the run that installs it asks
+    it its version right after the apply; the second run then makes the facts round trip alone."""
+    c = Cluster(["s1"], ["a1", "a2"], tmp_path)
+    report = c.run("apply")
+    assert report.ok, report.failed_reasons
+    for host in ("s1", "a1", "a2"):
+        events = [w for h, w in c.log if h == host]
+        assert events[events.index("apply") + 1] == "version", (host, events)
+    c.log.clear()
+    report = c.run("apply")
+    assert report.ok and report.changed == 0, report.failed_reasons
+    assert [w for _, w in c.log] == ["facts"] * 3
+
+
+def test_an_installed_binary_that_does_not_answer_as_k3s_fails_its_host_with_what_it_printed(
+    tmp_path: Path,
+) -> None:
+    c = Cluster(["s1"], ["a1"], tmp_path)
+    orig = c.outputs
+
+    def outputs(host: str) -> dict[str, Any]:  # a1's binary is for another architecture
+        out = orig(host)
+        return (
+            out | {"version": (0, "", "k3s: cannot execute binary file: Exec format error")}
+            if host == "a1"
+            else out
+        )
+
+    c.outputs = outputs  # type: ignore[method-assign]
+    report = c.run("apply")
+    assert report.failed_hosts == ["a1"], report.failed_reasons
+    reason = report.failed_reasons["a1"]
+    assert "does not answer as k3s does to --version" in reason and "Exec format error" in reason, reason
+
+
 def test_upgrade_goes_one_node_at_a_time_and_halts_at_the_first_that_does_not_come_back(
     tmp_path: Path,
 ) -> None:
@@ -339,7 +376,9 @@ def test_an_agent_with_a_rejected_node_password_fails_early_with_the_fix(tmp_pat
     def remote(host: str, data: dict[str, Any]) -> ScriptedRemote:
         r = orig(host, data)
         if host == "a1":
-            r.replies[1] = Reply("set -e", lambda s: c.event("a1", "apply") or "", times=None)
+            r.replies[1] = Reply(
+                "set -e", lambda s: c.event("a1", "apply") or c.placed.add("a1") or "", times=None
+            )
         return r
 
     c.remote = remote  # type: ignore[method-assign]
