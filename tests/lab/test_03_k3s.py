@@ -48,8 +48,19 @@ class Site:
     def hosts(self) -> list[str]:
         return self.env.hosts
 
+    @property
+    def cache(self) -> Path:
+        """This module's own cache folder, empty at its start: every run here is on a machine that has
+        never seen these k3s binaries (as on a fresh CI machine), whatever earlier runs left in ~/.cache."""
+        return self.kubeconfig.parent.parent / "cache"
+
     def nr(self, *args: str, env: dict[str, str] | None = None) -> NrResult:
-        extra = {"KUBECONFIG": str(self.kubeconfig), **TIMEOUT_ENV, **(env or {})}
+        extra = {
+            "KUBECONFIG": str(self.kubeconfig),
+            "XDG_CACHE_HOME": str(self.cache),
+            **TIMEOUT_ENV,
+            **(env or {}),
+        }
         return self.env.nr(*args, inventory=self.inv, env=extra)
 
     def edit(self, name: str, change: Any) -> None:
