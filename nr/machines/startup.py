@@ -10,7 +10,10 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from nr.errors import NrError
 from nr.machines.image import docker
@@ -56,14 +59,36 @@ def likely_cause(log: str) -> str | None:
     return None
 
 
-def died_at_start(name: str) -> NrError | None:
-    """An error naming why container ``name`` is not running (None if it runs)."""
+def _state(name: str) -> tuple[dict[str, Any], int] | None:
+    """The container's ``.State`` and how often its restart policy restarted it since it was started."""
+    fmt = '{"State": {{json .State}}, "RestartCount": {{.RestartCount}}}'
     try:
-        state = json.loads(docker("inspect", "-f", "{{json .State}}", name, timeout=30))
-    except (NrError, ValueError):
+        found = json.loads(docker("inspect", "-f", fmt, name, timeout=30))
+        return dict(found["State"]), int(found["RestartCount"])
+    except (NrError, ValueError, KeyError, TypeError):
         return None
-    if state.get("Running") and not state.get("Restarting"):
-        return None  # (a host that died is "Restarting" while its restart policy waits to start it again)
+
+
+def died_at_start(
+    name: str, settle: float = 5.0, sleep: Callable[[float], None] = time.sleep
+) -> NrError | None:
+    """An error naming why container ``name`` is not running (None if it runs).
+
+    A host that dies at once is restarted by its policy: most of the time Docker then reports it
+    "Restarting" (exit code kept), but just after a restart it is Running again for a moment. A running
+    host that has been restarted is watched for up to ``settle`` seconds until it is seen down."""
+    waited = 0.0
+    while True:
+        found = _state(name)
+        if found is None:
+            return None
+        state, restarts = found
+        if not state.get("Running") or state.get("Restarting"):
+            break
+        if restarts == 0 or waited >= settle:
+            return None
+        sleep(0.1)
+        waited += 0.1
     proc = docker("logs", "--tail", str(LOG_LINES), name, check=False, timeout=30, stderr=True)
     log = printable(proc.strip()) or "(no output)"
     cause = likely_cause(proc)
