@@ -84,8 +84,7 @@ def _validate(ctx: PlayContext, comps: list[Component]) -> None:
     problems = [p for c in comps for p in c.validate(ctx.for_component(c.name))]
     if problems:
         bad_input(problems)
-    problems = preflight(ctx, comps)
-    if problems:
+    if problems := preflight(ctx, comps):
         bad_input(problems)
 
 

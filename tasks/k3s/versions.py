@@ -58,13 +58,18 @@ class Versions:
                 pass  # remembered for this run only
 
 
+def _as_k3s(out: Output) -> bool:
+    """``out`` is what a k3s binary prints to --version: ``k3s version v1.31.4+k3s1 (abcd1234)``."""
+    return out.ok and out.text.startswith("k3s version ")
+
+
 def learn(remote: Remote, versions: Versions) -> str:
     """Ask the binary just installed on ``remote`` its version and remember it for its sha256, so the next
     run needs no question (one round trip: the file's hash and ``--version``). Returns the answer; a
     binary that does not answer as k3s does is an error that names what it printed."""
     facts = gather(remote, files=[BINARY], commands={"version": VERSION_CMD})
     out, state = facts.outputs["version"], facts.file(BINARY)
-    if not out.ok or not out.text.startswith("k3s version "):
+    if not _as_k3s(out):
         raise NrError(
             f"{BINARY} on {remote.name} does not answer as k3s does to --version ({out.explain(200)}): "
             "is it a k3s binary built for this host's architecture?"
@@ -84,6 +89,6 @@ def with_version(remote: Remote, facts: Facts, versions: Versions) -> Facts:
         out = Output(0, line)
     else:
         out = gather(remote, commands={"version": VERSION_CMD}).outputs["version"]
-        if out.ok and out.text.startswith("k3s version "):
+        if _as_k3s(out):
             versions.put(state.sha256, out.text.strip())
     return Facts(dict(facts.files), {**facts.outputs, "version": out})

@@ -110,14 +110,14 @@ def test_at_exit_the_collector_skips_what_is_left() -> None:
     """The final collection at interpreter exit is skipped for what nr leaves (gc.freeze at exit: about
     85 ms at the end of a whole-site run, bench/README.md); the output is still all there."""
     code = """
-    import atexit, gc
+    import atexit, gc, sys
     from nr.cli import main
     sys.argv = ['nr', 'inventory', '--json', '-i', 'inventory']
     atexit.register(lambda: print("frozen at exit:", gc.get_freeze_count() > 0))
     main()
     """
     proc = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code).replace("import atexit", "import sys, atexit")],
+        [sys.executable, "-c", textwrap.dedent(code)],
         capture_output=True,
         text=True,
         cwd=REPO,
