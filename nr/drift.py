@@ -16,6 +16,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from nr.plain import TextTable
 from nr.report import DriftItem, RunReport
 from nr.status import LastDrift
 from nr.text import show
@@ -45,9 +46,7 @@ def drift_json(report: RunReport) -> dict[str, Any]:
 
 def print_drift(report: RunReport, out: Console) -> None:
     if report.drift:
-        from rich.table import Table
-
-        table = Table(title="Drift", title_justify="left", show_lines=False)
+        table = TextTable(title="Drift")
         for col in ("component", "host", "what", "expected", "actual", "fix"):
             table.add_column(col, overflow="fold")
         for d in report.drift:

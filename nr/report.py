@@ -21,13 +21,13 @@ from nornir.core.task import AggregatedResult, MultiResult, Result, Task
 
 from nr.errors import NrError
 from nr.outcome import Finding, Outcome
+from nr.plain import TextTable
 from nr.play import OutcomeResult
 from nr.secrets import redact
 from nr.text import show
 
-if TYPE_CHECKING:  # Rich is imported when something is printed (not for --json)
+if TYPE_CHECKING:  # Rich is imported when something is printed on a terminal (nr.console)
     from rich.console import Console
-    from rich.table import Table
 
 
 @dataclass
@@ -306,11 +306,9 @@ class RunReport:
         if with_diff and not show_diffs:
             out.print("[dim](--diff shows what each change changes)[/]")
 
-    def _table(self, hosts: list[str]) -> Table:
-        from rich.table import Table
-
+    def _table(self, hosts: list[str]) -> TextTable:
         title = f"{self.play}" + (" (dry run: nothing was changed)" if self.dry_run else "")
-        table = Table(title=title, title_justify="left")
+        table = TextTable(title=title)
         table.add_column("host")
         table.add_column("ok", justify="right")
         table.add_column("would change" if self.dry_run else "changed", justify="right")

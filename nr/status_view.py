@@ -1,4 +1,4 @@
-"""What ``nr status`` prints: text (Rich tables) and one JSON document, from a :class:`SiteStatus`.
+"""What ``nr status`` prints: text (tables: nr.plain) and one JSON document, from a :class:`SiteStatus`.
 
 Generic: every section is rendered the same way, whatever component made it. Every value passes the
 secret redactor, and text output escapes control characters and markup (:func:`nr.text.show`); a
@@ -11,15 +11,16 @@ from __future__ import annotations
 import time
 from dataclasses import asdict
 from enum import Enum
-from typing import Any
-
-from rich.console import Console
-from rich.table import Table as RichTable
+from typing import TYPE_CHECKING, Any
 
 from nr import hostinfo
+from nr.plain import TextTable
 from nr.secrets import redact
 from nr.status import Cell, HostState, LastDrift, Level, SiteStatus, Table
 from nr.text import show
+
+if TYPE_CHECKING:  # Rich is imported only to print on a terminal (nr.console)
+    from rich.console import Console
 
 STYLE = {Level.OK: "green", Level.WARN: "yellow", Level.FAIL: "red", Level.INFO: ""}
 MARK = {Level.FAIL: "✗ ", Level.WARN: "! "}
@@ -80,12 +81,12 @@ def print_table(table: Table, out: Console) -> None:
     if not table.columns:
         out.print(show(redact(table.title)))
         return
-    rich = RichTable(title=show(redact(table.title)), title_justify="left")
+    text = TextTable(title=show(redact(table.title)))
     for col in table.columns:
-        rich.add_column(show(col), overflow="fold")
+        text.add_column(show(col), overflow="fold")
     for row in table.rows:
-        rich.add_row(*(cell_text(c) for c in row))
-    out.print(rich)
+        text.add_row(*(cell_text(c) for c in row))
+    out.print(text)
 
 
 def ago(finished: float, now: float) -> str:

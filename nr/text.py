@@ -13,6 +13,8 @@ import re
 import shlex
 from collections.abc import Iterable
 
+from nr.plain import escape_markup
+
 # C0 (but newline and tab), DEL and C1; also the Unicode line/paragraph separators and bidi overrides
 _CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 _NAMED = {"\r": "\\r", "\x0b": "\\v", "\x0c": "\\f", "\x08": "\\b", "\x07": "\\a", "\x1b": "\\x1b"}
@@ -35,9 +37,7 @@ def printable(text: str, *, newlines: bool = True) -> str:
 
 def show(text: object) -> str:
     """``text`` safe to hand to a Rich console: control characters and markup escaped."""
-    from rich.markup import escape  # here: only what prints through Rich pays for importing it
-
-    return escape(printable(str(text)))
+    return escape_markup(printable(str(text)))
 
 
 def clip(value: object, limit: int = CLIP) -> str:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from nr.plain import TextTable
 from nr.registry import registry
 from nr.text import show
 
-if TYPE_CHECKING:  # Rich is imported only to print (not for --json)
+if TYPE_CHECKING:  # Rich is imported only to print on a terminal (nr.console)
     from nornir.core import Nornir
     from rich.console import Console
 
@@ -53,11 +54,9 @@ def checks_verdict(report: RunReport) -> str:
 
 
 def print_checks(report: RunReport, out: Console, verbose: bool) -> None:
-    from rich.table import Table
-
     shown = [c for c in report.checks if verbose or not c.ok]
     if shown:
-        table = Table(title="Checks" if verbose else "Checks that did not pass", title_justify="left")
+        table = TextTable(title="Checks" if verbose else "Checks that did not pass")
         for col in ("component", "host", "check", "result", "detail"):
             table.add_column(col, overflow="fold")
         for c in shown:
@@ -104,9 +103,7 @@ def inventory_rows(nr: Nornir) -> list[dict[str, Any]]:
 
 
 def print_inventory(rows: list[dict[str, Any]], inventory: str, out: Console) -> None:
-    from rich.table import Table
-
-    table = Table(title=f"Inventory {show(inventory)}", title_justify="left", show_lines=True)
+    table = TextTable(title=f"Inventory {show(inventory)}", show_lines=True)
     for col in ("host", "address", "user", "roles", "data"):
         table.add_column(col, overflow="fold")
     for r in rows:

@@ -139,11 +139,10 @@ def lab_down(name: str, state_dir: Path) -> None:
 @LAB_DIR
 def lab_status(name: str, state_dir: Path) -> None:
     """List the lab's hosts, their addresses and state."""
-    from rich.table import Table
-
     from nr.machines.lab import Lab
+    from nr.plain import TextTable
 
-    table = Table(title=f"Lab {show(name)}", title_justify="left")
+    table = TextTable(title=f"Lab {show(name)}")
     for col in ("host", "address", "state"):
         table.add_column(col)
     hosts = Lab(name=name, state_dir=state_dir, log=err).status()

@@ -73,11 +73,37 @@ def test_inventory_json_reads_the_files_with_nothing_but_yaml() -> None:
     assert mods == {"yaml"}
 
 
-def test_inventory_prints_its_table_with_rich_but_not_nornir() -> None:
+def test_inventory_prints_its_table_without_rich_to_a_pipe_and_with_rich_for_colours() -> None:
     code = "from nr.cli import main; sys.argv = ['nr', 'inventory', '-i', 'inventory']; main()"
     mods, proc = imported_after(code)
-    assert "vm1" in proc.stdout and "192.168.64.11:22" in proc.stdout
+    assert "│ vm1 " in proc.stdout and "192.168.64.11:22" in proc.stdout, proc.stdout
+    assert mods == {"yaml"}
+    colours = "import os; os.environ['FORCE_COLOR'] = '1'; " + code
+    mods, proc = imported_after(colours)
+    assert "vm1" in proc.stdout and "\x1b[" in proc.stdout, proc.stdout
     assert mods == {"yaml", "rich"}
+
+
+def test_a_run_summary_and_a_drift_report_print_to_a_pipe_without_rich() -> None:
+    code = "; ".join(
+        [
+            "from nr.console import lazy_console",
+            "from nr.drift import print_drift",
+            "from nr.report import DriftItem, RunReport",
+            "report = RunReport('base')",
+            "report.drift.append(DriftItem('base', 'vm1', 'file /x', 'present', 'absent', 'nr run base -l vm1'))",
+            "out = lazy_console(highlight=False, soft_wrap=True)",
+            "report.print_summary(out)",
+            "print_drift(report, out)",
+        ]
+    )
+    mods, proc = imported_after(code)
+    assert proc.returncode == 0, proc.stderr
+    assert "rich" not in mods
+    assert "│ base      │ vm1  │ file /x │ present  │ absent │ nr run base -l vm1 │" in proc.stdout, (
+        proc.stdout
+    )
+    assert "Drift: 1 difference(s)" in proc.stdout
 
 
 def test_a_bad_inventory_is_still_refused_with_exit_2(tmp_path: Path) -> None:
