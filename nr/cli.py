@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, NoReturn
 
 import click
 
-from nr import __version__
+from nr import __version__, import_hooks
 from nr.cli_group import NrGroup
 from nr.config import DEFAULT_INVENTORY, Settings, init_nornir
 from nr.console import lazy_console
@@ -376,6 +376,7 @@ def main() -> None:
     # skips it: about 85 ms at the end of a whole-site run (bench/README.md). Nothing of nr's needs a
     # finalizer then: files are closed by their with-blocks, connections by the runner (close_all).
     atexit.register(gc.freeze)
+    import_hooks.install()  # Invoke's test helper loads only if used (nr.import_hooks)
     # standalone_mode=False: click would turn Ctrl-C into "Aborted!" and exit 1; nr exits 130
     try:
         rv = cli(standalone_mode=False)

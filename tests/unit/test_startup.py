@@ -153,3 +153,39 @@ def test_at_exit_the_collector_skips_what_is_left() -> None:
     assert proc.returncode == 0, proc.stderr
     out, _, last = proc.stdout.rstrip("\n").rpartition("\n")
     assert json.loads(out)["hosts"] and last == "frozen at exit: True"
+
+
+def test_nr_loads_invoke_without_its_test_helper_s_unittest_mock() -> None:
+    """Invoke's MockContext needs unittest.mock (and so asyncio): nr defers them until a Mock is made."""
+    code = "; ".join(
+        [
+            "import contextlib",
+            "from nr.cli import main",
+            "sys.argv = ['nr', '--version']",
+            "exec('with contextlib.suppress(SystemExit): main()')",
+            "import nr.connection",
+            "print('deferred:', 'unittest.mock' in sys.modules, 'asyncio' in sys.modules)",
+            "from invoke import MockContext, Result",
+            "ctx = MockContext(run=Result('hi'))",
+            "import unittest.mock",
+            "print('works:', ctx.run('x').stdout, isinstance(ctx.run, unittest.mock.Mock), callable(unittest.mock.patch))",
+        ]
+    )
+    _, proc = imported_after(code)
+    assert proc.returncode == 0, proc.stderr
+    assert "deferred: False False" in proc.stdout, proc.stdout
+    assert "works: hi True True" in proc.stdout, proc.stdout
+
+
+def test_a_real_unittest_mock_loaded_first_is_left_alone() -> None:
+    code = "; ".join(
+        [
+            "import unittest.mock",
+            "from nr import import_hooks",
+            "import_hooks.install()",
+            "import invoke.context",
+            "print('same:', invoke.context.Mock is unittest.mock.Mock)",
+        ]
+    )
+    _, proc = imported_after(code)
+    assert "same: True" in proc.stdout, proc.stderr
