@@ -1,5 +1,3 @@
-"""Client of the gRPC adapter: the create-then-read round trip the site's checks rely on."""
-
-from services.client.roundtrip import RoundTripResult, lookup_probe, roundtrip, sample_reserva
-
-__all__ = ["RoundTripResult", "lookup_probe", "roundtrip", "sample_reserva"]
+"""Client of the gRPC adapter: :mod:`services.client.roundtrip`, the create-then-read round trip the
+site's checks rely on, and :mod:`services.client.probe`, the read-only probe (``nr drift`` and ``nr
+status`` load that one alone: it needs no reservation model). Import from the module you use."""

@@ -1,10 +1,9 @@
-"""Create a reservation through the adapter, read it back by the returned id, compare."""
+"""Create a reservation through the adapter, read it back by the returned id, compare (the read-only
+probe is :mod:`services.client.probe`)."""
 
 from __future__ import annotations
 
 import time
-import uuid
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -13,27 +12,8 @@ from google.protobuf.json_format import MessageToDict
 
 from services.adapter.proto_codec import nueva_reserva_a_proto
 from services.aeroalpes.domain import Aeropuerto, Itinerario, Leg, Odo, Segmento
+from services.client.probe import RoundTripResult, call, rpc_error
 from services.vuelos_pb import vuelos_pb2, vuelos_pb2_grpc
-
-
-@dataclass(frozen=True, slots=True)
-class RoundTripResult:
-    """``ok`` only when both RPCs succeeded and the reservation read back equals the one created."""
-
-    ok: bool
-    message: str
-    created: dict[str, Any] | None = None
-    fetched: dict[str, Any] | None = None
-    seconds: dict[str, float] = field(default_factory=dict)
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "ok": self.ok,
-            "message": self.message,
-            "created": self.created,
-            "fetched": self.fetched,
-            "seconds": self.seconds,
-        }
 
 
 def sample_reserva(now: datetime | None = None) -> vuelos_pb2.Reserva:
@@ -54,30 +34,8 @@ def sample_reserva(now: datetime | None = None) -> vuelos_pb2.Reserva:
     return nueva_reserva_a_proto((ida, vuelta))
 
 
-RETRY_PAUSE = 0.5  # seconds before the one retry of an UNAVAILABLE call
-
-
-def _call(method: Any, request: Any, timeout: float, retries: int, **kwargs: Any) -> Any:
-    """``method(request)``, again (``retries`` times) when it fails UNAVAILABLE: the adapter or
-    AeroAlpes restarting, or a Redis failover that outlasted AeroAlpes's budget."""
-    for attempt in range(retries + 1):
-        try:
-            return method(request, timeout=timeout, **kwargs)
-        except grpc.RpcError as exc:
-            if attempt == retries or not hasattr(exc, "code") or exc.code() != grpc.StatusCode.UNAVAILABLE:
-                raise
-        time.sleep(RETRY_PAUSE)
-    raise AssertionError("unreachable")
-
-
 def _as_dict(message: Any) -> dict[str, Any]:
     return dict(MessageToDict(message, preserving_proto_field_name=True))
-
-
-def _rpc_error(rpc: str, exc: grpc.RpcError) -> str:
-    code = exc.code() if hasattr(exc, "code") else None
-    details = exc.details() if hasattr(exc, "details") else str(exc)
-    return f"{rpc} failed: {code.name if code else 'ERROR'}: {details}"
 
 
 def compare(
@@ -117,9 +75,9 @@ def roundtrip(
         stub = vuelos_pb2_grpc.VuelosStub(channel)
         started = time.perf_counter()
         try:
-            created = _call(stub.CrearReserva, sent, timeout, retries, wait_for_ready=wait_for_ready)
+            created = call(stub.CrearReserva, sent, timeout, retries, wait_for_ready=wait_for_ready)
         except grpc.RpcError as exc:
-            return RoundTripResult(False, _rpc_error("CrearReserva", exc))
+            return RoundTripResult(False, rpc_error("CrearReserva", exc))
         seconds["crear"] = round(time.perf_counter() - started, 6)
         created_dict = _as_dict(created)
         if not created.reserva.id:
@@ -128,11 +86,11 @@ def roundtrip(
             )
         started = time.perf_counter()
         try:
-            fetched = _call(
+            fetched = call(
                 stub.ConsultarReserva, vuelos_pb2.QueryReserva(id=created.reserva.id), timeout, retries
             )
         except grpc.RpcError as exc:
-            return RoundTripResult(False, _rpc_error("ConsultarReserva", exc), created_dict, None, seconds)
+            return RoundTripResult(False, rpc_error("ConsultarReserva", exc), created_dict, None, seconds)
         seconds["consultar"] = round(time.perf_counter() - started, 6)
     problem = compare(sent, created, fetched)
     return RoundTripResult(
@@ -142,22 +100,3 @@ def roundtrip(
         fetched=_as_dict(fetched),
         seconds=seconds,
     )
-
-
-def lookup_probe(target: str, timeout: float = 10.0, retries: int = 1) -> RoundTripResult:
-    """Read-only: ConsultarReserva of an id no reservation can have (ids are UUIDs). NOT_FOUND proves
-    the whole path (adapter -> AeroAlpes -> Redis Cluster) without writing anything."""
-    probe_id = f"nr-probe-{uuid.uuid4().hex}"
-    started = time.perf_counter()
-    with grpc.insecure_channel(target) as channel:
-        stub = vuelos_pb2_grpc.VuelosStub(channel)
-        try:
-            _call(stub.ConsultarReserva, vuelos_pb2.QueryReserva(id=probe_id), timeout, retries)
-        except grpc.RpcError as exc:
-            seconds = {"consultar": round(time.perf_counter() - started, 6)}
-            if exc.code() == grpc.StatusCode.NOT_FOUND:
-                return RoundTripResult(
-                    True, f"unknown id {probe_id} answered NOT_FOUND (read-only)", seconds=seconds
-                )
-            return RoundTripResult(False, _rpc_error("ConsultarReserva", exc), seconds=seconds)
-    return RoundTripResult(False, f"ConsultarReserva({probe_id}) found a reservation that cannot exist")

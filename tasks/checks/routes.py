@@ -51,11 +51,13 @@ def routes_for(host: Host, first_server: Host) -> list[Route]:
 def probe(route: Route, read_only: bool, timeout: float = RPC_TIMEOUT, retries: int = 1) -> RouteResult:
     """The client's create-then-get round trip through ``route`` (real gRPC calls); ``read_only``
     (drift, status): a lookup of an id that cannot exist, which must come back NOT_FOUND from Redis."""
-    from services.client import lookup_probe, roundtrip
-
     if read_only:
+        from services.client.probe import lookup_probe
+
         result = lookup_probe(route.target, timeout, retries)
     else:
+        from services.client.roundtrip import roundtrip
+
         result = roundtrip(route.target, timeout, wait_for_ready=False)
     seconds = sum(result.seconds.values()) if result.seconds else None
     return RouteResult(route, result.ok, result.message, seconds)

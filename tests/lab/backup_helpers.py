@@ -10,7 +10,7 @@ import time
 import grpc
 from redis.cluster import ClusterNode, RedisCluster
 
-from services.client import roundtrip
+from services.client.roundtrip import roundtrip
 from services.vuelos_pb import vuelos_pb2, vuelos_pb2_grpc
 from tests.lab.conftest import LabEnv
 

@@ -9,7 +9,7 @@ import urllib.request
 
 import pytest
 
-from services.client import roundtrip
+from services.client.roundtrip import roundtrip
 from tests.lab.conftest import SVC_ADAPTER, SVC_API, Services
 
 pytestmark = [pytest.mark.lab, pytest.mark.docker]

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from redis.cluster import RedisCluster
 
-from services.client import roundtrip
+from services.client.roundtrip import roundtrip
 from tests.lab.conftest import LabEnv
 
 pytestmark = [pytest.mark.lab, pytest.mark.docker]

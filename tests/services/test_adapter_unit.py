@@ -198,7 +198,8 @@ def test_health_reflection_and_graceful_shutdown(running: AdapterServer, channel
 
 
 def test_the_client_tries_an_unavailable_call_once_more(stub_rest: StubRest, running: AdapterServer) -> None:
-    from services.client import lookup_probe, roundtrip
+    from services.client.probe import lookup_probe
+    from services.client.roundtrip import roundtrip
 
     target = f"127.0.0.1:{running.port}"
     stub_rest.status, stub_rest.body = 503, {"error": "AlmacenamientoNoDisponible - failing over"}

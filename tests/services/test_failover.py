@@ -17,7 +17,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from services.client import sample_reserva
+from services.client.roundtrip import sample_reserva
 from services.vuelos_pb import vuelos_pb2, vuelos_pb2_grpc
 from tests.support.procs import ServiceProcess, start_adapter, start_aeroalpes
 from tests.support.redis_cluster import LocalRedisCluster

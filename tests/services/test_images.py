@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 import nr
-from services.client import roundtrip
+from services.client.roundtrip import roundtrip
 from services.vuelos_pb import vuelos_pb2_grpc
 from tasks.deploy import images
 from tests.support.locks import read_lock

@@ -17,7 +17,8 @@ from aeroalpes_testdata import two_itineraries, two_itineraries_json
 from redis.cluster import ClusterNode, RedisCluster
 
 from services.adapter.proto_codec import nueva_reserva_a_proto, reserva_desde_proto
-from services.client import lookup_probe, roundtrip, sample_reserva
+from services.client.probe import lookup_probe
+from services.client.roundtrip import roundtrip, sample_reserva
 from services.vuelos_pb import vuelos_pb2, vuelos_pb2_grpc
 from tests.support.procs import base_env, json_lines, start_adapter, start_aeroalpes
 from tests.support.redis_cluster import LocalRedisCluster

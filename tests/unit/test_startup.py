@@ -189,3 +189,13 @@ def test_a_real_unittest_mock_loaded_first_is_left_alone() -> None:
     )
     _, proc = imported_after(code)
     assert "same: True" in proc.stdout, proc.stderr
+
+
+def test_the_read_only_probe_loads_no_reservation_model() -> None:
+    """nr drift and nr status probe the adapter with a lookup: gRPC and the stubs, not the model the
+    round trip builds a reservation with."""
+    code = "import services.client.probe; print('model:', sorted(m for m in sys.modules if 'aeroalpes' in m or m == 'services.client.roundtrip'))"
+    mods, proc = imported_after(code)
+    assert proc.returncode == 0, proc.stderr
+    assert "model: []" in proc.stdout, proc.stdout
+    assert "grpc" in mods
