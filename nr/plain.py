@@ -27,6 +27,8 @@ if TYPE_CHECKING:
 # Rich's markup tag: "[" then a letter, "#", "/" or "@", up to the first "]" with no "[" before it;
 # the backslashes just before it say whether it is a tag (an even count) or literal text (odd).
 _TAG = re.compile(r"(\\*)(\[[a-z#/@][^[]*?])")
+# What Rich removes from any text it prints: bell, backspace, vertical tab, form feed, carriage return
+_RICH_STRIPS = dict.fromkeys((7, 8, 11, 12, 13))
 
 
 def escape_markup(text: str) -> str:
@@ -55,6 +57,12 @@ def strip_markup(text: str) -> str:
         position = m.end()
     parts.append(text[position:].replace("\\[", "["))
     return "".join(parts)
+
+
+def plain_text(text: str, markup: bool = True) -> str:
+    """``text`` as Rich prints it without colours: markup stripped (unless ``markup`` is off), the
+    control codes Rich drops removed, tabs expanded to 8 columns."""
+    return (strip_markup(text) if markup else text).translate(_RICH_STRIPS).expandtabs(8)
 
 
 def width(text: str) -> int:
@@ -107,13 +115,13 @@ class TextTable:
 
     def render(self) -> str:
         """The table as Rich draws it with its default box when wide enough; cells are never wrapped."""
-        heads = [[strip_markup(c.header)] for c in self.columns]
-        body = [[strip_markup(cell).split("\n") for cell in self._full(row)] for row in self.rows]
+        heads = [[plain_text(c.header)] for c in self.columns]
+        body = [[plain_text(cell).split("\n") for cell in self._full(row)] for row in self.rows]
         widths = [max(width(line) for line in h) for h in heads]
         for row in body:
             widths = [max(w, *(width(line) for line in cell)) for w, cell in zip(widths, row, strict=True)]
         right = [c.justify == "right" for c in self.columns]
-        lines = [strip_markup(self.title)] if self.title else []
+        lines = [plain_text(self.title)] if self.title else []
         lines.append(_rule("┏", "━", "┳", "┓", widths))
         lines += _cells(heads, widths, right, "┃")
         lines.append(_rule("┡", "━", "╇", "┩", widths))
@@ -160,8 +168,7 @@ class PlainConsole:
         if any(not isinstance(o, (str, TextTable)) for o in objects):
             self.rich().print(*objects, sep=sep, end=end, markup=markup, **style)
             return
-        plain = strip_markup if markup else str
-        text = sep.join(o.render() if isinstance(o, TextTable) else plain(o) for o in objects)
+        text = sep.join(o.render() if isinstance(o, TextTable) else plain_text(o, markup) for o in objects)
         stream = self.file
         with self._lock:
             stream.write(text + end)

@@ -117,3 +117,12 @@ def test_a_lazy_console_is_plain_on_a_pipe_and_rich_when_colours_are_forced(
     forced = nr_console.lazy_console()
     forced.print("[red]x[/]")
     assert isinstance(forced._console, Console)  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("markup", [True, False])
+def test_control_codes_rich_removes_are_removed(capsys: pytest.CaptureFixture[str], markup: bool) -> None:
+    text = "a\rb\x07c\x08d\x0be\x0cf\tg [red]h[/]"
+    PlainConsole().print(text, markup=markup)
+    out = io.StringIO()
+    Console(file=out, highlight=False, soft_wrap=True, color_system=None).print(text, markup=markup)
+    assert capsys.readouterr().out == out.getvalue()
