@@ -32,7 +32,7 @@ DEFERRED = "unittest.mock"
 def _real_mock() -> types.ModuleType:
     """The real ``unittest.mock``, in place of the stand-in if that is still in ``sys.modules``."""
     if isinstance(sys.modules.get(DEFERRED), _StandIn):
-        del sys.modules[DEFERRED]
+        sys.modules.pop(DEFERRED, None)  # (another thread may have just done it)
     return importlib.import_module(DEFERRED)
 
 

@@ -18,7 +18,7 @@ import sys
 import threading
 import unicodedata
 from dataclasses import dataclass, field
-from typing import IO, TYPE_CHECKING, Any, Literal
+from typing import IO, TYPE_CHECKING, Any, Literal, NamedTuple
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -77,6 +77,20 @@ def width(text: str) -> int:
     return total
 
 
+class Box(NamedTuple):
+    """A table's box: each rule as left, line, crossing and right characters; each row's bar."""
+
+    top: str
+    head: str
+    head_rule: str
+    row_rule: str
+    bar: str
+    bottom: str
+
+
+HEAVY_HEAD = Box("┏━┳┓", "┃", "┡━╇┩", "├─┼┤", "│", "└─┴┘")  # Rich's default (rich.box.HEAVY_HEAD)
+ASCII_BOX = Box("+--+", "|", "|-+|", "|-+|", "|", "+--+")  # what Rich draws instead (rich.box.ASCII)
+
 Justify = Literal["left", "right"]
 Overflow = Literal["fold", "crop", "ellipsis"]  # Rich's, on a terminal: "fold" breaks long words
 
@@ -113,8 +127,10 @@ class TextTable:
             table.add_row(*row)
         return table
 
-    def render(self) -> str:
-        """The table as Rich draws it with its default box when wide enough; cells are never wrapped."""
+    def render(self, ascii_only: bool = False) -> str:
+        """The table as Rich draws it with its default box when wide enough (``ascii_only``: the box
+        Rich substitutes for a stream whose encoding is not UTF); cells are never wrapped."""
+        box = ASCII_BOX if ascii_only else HEAVY_HEAD
         heads = [[plain_text(c.header)] for c in self.columns]
         body = [[plain_text(cell).split("\n") for cell in self._full(row)] for row in self.rows]
         widths = [max(width(line) for line in h) for h in heads]
@@ -122,22 +138,22 @@ class TextTable:
             widths = [max(w, *(width(line) for line in cell)) for w, cell in zip(widths, row, strict=True)]
         right = [c.justify == "right" for c in self.columns]
         lines = [plain_text(self.title)] if self.title else []
-        lines.append(_rule("┏", "━", "┳", "┓", widths))
-        lines += _cells(heads, widths, right, "┃")
-        lines.append(_rule("┡", "━", "╇", "┩", widths))
+        lines.append(_rule(box.top, widths))
+        lines += _cells(heads, widths, right, box.head)
+        lines.append(_rule(box.head_rule, widths))
         for i, row in enumerate(body):
             if i and self.show_lines:
-                lines.append(_rule("├", "─", "┼", "┤", widths))
-            lines += _cells(row, widths, right, "│")
-        lines.append(_rule("└", "─", "┴", "┘", widths))
+                lines.append(_rule(box.row_rule, widths))
+            lines += _cells(row, widths, right, box.bar)
+        lines.append(_rule(box.bottom, widths))
         return "\n".join(lines)
 
     def _full(self, row: tuple[str, ...]) -> tuple[str, ...]:
         return (row + ("",) * len(self.columns))[: len(self.columns)]
 
 
-def _rule(left: str, line: str, cross: str, end: str, widths: list[int]) -> str:
-    return left + cross.join(line * (w + 2) for w in widths) + end
+def _rule(chars: str, widths: list[int]) -> str:
+    return chars[0] + chars[2].join(chars[1] * (w + 2) for w in widths) + chars[3]
 
 
 def _cells(cells: list[list[str]], widths: list[int], right: list[bool], bar: str) -> list[str]:
@@ -168,10 +184,19 @@ class PlainConsole:
         if any(not isinstance(o, (str, TextTable)) for o in objects):
             self.rich().print(*objects, sep=sep, end=end, markup=markup, **style)
             return
-        text = sep.join(o.render() if isinstance(o, TextTable) else plain_text(o, markup) for o in objects)
-        stream = self.file
+        stream: IO[str] | None = self.file
+        if stream is None:  # closed (``nr drift >&-``): Rich prints to nothing then too
+            return
+        encoding = (getattr(stream, "encoding", None) or "utf-8").lower()
+        ascii_only = not encoding.startswith("utf")
+        text = sep.join(
+            o.render(ascii_only) if isinstance(o, TextTable) else plain_text(o, markup) for o in objects
+        )
         with self._lock:
-            stream.write(text + end)
+            try:
+                stream.write(text + end)
+            except UnicodeEncodeError:  # a ✓ under a Latin-1 locale: shown as "?" rather than failing
+                stream.write((text + end).encode(encoding, "replace").decode(encoding))
             stream.flush()
 
     @property

@@ -126,3 +126,32 @@ def test_control_codes_rich_removes_are_removed(capsys: pytest.CaptureFixture[st
     out = io.StringIO()
     Console(file=out, highlight=False, soft_wrap=True, color_system=None).print(text, markup=markup)
     assert capsys.readouterr().out == out.getvalue()
+
+
+def test_a_stream_that_is_not_utf_gets_rich_s_ascii_box_and_no_crash(monkeypatch: pytest.MonkeyPatch) -> None:
+    raw = io.BytesIO()
+    latin = io.TextIOWrapper(raw, encoding="latin-1")
+    monkeypatch.setattr("sys.stdout", latin)
+    PlainConsole().print(sample(show_lines=True))
+    PlainConsole().print("  [green]✓ nr-lab1[/] ok")
+    latin.flush()
+    rich_out = io.TextIOWrapper(io.BytesIO(), encoding="latin-1")
+    table = TextTable(title="base", show_lines=True)  # only what Latin-1 can print, for Rich
+    table.add_column("host")
+    table.add_column("ok", justify="right")
+    table.add_row("[red]nr-lab1[/]", "1")
+    table.add_row("two\nlines", "22")
+    Console(file=rich_out, width=300, highlight=False, soft_wrap=True).print(table)
+    rich_out.flush()
+    mine = io.TextIOWrapper(io.BytesIO(), encoding="latin-1")
+    monkeypatch.setattr("sys.stdout", mine)
+    PlainConsole().print(table)
+    mine.flush()
+    assert mine.buffer.getvalue() == rich_out.buffer.getvalue()  # type: ignore[attr-defined]
+    printed = raw.getvalue().decode("latin-1")
+    assert "+-" in printed and "┏" not in printed and "? nr-lab1 ok" in printed
+
+
+def test_a_closed_stdout_prints_nothing_and_does_not_fail(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("sys.stdout", None)
+    PlainConsole().print("No drift")
