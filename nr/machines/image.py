@@ -39,15 +39,22 @@ def docker(
     exe = shutil.which("docker")
     if exe is None:
         raise NrError("docker is not installed (the lab needs a Docker engine)")
-    proc = subprocess.run(
-        [exe, *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT if stderr else subprocess.PIPE,
-        text=True,
-        timeout=timeout,
-        check=False,
-        input=input,
-    )
+    try:
+        proc = subprocess.run(
+            [exe, *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT if stderr else subprocess.PIPE,
+            text=True,
+            timeout=timeout,
+            check=False,
+            input=input,
+        )
+    except subprocess.TimeoutExpired:
+        what = " ".join([args[0], *[a for a in args[1:] if not a.startswith("-")][:1]])
+        raise NrError(
+            f"docker {what} did not finish within {timeout:g} s (is the machine overloaded? "
+            "fewer lab hosts start faster)"
+        ) from None
     if check and proc.returncode != 0:
         raise NrError(f"docker {args[0]} failed: {(proc.stderr or '').strip() or proc.stdout.strip()}")
     return proc.stdout

@@ -21,14 +21,20 @@ from nr.text import command, printable
 
 LOG_LINES = 15
 
+RAISE_INOTIFY = command(
+    "sysctl", "-w", "fs.inotify.max_user_instances=1024", "fs.inotify.max_user_watches=1048576"
+)
+# When systemd dies before it logs anything, or never gets a host ready, with many lab hosts running
+SILENT = (
+    "nothing logged: with many lab hosts running, most often this machine's inotify limits are used up "
+    "({inotify}); raise them, e.g. " + RAISE_INOTIFY
+)
+
 # (pattern in the container's log, likely cause)
 CAUSES: list[tuple[re.Pattern[str], str]] = [
     (
         re.compile(r"inotify|Too many open files|directory watch", re.IGNORECASE),
-        "this machine's inotify limits are used up ({inotify}); raise them, e.g. "
-        + command(
-            "sysctl", "-w", "fs.inotify.max_user_instances=1024", "fs.inotify.max_user_watches=1048576"
-        ),
+        "this machine's inotify limits are used up ({inotify}); raise them, e.g. " + RAISE_INOTIFY,
     ),
     (
         re.compile(r"cgroup", re.IGNORECASE),
@@ -53,6 +59,8 @@ def inotify_limits() -> str:
 
 def likely_cause(log: str) -> str | None:
     """The likely cause of a container's death from its log (pure but for reading the inotify limits)."""
+    if not log.strip():
+        return SILENT.replace("{inotify}", inotify_limits())
     for pattern, cause in CAUSES:
         if pattern.search(log):
             return cause.replace("{inotify}", inotify_limits()) if "{inotify}" in cause else cause

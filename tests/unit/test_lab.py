@@ -136,6 +136,10 @@ def test_the_likely_cause_of_a_dead_host() -> None:
     assert "inotify limits" in (likely_cause("Failed to allocate directory watch: Too many open files") or "")
     assert "cgroups" in (likely_cause("Failed to mount cgroup at /sys/fs/cgroup/systemd") or "")
     assert likely_cause("everything is fine") is None
+    silent = (
+        likely_cause("  \n") or ""
+    )  # systemd died before it logged a line: 20 hosts at inotify's default 128
+    assert silent.startswith("nothing logged") and "fs.inotify.max_user_instances=" in silent
 
 
 def test_a_host_that_died_at_start_is_explained_while_its_restart_policy_restarts_it(
@@ -179,3 +183,18 @@ def test_a_host_that_died_at_start_is_explained_while_its_restart_policy_restart
             )
             assert len(asked) == len(answers), case
         assert sum(slept) <= 2.0 + 1e-9, case
+
+
+def test_a_docker_command_that_hangs_is_named_not_a_traceback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from nr.machines.image import docker
+
+    fake = tmp_path / "docker"
+    fake.write_text("#!/bin/sh\nsleep 5\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:/usr/bin:/bin")
+    with pytest.raises(
+        NrError, match=r"^docker exec nrb5019 did not finish within 0.3 s \(is the machine overloaded"
+    ):
+        docker("exec", "-i", "nrb5019", "sh", "-s", input="true", timeout=0.3)
