@@ -31,6 +31,10 @@ PACKAGES = [
 MIRROR = os.environ.get("NR_LAB_MIRROR", "http://deb.debian.org/debian")
 
 
+class DockerTimeout(NrError):
+    """A docker command that did not finish in time (the machine overloaded, or a host stuck)."""
+
+
 def docker(
     *args: str, check: bool = True, timeout: float = 300, input: str | None = None, stderr: bool = False
 ) -> str:
@@ -51,7 +55,7 @@ def docker(
         )
     except subprocess.TimeoutExpired:
         what = " ".join([args[0], *[a for a in args[1:] if not a.startswith("-")][:1]])
-        raise NrError(
+        raise DockerTimeout(
             f"docker {what} did not finish within {timeout:g} s (is the machine overloaded? "
             "fewer lab hosts start faster)"
         ) from None

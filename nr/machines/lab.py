@@ -30,7 +30,7 @@ from rich.console import Console
 
 from nr.errors import NrError
 from nr.formats import dns_label
-from nr.machines.image import IMAGE, docker, ensure_image
+from nr.machines.image import IMAGE, DockerTimeout, docker, ensure_image
 from nr.machines.labfiles import USER, LabOptions, lab_inventory, write_generated_secrets, write_inventory
 from nr.machines.startup import SILENT, died_at_start, inotify_limits
 from nr.registry import registry
@@ -211,13 +211,11 @@ class Lab:
         script = _PREPARE.replace("{user}", USER).replace("{pubkey}", pubkey)
         try:
             out = docker("exec", "-i", name, "sh", "-s", input=script, timeout=PREPARE_TIMEOUT)
+        except DockerTimeout as exc:  # running, but never ready: systemd stuck on a limit?
+            silent = SILENT.replace("{inotify}", inotify_limits())
+            raise died_at_start(name) or NrError(f"lab host {name}: {exc}; {silent}") from None
         except NrError as exc:
-            stuck = "did not finish" in str(exc)  # running, but not ready: systemd stuck on a limit?
-            raise died_at_start(name) or (
-                NrError(f"lab host {name}: {exc}; {SILENT.replace('{inotify}', inotify_limits())}")
-                if stuck
-                else exc
-            ) from None
+            raise died_at_start(name) or exc from None
         lines = [line for line in out.splitlines() if line.startswith("ssh-ed25519 ")]
         if not lines:
             raise NrError(f"lab host {name}: could not read its SSH host key")

@@ -21,17 +21,18 @@ HEAVY = ("paramiko", "fabric", "invoke", "rich", "grpc", "redis", "nornir", "yam
 def imported_after(code: str, *args: str) -> tuple[set[str], subprocess.CompletedProcess[str]]:
     """Run ``code`` in a fresh interpreter (``sys.argv[1:]`` = ``args``); the heavy top-level
     packages it imported, and the process (its stdout is what the code printed before the marker)."""
-    probe = textwrap.dedent(
-        f"""
-        import sys
-        try:
-        {textwrap.indent(textwrap.dedent(code), "    ")}
-        except SystemExit:
-            pass
-        finally:
-            heavy = {HEAVY!r}
-            print("\\n@@MODULES@@" + " ".join(sorted({{m.split(".")[0] for m in sys.modules}} & set(heavy))))
-        """
+    body = textwrap.indent(textwrap.dedent(code).strip(), "    ")  # one line or a block
+    probe = "\n".join(
+        [
+            "import sys",
+            "try:",
+            body,
+            "except SystemExit:",
+            "    pass",
+            "finally:",
+            f"    heavy = {HEAVY!r}",
+            '    print("\\n@@MODULES@@" + " ".join(sorted({m.split(".")[0] for m in sys.modules} & set(heavy))))',
+        ]
     )
     proc = subprocess.run(
         [sys.executable, "-c", probe, *args],
@@ -85,18 +86,16 @@ def test_inventory_prints_its_table_without_rich_to_a_pipe_and_with_rich_for_col
 
 
 def test_a_run_summary_and_a_drift_report_print_to_a_pipe_without_rich() -> None:
-    code = "; ".join(
-        [
-            "from nr.console import lazy_console",
-            "from nr.drift import print_drift",
-            "from nr.report import DriftItem, RunReport",
-            "report = RunReport('base')",
-            "report.drift.append(DriftItem('base', 'vm1', 'file /x', 'present', 'absent', 'nr run base -l vm1'))",
-            "out = lazy_console(highlight=False, soft_wrap=True)",
-            "report.print_summary(out)",
-            "print_drift(report, out)",
-        ]
-    )
+    code = """
+        from nr.console import lazy_console
+        from nr.drift import print_drift
+        from nr.report import DriftItem, RunReport
+        report = RunReport('base')
+        report.drift.append(DriftItem('base', 'vm1', 'file /x', 'present', 'absent', 'nr run base -l vm1'))
+        out = lazy_console(highlight=False, soft_wrap=True)
+        report.print_summary(out)
+        print_drift(report, out)
+    """
     mods, proc = imported_after(code)
     assert proc.returncode == 0, proc.stderr
     assert "rich" not in mods
@@ -157,20 +156,19 @@ def test_at_exit_the_collector_skips_what_is_left() -> None:
 
 def test_nr_loads_invoke_without_its_test_helper_s_unittest_mock() -> None:
     """Invoke's MockContext needs unittest.mock (and so asyncio): nr defers them until a Mock is made."""
-    code = "; ".join(
-        [
-            "import contextlib",
-            "from nr.cli import main",
-            "sys.argv = ['nr', '--version']",
-            "exec('with contextlib.suppress(SystemExit): main()')",
-            "import nr.connection",
-            "print('deferred:', 'unittest.mock' in sys.modules, 'asyncio' in sys.modules)",
-            "from invoke import MockContext, Result",
-            "ctx = MockContext(run=Result('hi'))",
-            "import unittest.mock",
-            "print('works:', ctx.run('x').stdout, isinstance(ctx.run, unittest.mock.Mock), callable(unittest.mock.patch))",
-        ]
-    )
+    code = """
+        import contextlib
+        from nr.cli import main
+        sys.argv = ['nr', '--version']
+        with contextlib.suppress(SystemExit):
+            main()
+        import nr.connection
+        print('deferred:', 'unittest.mock' in sys.modules, 'asyncio' in sys.modules)
+        from invoke import MockContext, Result
+        ctx = MockContext(run=Result('hi'))
+        import unittest.mock
+        print('works:', ctx.run('x').stdout, isinstance(ctx.run, unittest.mock.Mock), callable(unittest.mock.patch))
+    """
     _, proc = imported_after(code)
     assert proc.returncode == 0, proc.stderr
     assert "deferred: False False" in proc.stdout, proc.stdout
@@ -178,15 +176,13 @@ def test_nr_loads_invoke_without_its_test_helper_s_unittest_mock() -> None:
 
 
 def test_a_real_unittest_mock_loaded_first_is_left_alone() -> None:
-    code = "; ".join(
-        [
-            "import unittest.mock",
-            "from nr import import_hooks",
-            "import_hooks.install()",
-            "import invoke.context",
-            "print('same:', invoke.context.Mock is unittest.mock.Mock)",
-        ]
-    )
+    code = """
+        import unittest.mock
+        from nr import import_hooks
+        import_hooks.install()
+        import invoke.context
+        print('same:', invoke.context.Mock is unittest.mock.Mock)
+    """
     _, proc = imported_after(code)
     assert "same: True" in proc.stdout, proc.stderr
 
