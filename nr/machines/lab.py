@@ -32,7 +32,7 @@ from nr.errors import NrError
 from nr.formats import dns_label
 from nr.machines.image import IMAGE, DockerTimeout, docker, ensure_image
 from nr.machines.labfiles import USER, LabOptions, lab_inventory, write_generated_secrets, write_inventory
-from nr.machines.startup import SILENT, died_at_start, inotify_limits
+from nr.machines.startup import SILENT, check_inotify, died_at_start, inotify_limits
 from nr.registry import registry
 from nr.secrets import write_secret_file
 from nr.text import command
@@ -221,9 +221,8 @@ class Lab:
             raise NrError(f"lab host {name}: could not read its SSH host key")
         return lines[-1]
 
-    def _start(self, count: int) -> list[str]:
-        """Start (or create) hosts 1..count; returns their names."""
-        existing = {c["Names"]: c for c in self._containers()}
+    def _start(self, count: int, existing: dict[str, dict[str, Any]]) -> list[str]:
+        """Start (or create) hosts 1..count (``existing``: the lab's containers); returns their names."""
         started: list[str] = []
         for i in range(1, count + 1):
             name = self.host_name(i)
@@ -268,11 +267,14 @@ class Lab:
             if value and opt.is_path and not Path(value).is_file():
                 raise NrError(f"{opt.flag} {value}: no such file")
         docker("info", timeout=30)
+        existing = {c["Names"]: c for c in self._containers()}
+        running = {name for name, c in existing.items() if c["State"] == "running"}
+        check_inotify(sum(self.host_name(i) not in running for i in range(1, count + 1)))
         self.ensure_image()
         self._ensure_network()
         self.state_dir.mkdir(parents=True, exist_ok=True)
         pubkey = self._key()
-        names = self._start(count)
+        names = self._start(count, existing)
         with ThreadPoolExecutor(max_workers=max(1, len(names))) as pool:
             hostkeys = list(pool.map(lambda n: self._prepare(n, pubkey), names))
         pairs = [(n, host_address(self.subnet, i + 1)) for i, n in enumerate(names)]

@@ -57,6 +57,63 @@ def inotify_limits() -> str:
     return ", ".join(values) or "limits unknown"
 
 
+# inotify instances of root's one lab host takes once it is up: systemd 5, systemd-logind 1 (counted
+# from /proc/*/fd of running lab hosts; dbus-daemon's one counts against its own user). The limit is
+# per user for the whole machine: lab hosts run as the machine's root.
+INOTIFY_PER_HOST = 6
+INOTIFY_LINK = "anon_inode:inotify"
+
+
+def inotify_in_use(proc: Path = Path("/proc"), uid: int = 0) -> int | None:
+    """How many inotify instances processes of ``uid`` hold (None if their fds cannot be read)."""
+    used = 0
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if not _real_uid_is(entry / "status", uid):
+                continue
+            fds = list((entry / "fd").iterdir())
+        except PermissionError:
+            return None
+        except OSError:  # the process ended meanwhile
+            continue
+        for fd in fds:
+            with contextlib.suppress(OSError):
+                used += fd.readlink().as_posix() == INOTIFY_LINK
+    return used
+
+
+def _real_uid_is(status: Path, uid: int) -> bool:
+    for line in status.read_text().splitlines():
+        if line.startswith("Uid:"):
+            return int(line.split()[1]) == uid
+    return False
+
+
+def check_inotify(new_hosts: int, proc: Path = Path("/proc")) -> None:
+    """Refuse to start ``new_hosts`` lab hosts that root's inotify limit cannot hold.
+
+    Past the limit, a host's systemd dies or hangs before it logs why (seen at 19-20 hosts with the
+    default ``fs.inotify.max_user_instances=128``): better said before any host is started."""
+    if new_hosts <= 0:
+        return
+    try:
+        limit = int((proc / "sys/fs/inotify/max_user_instances").read_text())
+    except (OSError, ValueError):
+        return
+    used = inotify_in_use(proc)
+    need = new_hosts * INOTIFY_PER_HOST
+    if (used or 0) + need <= limit:
+        return
+    held = f"root holds {used} now, " if used is not None else ""
+    raise NrError(
+        f"{new_hosts} new lab host(s) need about {need} inotify instances ({INOTIFY_PER_HOST} each, for "
+        f"systemd and logind); {held}of fs.inotify.max_user_instances={limit}. Raise the limit first, e.g. "
+        f"{RAISE_INOTIFY}; no host was started"
+    )
+
+
 def likely_cause(log: str) -> str | None:
     """The likely cause of a container's death from its log (pure but for reading the inotify limits)."""
     if not log.strip():
