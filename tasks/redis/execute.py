@@ -3,7 +3,8 @@
 MEET, ADDSLOTSRANGE, REPLICATE and FORGET go out in groups; a FAILOVER and a slot move one at a time. Slots
 move online the way the CLUSTER SETSLOT documentation describes (IMPORTING, MIGRATING, MIGRATE the keys,
 NODE), so clients get ASK redirects for a slot only while it is open. MIGRATE carries the password as
-``AUTH <password>`` inside the redis-py command (never a shell); Redis redacts it in SLOWLOG and MONITOR.
+``AUTH <password>`` inside the command sent over the controller's Redis connection (never a shell; no
+client error names a command's arguments); Redis redacts it in SLOWLOG and MONITOR.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Reading the cluster from the controller: every planned instance over TCP (redis-py), in parallel.
+"""Reading the cluster from the controller: every planned instance over TCP (:mod:`tasks.redis.resp`), in
+parallel.
 
 :func:`observe` reads CLUSTER MYID / INFO / NODES and INFO replication from every instance of the layout,
 and with ``settings`` the running value of each (``CONFIG GET``, pipelined: one round trip). Unreachable or
@@ -20,6 +21,7 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 from nr.secrets import Secret
+from tasks.redis import resp
 from tasks.redis.config import REDACTED, SECRET_DIRECTIVES
 from tasks.redis.errors import AccessError, ClusterParseError
 from tasks.redis.parse import (
@@ -111,7 +113,7 @@ class ClusterObservation:
 
 
 class NodeClient(Protocol):
-    """The part of redis.Redis used here (raw replies: callbacks are cleared)."""
+    """What the component uses of a Redis client (:class:`tasks.redis.resp.Client`: raw replies)."""
 
     def execute_command(self, *args: Any, **options: Any) -> Any: ...
 
@@ -124,48 +126,31 @@ Connector = Callable[[str, int], NodeClient]
 
 
 def redis_connector(password: Password, timeout: float = 5.0, username: str | None = None) -> Connector:
-    """``connect(address, port)`` for redis-py clients that AUTH with ``password`` and return raw replies.
-
-    No retries (an unreachable instance must fail fast); socket timeouts of ``timeout`` seconds.
-    """
-    import redis
-    from redis.backoff import NoBackoff
-    from redis.retry import Retry
+    """``connect(address, port)`` for clients that AUTH with ``password`` and return raw replies
+    (:mod:`tasks.redis.resp`). No retries (an unreachable instance must fail fast); socket timeouts of
+    ``timeout`` seconds."""
 
     def connect(address: str, port: int) -> NodeClient:
-        client = redis.Redis(
-            host=address,
-            port=port,
-            username=username,
-            password=plain(password),
-            socket_timeout=timeout,
-            socket_connect_timeout=timeout,
-            retry=Retry(NoBackoff(), 0),
-            protocol=2,
-        )
-        client.response_callbacks.clear()  # raw replies: our own parsers do the work
-        return client
+        return resp.Client(address, port, plain(password), username, timeout)
 
     return connect
 
 
 def classify(exc: Exception, password: Password | None) -> tuple[Access, str]:
-    import redis
-
     message = scrub(str(exc), password) or type(exc).__name__
     lower = message.lower()
-    if isinstance(exc, redis.AuthenticationError | redis.exceptions.AuthenticationWrongNumberOfArgsError):
+    if isinstance(exc, resp.AuthError):
+        if lower.startswith("noauth"):
+            return Access.WRONG_PASSWORD, f"authentication required: no password was sent ({message})"
         if "without any password configured" in lower or "no password is set" in lower:
             return Access.NO_PASSWORD, (
                 "the instance has no password configured (requirepass is empty) but AUTH was sent; "
                 f"render its redis.conf with requirepass ({message})"
             )
         return Access.WRONG_PASSWORD, f"authentication failed: the redis password is wrong ({message})"
-    if isinstance(exc, redis.ResponseError) and "noauth" in lower:
-        return Access.WRONG_PASSWORD, f"authentication required: no password was sent ({message})"
-    if isinstance(exc, redis.ResponseError) and "cluster support disabled" in lower:
+    if isinstance(exc, resp.ReplyError) and "cluster support disabled" in lower:
         return Access.NOT_CLUSTER, f"cluster mode is disabled (cluster-enabled no): {message}"
-    if isinstance(exc, redis.ConnectionError | redis.TimeoutError | OSError):
+    if isinstance(exc, OSError):  # resp.Unreachable, or a socket error of a client passed in
         return Access.UNREACHABLE, message
     return Access.ERROR, f"{type(exc).__name__}: {message}"
 

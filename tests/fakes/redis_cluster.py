@@ -1,6 +1,6 @@
 """An in-memory Redis Cluster behind the redis play's connector seam: orchestration tests without servers.
 
-The play talks to instances through ``connect(address, port) -> client`` (redis-py's ``Redis`` with raw
+The play talks to instances through ``connect(address, port) -> client`` (``tasks.redis.resp.Client``: raw
 replies). :class:`FakeRedisCluster` answers the commands the play sends, the way Redis 7.0 does, and
 records them, so a test can assert the order of failovers, restarts and waits. It is a unit-test fake,
 not a stand-in: the real cluster is exercised by tests/redis_local (redis-server processes) and the lab.
@@ -33,10 +33,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-import redis
-
 from tasks.redis.config import InstanceConfig, runtime_settings
 from tasks.redis.plan import Layout
+from tasks.redis.resp import ReplyError, Unreachable, error_reply
 from tasks.redis.slots import SLOT_COUNT, format_ranges, ranges_from_slots, slots_of
 
 
@@ -152,7 +151,7 @@ class FakeRedisCluster:
 
     def failover(self, node: FakeNode) -> None:
         if node.role != "replica":
-            raise redis.ResponseError("ERR You should send CLUSTER FAILOVER to a replica")
+            raise ReplyError("ERR You should send CLUSTER FAILOVER to a replica")
         old = next(n for n in self.nodes.values() if n.node_id == node.master_id)
         self.events.append(("failover", node.label))
         node.role, node.master_id, node.slots = "master", None, set(old.slots)
@@ -167,9 +166,9 @@ class FakeRedisCluster:
             node = self.nodes[endpoint]
             self.commands.append((node.label, args))
             if not node.alive:
-                raise redis.ConnectionError(f"Error 111 connecting to {endpoint}. Connection refused.")
+                raise Unreachable(f"cannot connect to {endpoint}: Connection refused")
             if password != node.config.get("requirepass"):
-                raise redis.AuthenticationError("invalid username-password pair or user is disabled.")
+                raise error_reply("WRONGPASS invalid username-password pair or user is disabled.")
             return self._dispatch(node, [a.upper() for a in args[:2]], args)
 
     def _dispatch(self, node: FakeNode, head: list[str], args: tuple[str, ...]) -> Any:
@@ -199,7 +198,7 @@ class FakeRedisCluster:
         if head == ["CLUSTER", "FAILOVER"]:
             self.failover(node)
             return b"OK"
-        raise redis.ResponseError(f"ERR the fake does not know {' '.join(args)}")
+        raise ReplyError(f"ERR the fake does not know {' '.join(args)}")
 
 
 class FakePipeline:

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 
 from nr.backup.api import Restoring
 from nr.backup.folder import Backup, Writer
@@ -19,6 +18,7 @@ from nr.errors import NrError
 from tasks.redis import backup as redis_backup
 from tasks.redis.observe import observe
 from tasks.redis.rdb import summarize_file
+from tasks.redis.resp import ReplyError
 from tests.fakes.redis_cluster import FakeNode, FakeRedisCluster
 from tests.fakes.remote import Reply
 from tests.unit.redis_scripted import PASSWORD, Site, configs
@@ -43,7 +43,7 @@ class SavingCluster(FakeRedisCluster):
         label = node.label
         if head[:1] == ["BGSAVE"]:
             if label in self.saving:
-                raise redis.ResponseError("Background save already in progress")
+                raise ReplyError("ERR Background save already in progress")
             self.saving.add(label)
             self.events.append(("bgsave", label))
             return b"Background saving started"

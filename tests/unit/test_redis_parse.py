@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 
 from tasks.redis.errors import ClusterParseError
 from tasks.redis.findings import findings
@@ -23,6 +22,7 @@ from tasks.redis.parse import (
 )
 from tasks.redis.plan import plan_layout
 from tasks.redis.reconcile import plan_actions
+from tasks.redis.resp import Unreachable, error_reply
 from tasks.redis.slots import SlotRange
 from tasks.redis.topology import consolidate
 
@@ -307,22 +307,20 @@ def test_observe_records_failures_instead_of_raising() -> None:
         if label == lab(1, P):
             client = FakeClient(capture_replies("healthy", label))
         elif label == lab(2, P):
-            client = FakeClient(
-                redis.AuthenticationError("invalid username-password pair or user is disabled.")
-            )
+            client = FakeClient(error_reply("WRONGPASS invalid username-password pair or user is disabled."))
         elif label == lab(2, R):
-            client = FakeClient(redis.ConnectionError(f"Error 111 connecting to {address}:{port}. Refused."))
+            client = FakeClient(Unreachable(f"cannot connect to {address}:{port}: Connection refused"))
         elif label == lab(3, P):
-            client = FakeClient(redis.ResponseError("ERR This instance has cluster support disabled"))
+            client = FakeClient(error_reply("ERR This instance has cluster support disabled"))
         elif label == lab(3, R):
             client = FakeClient(
-                redis.AuthenticationError(
-                    "AUTH <password> called without any password configured for the default user. "
+                error_reply(
+                    "ERR AUTH <password> called without any password configured for the default user. "
                     "Are you sure your configuration is correct?"
                 )
             )
         else:  # an error text that happens to contain the password must not leak it
-            client = FakeClient(redis.ResponseError(f"ERR weird reply mentioning {PASSWORD}"))
+            client = FakeClient(error_reply(f"ERR weird reply mentioning {PASSWORD}"))
         clients.append(client)
         return client
 
@@ -353,7 +351,7 @@ def test_consolidate_uses_peer_views_for_unreachable_instances() -> None:
         label = f"lab{address[-1]}:{port}"
         if label == lab(1, P):  # the only captured view; everyone else is unreachable here
             return FakeClient(capture_replies("failed-after-failover", label))
-        return FakeClient(redis.ConnectionError("refused"))
+        return FakeClient(Unreachable("cannot connect to lab: Connection refused"))
 
     obs = observe(LAYOUT, PASSWORD, connect=connect)
     topo = consolidate(LAYOUT, obs)
