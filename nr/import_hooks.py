@@ -11,12 +11,18 @@ imports the real module when called (so ``MockContext`` still works, with real M
 other names load the real module at once. Afterwards the stand-in is gone from ``sys.modules``: a
 later ``import unittest.mock`` gets the real one. If ``unittest.mock`` is already loaded, nothing is
 changed.
+
+Nornir's ``nornir.core.configuration`` imports ``ruamel.yaml`` (~15 ms) for ``Config.from_file``; nr
+builds its Config in code and reads YAML with PyYAML. The finder gives ``ruamel.yaml`` to
+``importlib.util.LazyLoader``: the module runs at its first attribute access, so a caller that uses
+it gets the real thing, and a run that never does never pays for it.
 """
 
 from __future__ import annotations
 
 import importlib
 import importlib.machinery
+import importlib.util
 import sys
 import types
 from collections.abc import Sequence
@@ -27,6 +33,7 @@ if TYPE_CHECKING:
 
 TARGET = "invoke.context"
 DEFERRED = "unittest.mock"
+LAZY = frozenset({"ruamel.yaml"})  # run at first use (importlib.util.LazyLoader)
 
 
 def _real_mock() -> types.ModuleType:
@@ -81,16 +88,20 @@ class _Finder:
     def find_spec(
         self, fullname: str, path: Sequence[str] | None, target: types.ModuleType | None = None
     ) -> importlib.machinery.ModuleSpec | None:
-        if fullname != TARGET:
+        if fullname != TARGET and fullname not in LAZY:
             return None
         spec = importlib.machinery.PathFinder.find_spec(fullname, path, target)
         if spec is None or spec.loader is None:
             return spec
-        spec.loader = cast("Loader", _Loader(spec.loader))
+        if fullname in LAZY:
+            spec.loader = importlib.util.LazyLoader(spec.loader)
+        else:
+            spec.loader = cast("Loader", _Loader(spec.loader))
         return spec
 
 
 def install() -> None:
-    """Defer ``unittest.mock`` for ``invoke.context`` from now on (once; harmless if Invoke is loaded)."""
+    """Defer ``unittest.mock`` for ``invoke.context``, and ``ruamel.yaml``, from now on (once; harmless
+    for what is loaded already)."""
     if not any(isinstance(f, _Finder) for f in sys.meta_path):
         sys.meta_path.insert(0, _Finder())

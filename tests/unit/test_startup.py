@@ -195,3 +195,36 @@ def test_the_read_only_probe_loads_no_reservation_model() -> None:
     assert proc.returncode == 0, proc.stderr
     assert "model: []" in proc.stdout, proc.stdout
     assert "grpc" in mods
+
+
+def test_nornir_loads_without_running_ruamel_yaml_until_it_is_used() -> None:
+    """nornir.core.configuration imports ruamel.yaml for Config.from_file, which nr never calls."""
+    code = """
+        from nr import import_hooks
+        import_hooks.install()
+        import nornir.core.configuration
+        print('ran:', 'ruamel.yaml.main' in sys.modules)
+        import ruamel.yaml
+        print('works:', ruamel.yaml.YAML(typ='safe').load('a: [1, 2]'), 'ruamel.yaml.main' in sys.modules)
+    """
+    _, proc = imported_after(code)
+    assert proc.returncode == 0, proc.stderr
+    assert "ran: False" in proc.stdout and "works: {'a': [1, 2]} True" in proc.stdout, proc.stdout
+
+
+def test_reading_the_redis_cluster_imports_no_redis_py() -> None:
+    """The Redis component talks RESP itself (tasks.redis.resp): redis-py's import cost ~130 ms."""
+    code = """
+        import tasks.redis.observe, tasks.redis.execute, tasks.redis.session, tasks.redis.backup
+        from tasks.redis.observe import classify, redis_connector
+        client = redis_connector('secret', timeout=0.5)('127.0.0.1', 1)  # nothing listens on port 1
+        try:
+            client.execute_command('PING')
+        except Exception as exc:
+            print('classified:', classify(exc, 'secret')[0])
+        print('redis-py:', sorted(m for m in sys.modules if m == 'redis' or m.startswith('redis.')))
+    """
+    mods, proc = imported_after(code)
+    assert proc.returncode == 0, proc.stderr
+    assert "classified: unreachable" in proc.stdout, proc.stdout
+    assert "redis-py: []" in proc.stdout and "redis" not in mods, proc.stdout
