@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from nr.cache_dir import cache_root
 from nr.errors import NrError
 from nr.ops.files import local_sha256
 
@@ -74,10 +75,6 @@ class BinarySource:
     sha256: str
     label: str
     path: Path | None
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "nr"
 
 
 class ReleaseCache:

@@ -22,8 +22,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from nr import progress
+from nr.cache_dir import cache_root
 from nr.errors import NrError
-from nr.ops.release import UNAME_ARCH, cache_root
+from nr.ops.release import UNAME_ARCH
 from tasks.deploy.manifests import IMAGES, AppSite
 from tasks.deploy.nodes import Image
 

@@ -66,23 +66,36 @@ def test_a_command_help_imports_no_heavy_library(command: str) -> None:
     assert mods == set()
 
 
-def test_inventory_json_reads_the_files_with_nothing_but_yaml() -> None:
-    code = "from nr.cli import main; sys.argv = ['nr', 'inventory', '--json', '-i', 'inventory']; main()"
+def in_cache(folder: Path, code: str) -> str:
+    return f"import os; os.environ['XDG_CACHE_HOME'] = {str(folder)!r}; {code}"
+
+
+def test_inventory_json_reads_the_files_with_nothing_but_yaml_then_from_the_parse_cache(
+    tmp_path: Path,
+) -> None:
+    code = in_cache(
+        tmp_path,
+        "from nr.cli import main; sys.argv = ['nr', 'inventory', '--json', '-i', 'inventory']; main()",
+    )
     mods, proc = imported_after(code)
     doc = json.loads(proc.stdout)
     assert [h["name"] for h in doc["hosts"]] == ["vm1", "vm2", "vm3"]
     assert mods == {"yaml"}
+    mods, again = imported_after(code)  # the same files: parsed before, no YAML parser loaded
+    assert again.stdout == proc.stdout and mods == set()
 
 
-def test_inventory_prints_its_table_without_rich_to_a_pipe_and_with_rich_for_colours() -> None:
-    code = "from nr.cli import main; sys.argv = ['nr', 'inventory', '-i', 'inventory']; main()"
+def test_inventory_prints_its_table_without_rich_to_a_pipe_and_with_rich_for_colours(tmp_path: Path) -> None:
+    code = in_cache(
+        tmp_path, "from nr.cli import main; sys.argv = ['nr', 'inventory', '-i', 'inventory']; main()"
+    )
     mods, proc = imported_after(code)
     assert "│ vm1 " in proc.stdout and "192.168.64.11:22" in proc.stdout, proc.stdout
     assert mods == {"yaml"}
     colours = "import os; os.environ['FORCE_COLOR'] = '1'; " + code
     mods, proc = imported_after(colours)
     assert "vm1" in proc.stdout and "\x1b[" in proc.stdout, proc.stdout
-    assert mods == {"yaml", "rich"}
+    assert mods == {"rich"}
 
 
 def test_a_run_summary_and_a_drift_report_print_to_a_pipe_without_rich() -> None:
