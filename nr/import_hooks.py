@@ -12,10 +12,13 @@ other names load the real module at once. Afterwards the stand-in is gone from `
 later ``import unittest.mock`` gets the real one. If ``unittest.mock`` is already loaded, nothing is
 changed.
 
-Nornir's ``nornir.core.configuration`` imports ``ruamel.yaml`` (~15 ms) for ``Config.from_file``; nr
-builds its Config in code and reads YAML with PyYAML. The finder gives ``ruamel.yaml`` to
-``importlib.util.LazyLoader``: the module runs at its first attribute access, so a caller that uses
-it gets the real thing, and a run that never does never pays for it.
+Two YAML parsers are imported for files nr never has them read: Nornir's
+``nornir.core.configuration`` imports ``ruamel.yaml`` (~15 ms) for ``Config.from_file`` (nr builds its
+Config in code), and Invoke's ``invoke.util`` imports its vendored PyYAML, ``invoke.vendor.yaml``
+(~35 ms, the real PyYAML's C parser included), to read ``invoke.yaml``/``fabric.yaml`` config files
+(nr's connections load none). The finder gives both to ``importlib.util.LazyLoader``: such a module
+runs at its first attribute access, so a caller that uses it gets the real thing, and a run that
+never does never pays for it.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ if TYPE_CHECKING:
 
 TARGET = "invoke.context"
 DEFERRED = "unittest.mock"
-LAZY = frozenset({"ruamel.yaml"})  # run at first use (importlib.util.LazyLoader)
+LAZY = frozenset({"ruamel.yaml", "invoke.vendor.yaml"})  # run at first use (importlib.util.LazyLoader)
 
 
 def _real_mock() -> types.ModuleType:
@@ -101,7 +104,7 @@ class _Finder:
 
 
 def install() -> None:
-    """Defer ``unittest.mock`` for ``invoke.context``, and ``ruamel.yaml``, from now on (once; harmless
-    for what is loaded already)."""
+    """Defer ``unittest.mock`` for ``invoke.context``, and the modules in :data:`LAZY`, from now on
+    (once; harmless for what is loaded already)."""
     if not any(isinstance(f, _Finder) for f in sys.meta_path):
         sys.meta_path.insert(0, _Finder())
