@@ -12,13 +12,12 @@ other names load the real module at once. Afterwards the stand-in is gone from `
 later ``import unittest.mock`` gets the real one. If ``unittest.mock`` is already loaded, nothing is
 changed.
 
-Two YAML parsers are imported for files nr never has them read: Nornir's
-``nornir.core.configuration`` imports ``ruamel.yaml`` (~15 ms) for ``Config.from_file`` (nr builds its
-Config in code), and Invoke's ``invoke.util`` imports its vendored PyYAML, ``invoke.vendor.yaml``
-(~35 ms, the real PyYAML's C parser included), to read ``invoke.yaml``/``fabric.yaml`` config files
-(nr's connections load none). The finder gives both to ``importlib.util.LazyLoader``: such a module
-runs at its first attribute access, so a caller that uses it gets the real thing, and a run that
-never does never pays for it.
+Nornir's ``nornir.core.configuration`` imports ``ruamel.yaml`` (~15 ms) for ``Config.from_file``
+(nr builds its Config in code). The finder gives it to ``importlib.util.LazyLoader``: it runs at its
+first attribute access, so a caller that uses it gets the real thing, and a run that never does never
+pays for it. Only for a module one thread at most uses: Python 3.11's LazyLoader is not thread-safe
+(Invoke's vendored PyYAML is not deferred for that reason: with a ``~/.fabric.yaml``, every
+connection thread parses it at once).
 """
 
 from __future__ import annotations
@@ -36,7 +35,7 @@ if TYPE_CHECKING:
 
 TARGET = "invoke.context"
 DEFERRED = "unittest.mock"
-LAZY = frozenset({"ruamel.yaml", "invoke.vendor.yaml"})  # run at first use (importlib.util.LazyLoader)
+LAZY = frozenset({"ruamel.yaml"})  # run at first use (importlib.util.LazyLoader)
 
 
 def _real_mock() -> types.ModuleType:

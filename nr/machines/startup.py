@@ -85,8 +85,8 @@ def inotify_in_use(proc: Path = Path("/proc"), uid: int = 0) -> int | None:
 
 
 def _real_uid_is(status: Path, uid: int) -> bool:
-    for line in status.read_text().splitlines():
-        if line.startswith("Uid:"):
+    for line in status.read_bytes().splitlines():  # bytes: a process name need not be UTF-8
+        if line.startswith(b"Uid:"):
             return int(line.split()[1]) == uid
     return False
 

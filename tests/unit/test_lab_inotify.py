@@ -71,3 +71,9 @@ def test_nothing_is_started_when_the_limit_is_too_low(
         lab.up(4)
     assert [c[0] for c in calls] == ["info", "ps"]  # no image, network or container touched
     assert not (tmp_path / "lab").exists()
+
+
+def test_a_process_name_that_is_not_utf8_is_read(tmp_path: Path) -> None:
+    proc = fake_proc(tmp_path, 128, {1: (0, 5)})
+    (proc / "1" / "status").write_bytes(b"Name:\tbad\xff\xfe\nUid:\t0\t0\t0\t0\n")
+    assert startup.inotify_in_use(proc) == 5

@@ -108,3 +108,10 @@ def test_only_the_newest_entries_are_kept(tmp_path: Path, monkeypatch: pytest.Mo
         entries = list(parse_cache.folder().glob("*.json"))
         os.utime(max(entries, key=lambda p: p.stat().st_mtime_ns), (n + 10, n + 10))  # distinct, ordered
     assert len(list(parse_cache.folder().glob("*.json"))) == 3
+
+
+def test_a_value_json_cannot_write_leaves_no_partial_file(tmp_path: Path) -> None:
+    path = tmp_path / "odd.yaml"
+    path.write_text('a: "\\ud800"\n')  # a lone surrogate: valid YAML, not writable as UTF-8
+    assert load_yaml(path, required=True) == {"a": "\ud800"}
+    assert not parse_cache.folder().exists() or not list(parse_cache.folder().iterdir())

@@ -225,26 +225,6 @@ def test_nornir_loads_without_running_ruamel_yaml_until_it_is_used() -> None:
     assert "ran: False" in proc.stdout and "works: {'a': [1, 2]} True" in proc.stdout, proc.stdout
 
 
-def test_invoke_loads_without_its_vendored_yaml_until_a_config_file_is_read(tmp_path: Path) -> None:
-    """Invoke imports its vendored PyYAML for invoke.yaml / fabric.yaml files, which nr never reads;
-    a caller that reads one still gets it parsed."""
-    config = tmp_path / "invoke.yaml"
-    config.write_text("run: {echo: true}\n")
-    code = f"""
-        from nr import import_hooks
-        import_hooks.install()
-        import nr.connection
-        print('ran:', sorted(m for m in sys.modules if m.startswith('invoke.vendor.yaml.') or m == 'yaml'))
-        from invoke import Config
-        c = Config(runtime_path={str(config)!r})
-        c.load_runtime()
-        print('works:', c.run.echo, 'invoke.vendor.yaml.loader' in sys.modules)
-    """
-    _, proc = imported_after(code)
-    assert proc.returncode == 0, proc.stderr
-    assert "ran: []" in proc.stdout and "works: True True" in proc.stdout, proc.stdout
-
-
 def test_reading_the_redis_cluster_imports_no_redis_py() -> None:
     """The Redis component talks RESP itself (tasks.redis.resp): redis-py's import cost ~130 ms."""
     code = """
