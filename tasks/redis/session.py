@@ -53,7 +53,7 @@ class _Borrowed:
     def execute_command(self, *args: Any, **options: Any) -> Any:
         return self._client.execute_command(*args, **options)
 
-    def pipeline(self, transaction: bool = True) -> Any:
+    def pipeline(self, transaction: bool = False) -> Any:
         return self._client.pipeline(transaction)
 
     def close(self) -> None:
