@@ -14,14 +14,22 @@ cleared, ``Retry(NoBackoff(), 0)``):
   bulk strings as bytes, integers as int, arrays as lists, nil as None;
 * ``TCP_NODELAY``, as redis-py sets it.
 
+* a connection that sat idle is checked before it is reused: one the server closed meanwhile
+  (``timeout`` in redis.conf, ``CLIENT KILL``, a restart) is dropped and a new one opened, as
+  redis-py's ``Connection.check_health``/``can_read`` does, instead of failing the next command.
+
 Error replies keep their code (``ERR``, ``WRONGPASS``, ...), as redis-cli prints them. The replies
 redis-py raises as authentication errors (``redis/_parsers/base.py``, ``EXCEPTION_CLASSES``) are
-:class:`AuthError` here. No message ever carries a command's arguments (AUTH carries the password).
+:class:`AuthError` here; those it raises as connection errors (``LOADING``: the instance is loading its
+data set; ``ERR max number of clients reached``) are :class:`NotServing`, an ``OSError`` like
+:class:`Unreachable`: the instance is up but cannot serve yet, not a fault of the request.
+No message ever carries a command's arguments (AUTH carries the password).
 """
 
 from __future__ import annotations
 
 import contextlib
+import select
 import socket
 import threading
 from collections.abc import Sequence
@@ -36,6 +44,8 @@ _AUTH_ERR = (
     "client sent auth, but no password is set",
     "auth <password> called without any password configured",
 )
+# ERR replies that redis-py raises as connection errors: the server cannot take this client now
+_NOT_SERVING_ERR = ("max number of clients reached",)
 
 
 class RedisError(Exception):
@@ -54,14 +64,22 @@ class AuthError(ReplyError):
     """The server refused the credentials (WRONGPASS, NOAUTH, no password configured, ...)."""
 
 
+class NotServing(ReplyError, OSError):
+    """The server answered but cannot serve: still loading its data set, or out of client slots."""
+
+
 class Unreachable(RedisError, OSError):
     """No answer from the server: refused, reset, closed, or no answer within the timeout."""
 
 
 def error_reply(line: str) -> ReplyError:
     code, _, rest = line.partition(" ")
-    auth = code in ("WRONGPASS", "NOAUTH") or (code == "ERR" and rest.lower().startswith(_AUTH_ERR))
-    return AuthError(line) if auth else ReplyError(line)
+    lower = rest.lower()
+    if code in ("WRONGPASS", "NOAUTH") or (code == "ERR" and lower.startswith(_AUTH_ERR)):
+        return AuthError(line)
+    if code == "LOADING" or (code == "ERR" and lower.startswith(_NOT_SERVING_ERR)):
+        return NotServing(line)
+    return ReplyError(line)
 
 
 def encode(args: Sequence[Any]) -> bytes:
@@ -162,8 +180,9 @@ class Client:
             self._drop()
 
     def _connect(self) -> BinaryIO:
-        if self._stream is not None:
+        if self._stream is not None and not self._stale():
             return self._stream
+        self._drop()
         try:
             sock = socket.create_connection((self.host, self.port), timeout=self.timeout)
         except OSError as exc:
@@ -181,6 +200,14 @@ class Client:
                 self._drop()
                 raise reply
         return self._stream
+
+    def _stale(self) -> bool:
+        """An idle connection with something to read (the server's close, or a stray reply) or an error
+        pending cannot carry the next command: no request is in flight, so nothing should be readable."""
+        assert self._sock is not None
+        poller = select.poll()
+        poller.register(self._sock, select.POLLIN | select.POLLPRI)
+        return bool(poller.poll(0))
 
     def _drop(self) -> None:
         for closable in (self._stream, self._sock):

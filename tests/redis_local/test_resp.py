@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tasks.redis.observe import Access, classify
-from tasks.redis.resp import AuthError, Client, RedisError, ReplyError, Unreachable, encode
+from tasks.redis.resp import AuthError, Client, NotServing, RedisError, ReplyError, Unreachable, encode
 from tests.redis_local.conftest import REDIS_SERVER, _die_with_parent, pick_ports
 
 PASSWORD = "nr-resp-" + secrets.token_hex(8)
@@ -153,6 +153,50 @@ def test_a_restarted_server_is_reached_again_by_the_same_client(servers: tuple[S
         client.execute_command("PING")
     server.start()
     assert client.execute_command("PING") == b"PONG"
+
+
+def test_a_connection_the_server_closed_while_idle_is_replaced(servers: tuple[Server, Server]) -> None:
+    """redis.conf ``timeout`` or CLIENT KILL closes an idle client: its next command opens a new connection
+    instead of failing (redis-py checks an idle connection before reuse too)."""
+    client, admin = servers[0].client(), servers[0].client()
+    first = client.execute_command("CLIENT", "ID")
+    assert admin.execute_command("CLIENT", "KILL", "ID", first) == 1
+    deadline = time.monotonic() + 5
+    while admin.execute_command("CLIENT", "LIST", "ID", first) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    second = client.execute_command("CLIENT", "ID")
+    assert second != first
+    assert client.execute_command("CLIENT", "ID") == second  # and that one is kept
+    client.close()
+    admin.close()
+
+
+def test_an_instance_that_cannot_serve_yet_is_unreachable_not_an_error(
+    servers: tuple[Server, Server],
+) -> None:
+    """LOADING and a full client table are connection errors in redis-py (EXCEPTION_CLASSES): an instance
+    restarting with a big data set is reported like one that is down, not as a failed command."""
+    loading = b"-LOADING Redis is loading the dataset in memory\r\n"
+    with (
+        fake_server(lambda conn: conn.sendall(loading)) as port,
+        pytest.raises(NotServing, match=r"^LOADING ") as err,
+    ):
+        Client("127.0.0.1", port, timeout=2).execute_command("PING")
+    assert err.value.code == "LOADING" and classify(err.value, None)[0] is Access.UNREACHABLE
+    server = servers[1]
+    holder = server.client(None)
+    assert holder.execute_command("CONFIG", "SET", "maxclients", 1) == b"OK"
+    try:
+        with pytest.raises(NotServing, match="max number of clients reached") as err:
+            server.client(None).execute_command("PING")
+        assert classify(err.value, None)[0] is Access.UNREACHABLE
+    finally:
+        holder.execute_command("CONFIG", "SET", "maxclients", 10000)
+        holder.close()
+    with pytest.raises(ReplyError) as plain_err:
+        server.client(None).execute_command("NO-SUCH-COMMAND")
+    assert not isinstance(plain_err.value, OSError)
+    assert classify(plain_err.value, None)[0] is Access.ERROR
 
 
 def test_threads_take_turns_on_one_connection(servers: tuple[Server, Server]) -> None:
