@@ -83,36 +83,42 @@ def _components(names: tuple[str, ...]) -> list[Component]:
         _bad_input([str(exc)])
 
 
-def _select(play: str) -> list[Component]:
-    """The components of PLAY (a play of the catalog, or one component's name), in order."""
+def _play_names(play: str) -> tuple[str, ...]:
+    """The component names of PLAY (a play of the catalog, or one component's name), in order."""
     reg = registry()
     names = reg.play(play)
     if names is None:
         known = ", ".join(dict.fromkeys([*reg.plays, *reg.entries]))
         _bad_input([f"unknown play '{play}' (known: {known})"])
-    return _components(names)
+    return tuple(names)
 
 
 def _run_selected(
     nr: Nornir,
     report: RunReport,
-    selected: list[Component],
+    names: tuple[str, ...],
     limit: set[str] | None,
     inventory: str,
     action: Action,
     mode: str,
 ) -> dict[str, dict[str, object]]:
-    """Validate the components against the inventory (exit 2 before any host is touched), then run
+    """Validate the components against the inventory (exit 2 before anything runs on a host), then run
     (``mode``: apply, check or drift, for the reads the components declare: nr.readahead); a preflight's
-    problems (nr.runner.preflight) exit 2 too, before anything changes."""
+    problems (nr.runner.preflight) exit 2 too, before anything changes. The hosts' connections open
+    meanwhile (nr.preconnect: a handshake runs nothing on the host)."""
+    from nr import preconnect
     from nr.play import PlayContext
-    from nr.runner import Refused, execute
+    from nr.runner import Refused, close_all, execute
 
+    state = preconnect.start(nr, limit)
+    selected = _components(names)
     inv_arg = None if inventory == DEFAULT_INVENTORY else inventory
     nr = nr.with_processors([report])
-    ctx = PlayContext(nr, component="nr", recorder=report, limit=limit, inventory_arg=inv_arg)
+    ctx = PlayContext(nr, component="nr", recorder=report, limit=limit, inventory_arg=inv_arg, shared=state)
     problems = [p for c in selected for p in c.validate(ctx.for_component(c.name))]
     if problems:
+        ctx.end()
+        close_all(nr)
         _bad_input(problems)
     try:
         return execute(nr, ctx, report, selected, action, err, mode)
@@ -200,9 +206,9 @@ def run(
     from nr.report import RunReport
     from nr.runner import exit_interrupted
 
-    selected = _select(play)
+    names = _play_names(play)
     nr = _open(inventory, workers, dry_run)
-    problems = set_run_options(nr, play, selected, {k: v for k, v in run_options.items() if v is not None})
+    problems = set_run_options(nr, play, names, {k: v for k, v in run_options.items() if v is not None})
     if problems:
         _bad_input(problems)
     report = RunReport(
@@ -220,7 +226,7 @@ def run(
     try:
         if not dry_run:
             lock.acquire()
-        stats = _run_selected(nr, report, selected, hosts, inventory, lambda c, ctx: c.apply(ctx), "apply")
+        stats = _run_selected(nr, report, names, hosts, inventory, lambda c, ctx: c.apply(ctx), "apply")
     except Locked as exc:
         _bad_input([str(exc)])
     finally:
@@ -234,15 +240,15 @@ def run(
     sys.exit(EXIT_OK if report.ok else EXIT_FAILED)
 
 
-def _select_read_only(names: tuple[str, ...]) -> list[Component]:
+def _read_only_names(names: tuple[str, ...]) -> tuple[str, ...]:
     """The named components, or those of the site play when none is named."""
     reg = registry()
     if not names:
-        return _components(reg.default_play)
+        return tuple(reg.default_play)
     unknown = [n for n in names if n not in reg.entries]
     if unknown:
         _bad_input([f"unknown component '{n}' (known: {', '.join(reg.entries)})" for n in unknown])
-    return _components(names)
+    return names
 
 
 @cli.command()
@@ -270,7 +276,7 @@ def check(
     from nr.report import RunReport
     from nr.runner import exit_interrupted
 
-    selected = _select_read_only(components)
+    selected = _read_only_names(components)
     nr = _open(inventory, workers, True)
     report = RunReport("check", dry_run=True, console=_progress(json_out))
     _run_selected(nr, report, selected, _limit(nr, limit), inventory, lambda c, ctx: c.check(ctx), "check")
@@ -324,7 +330,7 @@ def drift(
 
     if prom is not None and not prom.name.endswith(".prom"):
         _bad_input([f"--prom {prom}: node_exporter's textfile collector only reads files ending in .prom"])
-    selected = _select_read_only(components)
+    selected = _read_only_names(components)
     try:
         nr = init_nornir(Settings(Path(inventory), workers, True))
     except InventoryError as exc:

@@ -289,6 +289,11 @@ class PlayContext:
         ahead = self._shared.ahead
         return conn if ahead is None or not ahead.valid else ReadAheadRemote(conn, ahead, h.name)
 
+    def end(self) -> None:
+        """The run is over: a connection still opening ahead (:mod:`nr.preconnect`) is closed when it
+        opens (the caller closes those already open)."""
+        self._shared.ended = True
+
     def once(self, key: object, compute: Callable[[], T]) -> T:
         """``compute()`` at most once per run, shared by every context of the run (e.g. what a
         component's declared reads and its turn both need)."""

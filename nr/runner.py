@@ -154,6 +154,7 @@ def execute(
             for tb in report.tracebacks:
                 err.print(printable(tb), markup=False, highlight=False)
         stats = ssh_stats(nr)
+        ctx.end()
         close_all(nr)
     return stats
 

@@ -8,6 +8,7 @@ runs no component declaring the option refuses it: both before any host is touch
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 import click
@@ -17,8 +18,6 @@ from nr.registry import registry
 
 if TYPE_CHECKING:  # `nr --help` and `nr inventory` import this module: no Nornir there
     from nornir.core import Nornir
-
-    from nr.play import Component
 
 RESERVED_FLAGS = frozenset(
     {"-i", "--inventory", "--limit", "--dry-run", "--diff", "--json", "--workers", "-h", "--help"}
@@ -45,11 +44,11 @@ class RunCommand(click.Command):
         return params[:-1] + option_params() + params[-1:]  # --help stays last
 
 
-def set_run_options(nr: Nornir, play: str, selected: list[Component], given: dict[str, str]) -> list[str]:
-    """Problems with the run options given (naming the flag); when there are none, each option's data
-    key is set on every host."""
+def set_run_options(nr: Nornir, play: str, components: Iterable[str], given: dict[str, str]) -> list[str]:
+    """Problems with the run options given (naming the flag) to a play of ``components`` (names); when
+    there are none, each option's data key is set on every host."""
     options = {opt.key: (flag, owners) for flag, (opt, owners) in registry().run_options().items()}
-    names = {c.name for c in selected}
+    names = set(components)
     problems = []
     for key, value in given.items():
         flag, owners = options[key]
