@@ -2,8 +2,10 @@
 
 Importing PyYAML (its regular expressions are compiled at import) and parsing with the checking loader
 cost a run ~30-40 ms before it does anything, for files that rarely change. An entry is named by the
-sha256 of the file's bytes (and of this format's version), so an edited file is simply a miss: it is
-parsed and checked as always, and errors are never kept. Only what JSON gives back unchanged is kept
+sha256 of the file's bytes, of this format's version and of the parser's files (size and mtime of
+``yaml_parse.py`` and of PyYAML, :func:`parser_stamp`), so an edited file is simply a miss, and so is
+every file once nr or PyYAML is upgraded (a parser that now refuses what it took must see it again): it
+is parsed and checked as always, and errors are never kept. Only what JSON gives back unchanged is kept
 (mappings with text keys, lists, text, integers, finite floats, booleans, null); a file with anything
 else (dates, binary, sets, numeric keys) is parsed every time.
 
@@ -15,7 +17,9 @@ to read or write the cache is a miss, never an error.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
+import importlib.util
 import json
 import math
 import os
@@ -33,8 +37,25 @@ def folder() -> Path:
     return cache_root() / "inventory"
 
 
+@functools.cache
+def parser_stamp() -> bytes:
+    """Which parser a cached entry came from: path, size and mtime of nr's YAML parsing module and of
+    PyYAML's (found without importing it, which is what the cache spares)."""
+    spec = importlib.util.find_spec("yaml")
+    paths = [str(Path(__file__).with_name("yaml_parse.py")), (spec and spec.origin) or "no-yaml"]
+    stamp = []
+    for path in paths:
+        try:
+            st = os.stat(path)
+        except OSError:
+            stamp.append(f"{path}:missing")
+        else:
+            stamp.append(f"{path}:{st.st_size}:{st.st_mtime_ns}")
+    return ("\n".join(stamp) + "\n").encode()
+
+
 def _entry(raw: bytes) -> Path:
-    return folder() / f"{hashlib.sha256(VERSION + raw).hexdigest()}.json"
+    return folder() / f"{hashlib.sha256(VERSION + parser_stamp() + raw).hexdigest()}.json"
 
 
 def lookup(raw: bytes) -> Any:

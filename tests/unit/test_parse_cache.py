@@ -115,3 +115,28 @@ def test_a_value_json_cannot_write_leaves_no_partial_file(tmp_path: Path) -> Non
     path.write_text('a: "\\ud800"\n')  # a lone surrogate: valid YAML, not writable as UTF-8
     assert load_yaml(path, required=True) == {"a": "\ud800"}
     assert not parse_cache.folder().exists() or not list(parse_cache.folder().iterdir())
+
+
+def test_a_new_parser_parses_again(
+    tmp_path: Path, parses: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An upgrade of nr's YAML parsing (or of PyYAML) must see every file again: a parser that now
+    refuses what an older one took cannot be bypassed by what the older one cached."""
+    path = tmp_path / "hosts.yaml"
+    path.write_text(HOSTS)
+    load_yaml(path, required=True)
+    load_yaml(path, required=True)
+    assert len(parses) == 1
+    module = Path(yaml_parse.__file__)
+    assert str(module).encode() in parse_cache.parser_stamp()
+    before = module.stat()
+    try:
+        os.utime(module, ns=(before.st_atime_ns, before.st_mtime_ns + 1_000_000_000))  # "upgraded"
+        parse_cache.parser_stamp.cache_clear()
+        load_yaml(path, required=True)
+        assert len(parses) == 2
+        load_yaml(path, required=True)
+        assert len(parses) == 2
+    finally:
+        os.utime(module, ns=(before.st_atime_ns, before.st_mtime_ns))
+        parse_cache.parser_stamp.cache_clear()
