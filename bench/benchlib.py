@@ -8,13 +8,14 @@ A *checkout* is this repository (the default) or another version given with --ba
 
 from __future__ import annotations
 
+import contextlib
 import os
 import resource
 import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -154,3 +155,28 @@ def version_of(checkout: Path) -> str:
         check=False,
     ).stdout.strip()
     return f"{checkout} ({rev[:70]})"
+
+
+@contextlib.contextmanager
+def delayed(inventory: Path, rtt_ms: float) -> Iterator[None]:
+    """Every TCP connection to the hosts of ``inventory`` gets ``rtt_ms`` of round-trip time while this
+    lasts (bench/delay_proxy.py; root); nothing is changed when ``rtt_ms`` is 0."""
+    if not rtt_ms:
+        yield
+        return
+    import yaml
+
+    hosts = yaml.safe_load((inventory / "hosts.yaml").read_text())
+    addresses = sorted({str(h["hostname"]) for h in hosts.values()})
+    script = Path(__file__).resolve().parent / "delay_proxy.py"
+    proxy = subprocess.Popen(
+        [PYTHON, str(script), "--rtt", str(rtt_ms), *addresses], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert proxy.stdout is not None
+        if proxy.stdout.readline().strip() != "ready":
+            raise RuntimeError("bench/delay_proxy.py did not start (it needs root and iptables)")
+        yield
+    finally:
+        proxy.terminate()
+        proxy.wait(10)
