@@ -177,11 +177,19 @@ def _docker(*args: str) -> str:
 
 @pytest.fixture(scope="session")
 def images() -> list[str]:
-    """Both service images, built offline on the lab's base image (or $BASE_IMAGE)."""
-    from tasks.deploy.images import build_images, source_tag
+    """Both service images, built offline on the lab's base image (or $BASE_IMAGE), unless Docker has
+    them already: the tag is the one `nr run deploy` uses (it names the sources), and it does not build
+    them again either. A rebuild gives the same tag another image id (the project wheel is not
+    byte-reproducible), so every lab on this machine that has them deployed would show drift."""
+    from tasks.deploy.images import IMAGES, build_images, image_ref, source_tag
 
+    tag = source_tag()
+    refs = [image_ref(spec, tag) for spec in IMAGES.values()]
+    if all(subprocess.run(["docker", "image", "inspect", r], capture_output=True, check=False).returncode == 0
+           for r in refs):  # fmt: skip
+        return refs
     base = os.environ.get("BASE_IMAGE") or Lab().ensure_image()
-    return build_images(base_image=base, tag=source_tag())  # the tag `nr run deploy` uses
+    return build_images(base_image=base, tag=tag)
 
 
 @pytest.fixture(scope="session")
