@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from typing import Any
 
@@ -139,7 +140,10 @@ def test_drift_probes_every_route_ahead_once_and_a_check_never_does(probes: dict
     remotes = {"vm1": ScriptedRemote("vm1", [facts_reply(outputs={"k3s": "yes", "cluster": deployments()})])}
     remotes |= {h: ScriptedRemote(h) for h in ("vm2", "vm3")}
     ctx, report = scripted_context(HOSTS, remotes, defaults=DEFAULTS, dry_run=True, component="checks")
-    assert [type(r).__name__ for r in play.component.reads(ctx, "check")] == ["Read"]
+    read, load = play.component.reads(ctx, "check")  # no route is probed ahead: only the client loads
+    assert (
+        type(read).__name__ == "Read" and type(load).__name__ == "Probe" and load.key == ("checks", "client")
+    )
     declared = play.component.reads(ctx, "drift")
     assert ctx.read_ahead().start(declared) == 5  # the Deployments and 4 routes (3 NodePorts, the ingress)
     play.component.drift(ctx)
@@ -162,3 +166,22 @@ def test_a_probe_made_ahead_is_made_again_in_turn_after_a_change(probes: dict[st
     assert sorted(t for t, _ in probes["calls"][4:]) == sorted(
         ["198.18.0.11:30051", "198.18.0.12:30051", "198.18.0.13:30051", "198.18.0.11:80"]
     )
+
+
+def test_a_check_loads_its_grpc_client_ahead_and_probes_the_routes_in_turn(
+    probes: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its round trips create reservations, so they wait for their turn; the client they use (gRPC,
+    protobuf) is imported meanwhile, with the reads."""
+    monkeypatch.delitem(sys.modules, "services.client.roundtrip", raising=False)
+    remotes = {"vm1": ScriptedRemote("vm1", [facts_reply(outputs={"k3s": "yes", "cluster": deployments()})])}
+    remotes |= {h: ScriptedRemote(h) for h in ("vm2", "vm3")}
+    ctx, report = scripted_context(HOSTS, remotes, defaults=DEFAULTS, component="checks")
+    assert ctx.read_ahead().start(play.component.reads(ctx, "check")) == 2  # the Deployments, the client
+    deadline = time.monotonic() + 30
+    while "services.client.roundtrip" not in sys.modules and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert "services.client.roundtrip" in sys.modules and probes["calls"] == []
+    play.component.check(ctx)
+    assert len(probes["calls"]) == 4 and not any(read_only for _, read_only in probes["calls"])
+    assert report.ok
