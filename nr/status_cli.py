@@ -15,6 +15,7 @@ from typing import Any
 import click
 from nornir.core import Nornir
 
+from nr import preconnect
 from nr.cli import EXIT_FAILED, EXIT_OK, _bad_input, _open, err, inventory_opt, json_opt, out, workers_opt
 from nr.config import DEFAULT_INVENTORY
 from nr.drift import RESULT_KEY, load_result, result_path
@@ -40,15 +41,19 @@ def read_site(
     ``drift`` when given, else what the last ``nr drift`` left. ``ssh`` receives the SSH statistics."""
     report = RunReport("status", dry_run=True)
     inv_arg = None if inventory == DEFAULT_INVENTORY else inventory
-    ctx = PlayContext(nr.with_processors([report]), component="nr", recorder=report, inventory_arg=inv_arg)
+    state = preconnect.start(nr)  # the handshakes go on while the components load
+    ctx = PlayContext(
+        nr.with_processors([report]), component="nr", recorder=report, inventory_arg=inv_arg, shared=state
+    )
     reg = registry()
-    components = [reg.component(name) for name in reg.default_play]
     site = str(_setting(nr, "site_name") or Path(inventory).resolve().name)
     try:
+        components = [reg.component(name) for name in reg.default_play]
         status = collect(ctx, components, site)
     finally:
         if ssh is not None:
             ssh.update(ssh_stats(nr))
+        ctx.end()
         close_all(nr)
     if drift is None:
         drift = load_result(result_path(ctx.inventory_dir, _setting(nr, RESULT_KEY)))
