@@ -9,7 +9,9 @@ goes on meanwhile; the first step that needs a host's connection waits for that 
 
 A host that cannot be reached fails once: its error is kept and given to the first step that asks
 (no second connect timeout). Validation still comes first for everything that changes a host: an
-early connection only authenticates (host key checked as strictly as always) and runs nothing.
+early connection only authenticates (host key checked as strictly as always) and runs nothing, and a
+host whose key a connection would record (``accept_new``, key not yet known) is not connected early:
+a run that validation refuses leaves known_hosts as it was.
 A connection finished after the run ended (``RunState.ended``) is closed at once.
 ``NR_CONNECT_EARLY=0`` turns this off (connections are then opened on first use).
 """
@@ -46,13 +48,27 @@ def start(nornir: Nornir, hosts: Iterable[str] | None = None) -> RunState:
         return state
     importlib.import_module("nr.connection")  # registers the plugin (here, not in several threads at once)
     inventory = nornir.inventory.hosts
-    names = [n for n in (inventory if hosts is None else hosts) if n in inventory]
+    names = [n for n in (inventory if hosts is None else hosts) if n in inventory and _early(inventory[n])]
     for name in names:
         thread = threading.Thread(
             target=_open, args=(state, inventory[name], nornir), name=f"nr-connect-{name}", daemon=True
         )
         thread.start()
     return state
+
+
+def _early(host: Host) -> bool:
+    """False for a host whose connection would write its key into known_hosts (``accept_new`` and the
+    key not known yet, or an ssh_config that may rename it): that waits for validation."""
+    params = host.get_connection_parameters(CONNECTION_NAME)
+    extras = dict(params.extras or {})
+    if not extras.get("accept_new"):
+        return True
+    if extras.get("ssh_config"):
+        return False
+    from nr.ssh_trust import records_new_key
+
+    return not records_new_key(extras, str(params.hostname), int(params.port or 22))
 
 
 def _open(state: RunState, host: Host, nornir: Nornir) -> None:

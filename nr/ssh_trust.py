@@ -77,14 +77,15 @@ def _known(path: Path) -> paramiko.HostKeys:
         return keys
 
 
-def trust_host_keys(
-    client: paramiko.SSHClient, extras: dict[str, Any], host: str, port: int = 22
-) -> list[Path]:
-    """Give ``client`` the known keys of ``host`` from ~/.ssh/known_hosts, else from the inventory's
-    known_hosts (paramiko's order: its "system" keys win); refuse unknown keys unless accept_new.
-    Returns the files consulted (for messages naming the one that holds a key)."""
+def known_name(host: str, port: int = 22) -> str:
+    """How known_hosts names ``host``."""
+    return host if port == 22 else f"[{host}]:{port}"
+
+
+def _lookup(extras: dict[str, Any], name: str) -> tuple[Any, list[Path], Path | None, Path]:
+    """The known keys of ``name`` (~/.ssh/known_hosts first, then the inventory's), the files consulted,
+    the inventory's file and the system one."""
     files: list[Path] = []
-    name = host if port == 22 else f"[{host}]:{port}"  # how known_hosts names it
     found = None
     system = Path("~/.ssh/known_hosts").expanduser()
     if system.is_file():
@@ -95,6 +96,22 @@ def trust_host_keys(
         if own.is_file() and found is None:
             found = _known(own).lookup(name)
         files.append(own)
+    return found, files, own, system
+
+
+def records_new_key(extras: dict[str, Any], host: str, port: int = 22) -> bool:
+    """Would connecting to ``host`` write its key into a known_hosts file (accept_new, key not known)?"""
+    return bool(extras.get("accept_new")) and _lookup(extras, known_name(host, port))[0] is None
+
+
+def trust_host_keys(
+    client: paramiko.SSHClient, extras: dict[str, Any], host: str, port: int = 22
+) -> list[Path]:
+    """Give ``client`` the known keys of ``host`` from ~/.ssh/known_hosts, else from the inventory's
+    known_hosts (paramiko's order: its "system" keys win); refuse unknown keys unless accept_new.
+    Returns the files consulted (for messages naming the one that holds a key)."""
+    name = known_name(host, port)
+    found, files, own, system = _lookup(extras, name)
     for keytype, key in (found or {}).items():
         client.get_host_keys().add(name, keytype, key)
     if extras.get("accept_new"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
@@ -119,3 +120,22 @@ def test_connect_early_can_be_turned_off(plugin: type[Plugin], monkeypatch: pyte
     assert plugin.opened == []
     PlayContext(scripted.nornir, component="t", recorder=report, shared=state).remote("vm1")
     assert plugin.opened == [("vm1", "MainThread")]
+
+
+def test_a_host_whose_key_a_connection_would_record_waits_for_validation(
+    plugin: type[Plugin], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With accept_new, connecting to a host whose key is not known writes it into known_hosts: a run
+    that validation then refuses must leave the file as it was, so such a host connects on first use."""
+    import paramiko
+
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.ssh/known_hosts of this machine's
+    known = tmp_path / "known_hosts"
+    key = paramiko.RSAKey.generate(1024)
+    known.write_text(f"198.18.0.11 {key.get_name()} {key.get_base64()}\n")
+    extras = {"accept_new": True, "known_hosts": str(known)}
+    scripted, _ = scripted_context(HOSTS, {}, defaults={"connection_options": {"fabric": {"extras": extras}}})
+    preconnect.start(scripted.nornir)
+    wait_for(lambda: plugin.opened)
+    time.sleep(0.05)
+    assert plugin.opened == [("vm1", "nr-connect-vm1")]  # known: early; vm2, vm3 would be recorded
