@@ -110,11 +110,11 @@ def _run_selected(
     from nr.play import PlayContext
     from nr.runner import Refused, close_all, execute
 
-    state = preconnect.start(nr, limit)
-    selected = _components(names)
     inv_arg = None if inventory == DEFAULT_INVENTORY else inventory
     nr = nr.with_processors([report])
-    ctx = PlayContext(nr, component="nr", recorder=report, limit=limit, inventory_arg=inv_arg, shared=state)
+    ctx = PlayContext(nr, component="nr", recorder=report, limit=limit, inventory_arg=inv_arg)
+    preconnect.start(ctx)
+    selected = _components(names)
     problems = [p for c in selected for p in c.validate(ctx.for_component(c.name))]
     if problems:
         ctx.end()

@@ -272,8 +272,7 @@ class PlayContext:
 
     # -- connections ---------------------------------------------------------------------------
     def _open_fabric(self, host: Host) -> Remote:
-        """The host's connection, opened on first use (the SSH stack is imported then, not at start).
-        Hosts open theirs in parallel; two steps asking for one host at once share one connection."""
+        """The host's connection (the SSH stack is imported on the first, not at start; :mod:`nr.runstate`)."""
         import nr.connection  # noqa: F401  (registers the connection plugin)
 
         conn: Remote = host.get_connection(CONNECTION_NAME, self._nr.config)
@@ -289,10 +288,17 @@ class PlayContext:
         ahead = self._shared.ahead
         return conn if ahead is None or not ahead.valid else ReadAheadRemote(conn, ahead, h.name)
 
+    def open_ahead(self, host: Host) -> Remote:
+        """``host``'s connection, opened ahead of the steps (a failure is kept for the first that asks)."""
+        return self._open(host, ahead=True)
+
     def end(self) -> None:
-        """The run is over: a connection still opening ahead (:mod:`nr.preconnect`) is closed when it
-        opens (the caller closes those already open)."""
+        """The run is over: a connection still opening ahead (:mod:`nr.preconnect`) is closed once open."""
         self._shared.ended = True
+
+    @property
+    def ended(self) -> bool:
+        return self._shared.ended
 
     def once(self, key: object, compute: Callable[[], T]) -> T:
         """``compute()`` at most once per run, shared by every context of the run (e.g. what a
@@ -304,7 +310,7 @@ class PlayContext:
         """The run's read-ahead (started by the runner before the first component)."""
         if self._shared.ahead is None:
             hosts = self._nr.inventory.hosts
-            self._shared.ahead = ReadAhead(lambda name: self._open(hosts[name], ahead=True))
+            self._shared.ahead = ReadAhead(lambda name: self.open_ahead(hosts[name]))
         return self._shared.ahead
 
     def _changed(self, result: AggregatedResult) -> None:

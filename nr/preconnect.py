@@ -22,39 +22,33 @@ import contextlib
 import importlib
 import os
 import threading
-from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from nr.runstate import RunState
+from nr.play import CONNECTION_NAME
 
 if TYPE_CHECKING:
-    from nornir.core import Nornir
     from nornir.core.inventory import Host
 
-    from nr.transport import Remote
+    from nr.play import PlayContext
 
 ENV = "NR_CONNECT_EARLY"
-CONNECTION_NAME = "fabric"
 
 
 def enabled() -> bool:
     return os.environ.get(ENV, "1") != "0"
 
 
-def start(nornir: Nornir, hosts: Iterable[str] | None = None) -> RunState:
-    """A run state whose hosts (``hosts``, else the whole inventory) are connecting in the background."""
-    state = RunState()
+def start(ctx: PlayContext) -> None:
+    """Start connecting to every host ``ctx`` may touch (``ctx.hosts()``: ``--limit``, else all), each in
+    a thread of its own; the steps of the run then share those connections."""
     if not enabled():
-        return state
+        return
     importlib.import_module("nr.connection")  # registers the plugin (here, not in several threads at once)
-    inventory = nornir.inventory.hosts
-    names = [n for n in (inventory if hosts is None else hosts) if n in inventory and _early(inventory[n])]
-    for name in names:
-        thread = threading.Thread(
-            target=_open, args=(state, inventory[name], nornir), name=f"nr-connect-{name}", daemon=True
-        )
-        thread.start()
-    return state
+    for host in ctx.hosts():
+        if _early(host):
+            threading.Thread(
+                target=_open, args=(ctx, host), name=f"nr-connect-{host.name}", daemon=True
+            ).start()
 
 
 def _early(host: Host) -> bool:
@@ -71,15 +65,11 @@ def _early(host: Host) -> bool:
     return not records_new_key(extras, str(params.hostname), int(params.port or 22))
 
 
-def _open(state: RunState, host: Host, nornir: Nornir) -> None:
-    def connect() -> Remote:
-        conn: Remote = host.get_connection(CONNECTION_NAME, nornir.config)
-        return conn
-
+def _open(ctx: PlayContext, host: Host) -> None:
     try:
-        state.open(host.name, connect, ahead=True)
-    except Exception:  # kept by the state for the first step that asks for this host
+        ctx.open_ahead(host)
+    except Exception:  # kept by the run's state for the first step that asks for this host
         return
-    if state.ended:  # the run ended (e.g. bad input) while this host was connecting
+    if ctx.ended:  # the run ended (e.g. bad input) while this host was connecting
         with contextlib.suppress(Exception):
             host.close_connection(CONNECTION_NAME)

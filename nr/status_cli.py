@@ -41,10 +41,8 @@ def read_site(
     ``drift`` when given, else what the last ``nr drift`` left. ``ssh`` receives the SSH statistics."""
     report = RunReport("status", dry_run=True)
     inv_arg = None if inventory == DEFAULT_INVENTORY else inventory
-    state = preconnect.start(nr)  # the handshakes go on while the components load
-    ctx = PlayContext(
-        nr.with_processors([report]), component="nr", recorder=report, inventory_arg=inv_arg, shared=state
-    )
+    ctx = PlayContext(nr.with_processors([report]), component="nr", recorder=report, inventory_arg=inv_arg)
+    preconnect.start(ctx)  # the handshakes go on while the components load
     reg = registry()
     site = str(_setting(nr, "site_name") or Path(inventory).resolve().name)
     try:

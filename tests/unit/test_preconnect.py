@@ -66,9 +66,9 @@ def test_hosts_connect_in_parallel_before_any_step_asks_and_steps_share_those_co
     plugin.delay = 0.3
     scripted, report = scripted_context(HOSTS, {})
     started = time.monotonic()
-    state = preconnect.start(scripted.nornir)
+    ctx = PlayContext(scripted.nornir, component="t", recorder=report)
+    preconnect.start(ctx)
     assert time.monotonic() - started < 0.2  # the handshakes go on in the background
-    ctx = PlayContext(scripted.nornir, component="t", recorder=report, shared=state)
     first = [ctx.remote(name) for name in HOSTS]
     assert time.monotonic() - started < 0.6  # in parallel: not 3 x 0.3 s
     assert sorted(plugin.opened) == [(n, f"nr-connect-{n}") for n in sorted(HOSTS)]  # each once, ahead
@@ -76,8 +76,10 @@ def test_hosts_connect_in_parallel_before_any_step_asks_and_steps_share_those_co
 
 
 def test_only_the_hosts_of_limit_connect_early(plugin: type[Plugin]) -> None:
-    scripted, _ = scripted_context(HOSTS, {})
-    preconnect.start(scripted.nornir, {"vm2", "no-such-host"})
+    scripted, report = scripted_context(HOSTS, {})
+    preconnect.start(
+        PlayContext(scripted.nornir, component="t", recorder=report, limit={"vm2", "no-such-host"})
+    )
     wait_for(lambda: plugin.opened)
     time.sleep(0.05)
     assert plugin.opened == [("vm2", "nr-connect-vm2")]
@@ -88,12 +90,11 @@ def test_an_unreachable_host_is_tried_once_and_its_error_reaches_the_first_step(
 ) -> None:
     plugin.down = {"vm2"}
     scripted, report = scripted_context(HOSTS, {})
-    state = preconnect.start(scripted.nornir)
-    ctx = PlayContext(scripted.nornir, component="t", recorder=report, shared=state)
+    ctx = PlayContext(scripted.nornir, component="t", recorder=report)
+    preconnect.start(ctx)
     wait_for(lambda: len(plugin.opened) == 3)
-    hosts = scripted.nornir.inventory.hosts
     with pytest.raises(ConnectionError, match="vm2: connection refused"):  # another opener ahead
-        state.open("vm2", lambda: hosts["vm2"].get_connection("fabric", scripted.nornir.config), ahead=True)
+        ctx.open_ahead(scripted.nornir.inventory.hosts["vm2"])
     with pytest.raises(ConnectionError, match="vm2: connection refused"):  # the first step
         ctx.remote("vm2")
     assert [h for h, _ in plugin.opened].count("vm2") == 1  # no second connect timeout
@@ -105,8 +106,9 @@ def test_an_unreachable_host_is_tried_once_and_its_error_reaches_the_first_step(
 def test_a_connection_that_opens_after_the_run_ended_is_closed(plugin: type[Plugin]) -> None:
     plugin.gate = threading.Event()
     scripted, report = scripted_context(HOSTS, {})
-    state = preconnect.start(scripted.nornir, {"vm3"})
-    PlayContext(scripted.nornir, component="t", recorder=report, shared=state).end()
+    ctx = PlayContext(scripted.nornir, component="t", recorder=report, limit={"vm3"})
+    preconnect.start(ctx)
+    ctx.end()
     plugin.gate.set()
     wait_for(lambda: plugin.closed)
     assert plugin.closed == ["vm3"]
@@ -115,10 +117,11 @@ def test_a_connection_that_opens_after_the_run_ended_is_closed(plugin: type[Plug
 def test_connect_early_can_be_turned_off(plugin: type[Plugin], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(preconnect.ENV, "0")
     scripted, report = scripted_context(HOSTS, {})
-    state = preconnect.start(scripted.nornir)
+    ctx = PlayContext(scripted.nornir, component="t", recorder=report)
+    preconnect.start(ctx)
     time.sleep(0.05)
     assert plugin.opened == []
-    PlayContext(scripted.nornir, component="t", recorder=report, shared=state).remote("vm1")
+    ctx.remote("vm1")
     assert plugin.opened == [("vm1", "MainThread")]
 
 
@@ -134,8 +137,10 @@ def test_a_host_whose_key_a_connection_would_record_waits_for_validation(
     key = paramiko.RSAKey.generate(1024)
     known.write_text(f"198.18.0.11 {key.get_name()} {key.get_base64()}\n")
     extras = {"accept_new": True, "known_hosts": str(known)}
-    scripted, _ = scripted_context(HOSTS, {}, defaults={"connection_options": {"fabric": {"extras": extras}}})
-    preconnect.start(scripted.nornir)
+    scripted, report = scripted_context(
+        HOSTS, {}, defaults={"connection_options": {"fabric": {"extras": extras}}}
+    )
+    preconnect.start(PlayContext(scripted.nornir, component="t", recorder=report))
     wait_for(lambda: plugin.opened)
     time.sleep(0.05)
     assert plugin.opened == [("vm1", "nr-connect-vm1")]  # known: early; vm2, vm3 would be recorded
