@@ -6,18 +6,33 @@ in ssh_config). ``invoke/context.py`` starts with ``from unittest.mock import Mo
 fifth of what opening nr's first SSH connection costs in imports, for a class no run uses.
 
 :func:`install` (called once by ``nr``'s entry point) puts a finder on ``sys.meta_path`` that only
-acts on ``invoke.context``: while that module runs, ``unittest.mock`` is a stand-in whose ``Mock``
-imports the real module when called (so ``MockContext`` still works, with real Mocks), and whose
+acts on the modules of :data:`STAND_INS` and :data:`LAZY`. While ``invoke.context`` runs,
+``unittest.mock`` is a stand-in whose ``Mock`` imports the real module when called (so ``MockContext`` still works, with real Mocks), and whose
 other names load the real module at once. Afterwards the stand-in is gone from ``sys.modules``: a
 later ``import unittest.mock`` gets the real one. If ``unittest.mock`` is already loaded, nothing is
 changed.
 
+Paramiko's and Nornir's ``__init__`` look up their own version with ``importlib.metadata.version``
+at import; that module and what it loads (``email``, ``zipfile``, ``importlib.resources``) cost
+25-45 ms, and nothing else on the way of a run loads it. While they load, ``importlib.metadata`` is
+a stand-in whose ``version`` reads the ``Version:`` header of the distribution's ``METADATA``
+(:mod:`nr.dist_info`, the folder ``importlib.metadata`` would find) and falls back to the real one;
+any other name loads the real module.
+
+Invoke's ``invoke.util`` imports its vendored PyYAML (which loads the installed PyYAML's C
+extension, and with it the whole ``yaml`` package: 20-45 ms) for config files
+(``~/.fabric.yaml``, ``/etc/fabric.yaml``) that most machines do not have: it gets a stand-in with
+no names of its own, so the real module loads at the first ``yaml.safe_load``. Unlike
+``LazyLoader``, the stand-in is thread-safe: every thread that reaches it imports through
+``importlib.import_module``, whose module lock lets one thread run the module and the others wait
+for it (with a ``~/.fabric.yaml``, every connection thread parses it at once).
+
 Nornir's ``nornir.core.configuration`` imports ``ruamel.yaml`` (~15 ms) for ``Config.from_file``
 (nr builds its Config in code). The finder gives it to ``importlib.util.LazyLoader``: it runs at its
 first attribute access, so a caller that uses it gets the real thing, and a run that never does never
-pays for it. Only for a module one thread at most uses: Python 3.11's LazyLoader is not thread-safe
-(Invoke's vendored PyYAML is not deferred for that reason: with a ``~/.fabric.yaml``, every
-connection thread parses it at once).
+pays for it (a stand-in would not do: ``import ruamel.yaml`` reaches it as an attribute of the
+``ruamel`` package). Only for a module one thread at most uses: Python 3.11's LazyLoader is not
+thread-safe.
 """
 
 from __future__ import annotations
@@ -30,44 +45,65 @@ import types
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, cast
 
+from nr import dist_info
+
 if TYPE_CHECKING:
     from importlib.abc import Loader
 
-TARGET = "invoke.context"
-DEFERRED = "unittest.mock"
 LAZY = frozenset({"ruamel.yaml"})  # run at first use (importlib.util.LazyLoader)
+MOCK = "unittest.mock"
+METADATA = "importlib.metadata"
 
 
-def _real_mock() -> types.ModuleType:
-    """The real ``unittest.mock``, in place of the stand-in if that is still in ``sys.modules``."""
-    if isinstance(sys.modules.get(DEFERRED), _StandIn):
-        sys.modules.pop(DEFERRED, None)  # (another thread may have just done it)
-    return importlib.import_module(DEFERRED)
+def _real(name: str) -> types.ModuleType:
+    """The real module ``name``, in place of a stand-in if one is still in ``sys.modules``."""
+    if isinstance(sys.modules.get(name), _StandIn):
+        sys.modules.pop(name, None)  # (another thread may have just done it)
+    return importlib.import_module(name)
 
 
 def _mock_on_call(*args: Any, **kwargs: Any) -> Any:
-    return _real_mock().Mock(*args, **kwargs)
+    return _real(MOCK).Mock(*args, **kwargs)
+
+
+def _version(distribution_name: str) -> str:
+    """``importlib.metadata.version``, read from the ``.dist-info`` when it is a plain folder."""
+    found = dist_info.version(distribution_name)
+    return found if found is not None else str(_real(METADATA).version(distribution_name))
 
 
 class _StandIn(types.ModuleType):
-    """``unittest.mock`` while ``invoke.context`` loads: ``Mock`` deferred, anything else real."""
+    """A module while one third-party module loads: the names in ``own`` are nr's, anything else is
+    the real module's (loaded at that first use)."""
 
-    def __init__(self) -> None:
-        super().__init__(DEFERRED)
-        self.Mock = _mock_on_call
+    def __init__(self, name: str, own: dict[str, Any]) -> None:
+        super().__init__(name)
+        self.__dict__.update(own)
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("__"):  # the import system asks for __path__ (a package?): it is not one
             raise AttributeError(name)
-        return getattr(_real_mock(), name)
+        return getattr(_real(self.__name__), name)
+
+
+# module being loaded -> (module it imports, what nr answers in its place while it loads)
+STAND_INS: dict[str, tuple[str, dict[str, Any]]] = {
+    "invoke.context": (MOCK, {"Mock": _mock_on_call}),
+    "paramiko": (METADATA, {"version": _version}),
+    "nornir": (METADATA, {"version": _version}),
+    "invoke.util": ("invoke.vendor.yaml", {}),
+}
 
 
 class _Loader:
-    """The real loader of ``invoke.context``, with the stand-in in place while it runs (duck-typed, as
-    the import system takes loaders: ``importlib.abc`` alone costs more to import than it saves)."""
+    """The real loader of a module in :data:`STAND_INS`, with the stand-in in place while it runs
+    (duck-typed, as the import system takes loaders: ``importlib.abc`` alone costs more to import
+    than it saves)."""
 
-    def __init__(self, real: Loader) -> None:
+    def __init__(self, real: Loader, deferred: str, own: dict[str, Any]) -> None:
         self.real = real
+        self.deferred = deferred
+        self.own = own
 
     def __getattr__(self, name: str) -> Any:  # get_source, get_filename, ...: the real loader's
         return getattr(self.real, name)
@@ -76,21 +112,21 @@ class _Loader:
         return self.real.create_module(spec)
 
     def exec_module(self, module: types.ModuleType) -> None:
-        stand_in = None if DEFERRED in sys.modules else _StandIn()
+        stand_in = None if self.deferred in sys.modules else _StandIn(self.deferred, self.own)
         if stand_in is not None:
-            sys.modules[DEFERRED] = stand_in
+            sys.modules[self.deferred] = stand_in
         try:
             self.real.exec_module(module)
         finally:
-            if stand_in is not None and sys.modules.get(DEFERRED) is stand_in:
-                del sys.modules[DEFERRED]
+            if stand_in is not None and sys.modules.get(self.deferred) is stand_in:
+                del sys.modules[self.deferred]
 
 
 class _Finder:
     def find_spec(
         self, fullname: str, path: Sequence[str] | None, target: types.ModuleType | None = None
     ) -> importlib.machinery.ModuleSpec | None:
-        if fullname != TARGET and fullname not in LAZY:
+        if fullname not in STAND_INS and fullname not in LAZY:
             return None
         spec = importlib.machinery.PathFinder.find_spec(fullname, path, target)
         if spec is None or spec.loader is None:
@@ -98,12 +134,12 @@ class _Finder:
         if fullname in LAZY:
             spec.loader = importlib.util.LazyLoader(spec.loader)
         else:
-            spec.loader = cast("Loader", _Loader(spec.loader))
+            spec.loader = cast("Loader", _Loader(spec.loader, *STAND_INS[fullname]))
         return spec
 
 
 def install() -> None:
-    """Defer ``unittest.mock`` for ``invoke.context``, and the modules in :data:`LAZY`, from now on
-    (once; harmless for what is loaded already)."""
+    """The stand-ins of :data:`STAND_INS` and the modules in :data:`LAZY`, from now on (once; harmless
+    for what is loaded already)."""
     if not any(isinstance(f, _Finder) for f in sys.meta_path):
         sys.meta_path.insert(0, _Finder())

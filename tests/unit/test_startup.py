@@ -241,3 +241,82 @@ def test_reading_the_redis_cluster_imports_no_redis_py() -> None:
     assert proc.returncode == 0, proc.stderr
     assert "classified: unreachable" in proc.stdout, proc.stdout
     assert "redis-py: []" in proc.stdout and "redis" not in mods, proc.stdout
+
+
+def test_paramiko_and_nornir_load_without_importlib_metadata_and_know_their_versions() -> None:
+    """Both look up their own version at import: nr.import_hooks answers from the .dist-info (the
+    answer importlib.metadata gives, checked here after the fact), and their other uses of
+    importlib.metadata still reach the real module."""
+    code = """
+        from nr import import_hooks
+        import_hooks.install()
+        import paramiko, nornir
+        print('loaded:', 'importlib.metadata' in sys.modules, 'email.message' in sys.modules)
+        got = (paramiko.__version__, nornir.__version__)
+        from importlib import metadata
+        print('same:', got == (metadata.version('paramiko'), metadata.version('nornir')), got)
+        print('real:', paramiko.metadata.version('click') == metadata.version('click'))
+        print('left:', type(sys.modules['importlib.metadata']).__name__)
+    """
+    _, proc = imported_after(code)
+    assert proc.returncode == 0, proc.stderr
+    assert "loaded: False False" in proc.stdout, proc.stdout
+    assert "same: True" in proc.stdout and "real: True" in proc.stdout, proc.stdout
+    assert "left: module" in proc.stdout, proc.stdout
+
+
+@pytest.mark.parametrize("command", [["run", "base"], ["drift"], ["status"]])
+def test_a_run_drift_or_status_imports_no_importlib_metadata(command: list[str]) -> None:
+    """Up to the first connection (an unreachable host: the hosts' part is not what is measured)."""
+    code = f"""
+        from nr.cli import main
+        sys.argv = ['nr', *{command!r}, '-i', 'inventory']
+        try:
+            main()
+        finally:
+            print('metadata:', 'importlib.metadata' in sys.modules, 'paramiko' in sys.modules)
+    """
+    _, proc = imported_after(code)
+    assert "metadata: False True" in proc.stdout, proc.stdout + proc.stderr
+
+
+def test_invoke_loads_its_vendored_yaml_only_for_a_config_file_and_every_thread_reads_it(
+    tmp_path: Path,
+) -> None:
+    """No ~/.fabric.yaml: no YAML library at all. With one, the first yaml.safe_load loads it, and
+    eight connection threads building their Fabric Config at once all read it (the stand-in goes
+    through the import lock: LazyLoader made 7 of 8 fail)."""
+    code = """
+        import os, sys, threading
+        from nr import import_hooks
+        import_hooks.install()
+        from fabric import Config
+        Config()
+        print('loaded:', 'invoke.vendor.yaml' in sys.modules, 'yaml' in sys.modules)
+        with open(os.path.join(os.environ['HOME'], '.fabric.yaml'), 'w') as f:
+            f.write('user: alice\\ntimeouts:\\n  connect: 7\\n')
+        seen, start = [], threading.Barrier(8)
+        def build():
+            start.wait()
+            try:
+                c = Config()
+                seen.append((c.user, c.timeouts.connect))
+            except Exception as exc:
+                seen.append(repr(exc))
+        threads = [threading.Thread(target=build) for _ in range(8)]
+        [t.start() for t in threads]
+        [t.join() for t in threads]
+        print('seen:', sorted(map(str, seen)))
+    """
+    proc = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        check=False,
+        timeout=60,
+        env={"HOME": str(tmp_path), "PATH": "/usr/bin:/bin"},
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "loaded: False False" in proc.stdout, proc.stdout
+    assert "seen: " + str(["('alice', 7)"] * 8) in proc.stdout, proc.stdout
