@@ -9,19 +9,16 @@ nothing is found here (zip imports, eggs), so the answer is the standard one eit
 from __future__ import annotations
 
 import os
+import re
 import sys
 
 SUFFIX = ".dist-info"
+_SEPARATORS = re.compile(r"[-_.]+")
 
 
 def normalize(name: str) -> str:
     """PEP 503's normalized name with ``_`` (as wheels spell it in their folder names), lower case."""
-    out: list[str] = []
-    for ch in name.lower():
-        sep = ch in "-_."
-        if not (sep and out and out[-1] == "_"):
-            out.append("_" if sep else ch)
-    return "".join(out)
+    return _SEPARATORS.sub("_", name).lower()
 
 
 def find(distribution: str) -> str | None:
