@@ -27,11 +27,15 @@ no names of its own, so the real module loads at the first ``yaml.safe_load``. U
 ``importlib.import_module``, whose module lock lets one thread run the module and the others wait
 for it (with a ``~/.fabric.yaml``, every connection thread parses it at once).
 
+Paramiko's ``paramiko.agent`` imports ``tempfile`` (with ``shutil``, ``bz2``, ``lzma``: 4-8 ms) to
+make a folder when it forwards an agent, which nr never asks for: a stand-in too.
+
 Nornir's ``nornir.core.configuration`` imports ``ruamel.yaml`` (~15 ms) for ``Config.from_file``
-(nr builds its Config in code). The finder gives it to ``importlib.util.LazyLoader``: it runs at its
+(nr builds its Config in code) and ``logging.handlers`` (with ``pickle`` and ``queue``: 3-6 ms) for
+the log file nr turns off. The finder gives them to ``importlib.util.LazyLoader``: each runs at its
 first attribute access, so a caller that uses it gets the real thing, and a run that never does never
 pays for it (a stand-in would not do: ``import ruamel.yaml`` reaches it as an attribute of the
-``ruamel`` package). Only for a module one thread at most uses: Python 3.11's LazyLoader is not
+``ruamel`` package). Only for modules one thread at most uses: Python 3.11's LazyLoader is not
 thread-safe.
 """
 
@@ -50,7 +54,7 @@ from nr import dist_info
 if TYPE_CHECKING:
     from importlib.abc import Loader
 
-LAZY = frozenset({"ruamel.yaml"})  # run at first use (importlib.util.LazyLoader)
+LAZY = frozenset({"ruamel.yaml", "logging.handlers"})  # run at first use (importlib.util.LazyLoader)
 MOCK = "unittest.mock"
 METADATA = "importlib.metadata"
 
@@ -92,6 +96,7 @@ STAND_INS: dict[str, tuple[str, dict[str, Any]]] = {
     "paramiko": (METADATA, {"version": _version}),
     "nornir": (METADATA, {"version": _version}),
     "invoke.util": ("invoke.vendor.yaml", {}),
+    "paramiko.agent": ("tempfile", {}),  # for agent forwarding's temporary socket folder only
 }
 
 

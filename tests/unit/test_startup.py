@@ -330,3 +330,21 @@ def test_invoke_loads_its_vendored_yaml_only_for_a_config_file_and_every_thread_
     assert proc.returncode == 0, proc.stderr
     assert "loaded: False False" in proc.stdout, proc.stdout
     assert "seen: " + str(["('alice', 7)"] * 8) in proc.stdout, proc.stdout
+
+
+def test_paramiko_s_agent_and_nornir_s_log_handlers_load_what_they_need_only_when_used() -> None:
+    code = """
+        from nr import import_hooks
+        import_hooks.install()
+        import logging, paramiko, nornir.core.configuration
+        print('loaded:', 'tempfile' in sys.modules, 'pickle' in sys.modules)
+        import paramiko.agent
+        print('works:', paramiko.agent.tempfile.gettempdir() != '', logging.handlers.RotatingFileHandler.__name__)
+        print('real:', type(sys.modules['tempfile']).__name__, 'pickle' in sys.modules)
+    """
+    _, proc = imported_after(code)
+    assert proc.returncode == 0, proc.stderr
+    assert "loaded: False False" in proc.stdout, proc.stdout
+    assert "works: True RotatingFileHandler" in proc.stdout and "real: module True" in proc.stdout, (
+        proc.stdout
+    )
