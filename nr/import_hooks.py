@@ -7,10 +7,11 @@ fifth of what opening nr's first SSH connection costs in imports, for a class no
 
 :func:`install` (called once by ``nr``'s entry point) puts a finder on ``sys.meta_path`` that only
 acts on the modules of :data:`STAND_INS` and :data:`LAZY`. While ``invoke.context`` runs,
-``unittest.mock`` is a stand-in whose ``Mock`` imports the real module when called (so ``MockContext`` still works, with real Mocks), and whose
-other names load the real module at once. Afterwards the stand-in is gone from ``sys.modules``: a
-later ``import unittest.mock`` gets the real one. If ``unittest.mock`` is already loaded, nothing is
-changed.
+``unittest.mock`` is a stand-in whose ``Mock`` imports the real module when called (so
+``MockContext`` still works, with real Mocks), and whose other names load the real module at once.
+Afterwards the stand-in is gone from ``sys.modules`` (a later ``import unittest.mock`` gets the real
+one); as the package's attribute it stays, forwarding, until the real module replaces it. If
+``unittest.mock`` is already loaded, nothing is changed. The same holds for every stand-in below.
 
 Paramiko's and Nornir's ``__init__`` look up their own version with ``importlib.metadata.version``
 at import; that module and what it loads (``email``, ``zipfile``, ``importlib.resources``) cost
@@ -85,9 +86,20 @@ class _StandIn(types.ModuleType):
         self.__dict__.update(own)
 
     def __getattr__(self, name: str) -> Any:
-        if name.startswith("__"):  # the import system asks for __path__ (a package?): it is not one
+        if name == "__path__":  # the import system asks (a package?): it is not one
             raise AttributeError(name)
         return getattr(_real(self.__name__), name)
+
+
+def _put(stand_in: _StandIn) -> None:
+    """``stand_in`` in ``sys.modules``, and as its package's attribute when the package has none, so
+    that another thread's ``import importlib.metadata`` then ``importlib.metadata.version`` works
+    too. The attribute stays after the load: it forwards, until the real module's import replaces it."""
+    sys.modules[stand_in.__name__] = stand_in
+    package, _, child = stand_in.__name__.rpartition(".")
+    parent = sys.modules.get(package) if package else None
+    if parent is not None and not hasattr(parent, child):
+        setattr(parent, child, stand_in)
 
 
 # module being loaded -> (module it imports, what nr answers in its place while it loads)
@@ -119,7 +131,7 @@ class _Loader:
     def exec_module(self, module: types.ModuleType) -> None:
         stand_in = None if self.deferred in sys.modules else _StandIn(self.deferred, self.own)
         if stand_in is not None:
-            sys.modules[self.deferred] = stand_in
+            _put(stand_in)
         try:
             self.real.exec_module(module)
         finally:

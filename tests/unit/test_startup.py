@@ -253,16 +253,16 @@ def test_paramiko_and_nornir_load_without_importlib_metadata_and_know_their_vers
         import paramiko, nornir
         print('loaded:', 'importlib.metadata' in sys.modules, 'email.message' in sys.modules)
         got = (paramiko.__version__, nornir.__version__)
-        from importlib import metadata
+        import importlib.metadata as metadata
         print('same:', got == (metadata.version('paramiko'), metadata.version('nornir')), got)
         print('real:', paramiko.metadata.version('click') == metadata.version('click'))
-        print('left:', type(sys.modules['importlib.metadata']).__name__)
+        print('left:', type(sys.modules['importlib.metadata']).__name__, type(metadata).__name__)
     """
     _, proc = imported_after(code)
     assert proc.returncode == 0, proc.stderr
     assert "loaded: False False" in proc.stdout, proc.stdout
     assert "same: True" in proc.stdout and "real: True" in proc.stdout, proc.stdout
-    assert "left: module" in proc.stdout, proc.stdout
+    assert "left: module module" in proc.stdout, proc.stdout
 
 
 @pytest.mark.parametrize(
@@ -348,3 +348,23 @@ def test_paramiko_s_agent_and_nornir_s_log_handlers_load_what_they_need_only_whe
     assert "works: True RotatingFileHandler" in proc.stdout and "real: module True" in proc.stdout, (
         proc.stdout
     )
+
+
+def test_a_stand_in_is_also_its_package_s_attribute_so_import_a_dot_b_then_a_dot_b_works() -> None:
+    """Another thread may ``import importlib.metadata`` while Paramiko loads (the stand-in is in
+    sys.modules then) and use it as ``importlib.metadata.version`` later, after the stand-in left."""
+    code = """
+        import importlib
+        from nr import import_hooks
+        stand_in = import_hooks._StandIn('importlib.metadata', {})
+        import_hooks._put(stand_in)
+        import importlib.metadata
+        print('window:', importlib.metadata is stand_in, 'email' in sys.modules)
+        del sys.modules['importlib.metadata']  # the load that put it there ended
+        v = importlib.metadata.version('click')
+        import importlib.metadata
+        print('after:', bool(v), importlib.metadata is not stand_in, type(importlib.metadata).__name__)
+    """
+    _, proc = imported_after(code)
+    assert proc.returncode == 0, proc.stderr
+    assert "window: True False" in proc.stdout and "after: True True module" in proc.stdout, proc.stdout
