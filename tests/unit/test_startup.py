@@ -18,6 +18,19 @@ REPO = Path(__file__).resolve().parents[2]
 HEAVY = ("paramiko", "fabric", "invoke", "rich", "grpc", "redis", "nornir", "yaml", "ruamel", "cryptography")
 
 
+def run_python(code: str, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """``code`` (dedented) in a fresh interpreter started in the repository (``sys.argv[1:]`` = ``args``)."""
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code), *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        check=False,
+        timeout=60,
+        env=env,
+    )
+
+
 def imported_after(code: str, *args: str) -> tuple[set[str], subprocess.CompletedProcess[str]]:
     """Run ``code`` in a fresh interpreter (``sys.argv[1:]`` = ``args``); the heavy top-level
     packages it imported, and the process (its stdout is what the code printed before the marker)."""
@@ -34,14 +47,7 @@ def imported_after(code: str, *args: str) -> tuple[set[str], subprocess.Complete
             '    print("\\n@@MODULES@@" + " ".join(sorted({m.split(".")[0] for m in sys.modules} & set(heavy))))',
         ]
     )
-    proc = subprocess.run(
-        [sys.executable, "-c", probe, *args],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        check=False,
-        timeout=60,
-    )
+    proc = run_python(probe, *args)
     out, _, mods = proc.stdout.rpartition("@@MODULES@@")
     proc.stdout = out
     return set(mods.split()), proc
@@ -154,14 +160,7 @@ def test_at_exit_the_collector_skips_what_is_left() -> None:
     atexit.register(lambda: print("frozen at exit:", gc.get_freeze_count() > 0))
     main()
     """
-    proc = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        check=False,
-        timeout=60,
-    )
+    proc = run_python(code)
     assert proc.returncode == 0, proc.stderr
     out, _, last = proc.stdout.rstrip("\n").rpartition("\n")
     assert json.loads(out)["hosts"] and last == "frozen at exit: True"
@@ -318,15 +317,7 @@ def test_invoke_loads_its_vendored_yaml_only_for_a_config_file_and_every_thread_
         [t.join() for t in threads]
         print('seen:', sorted(map(str, seen)))
     """
-    proc = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        check=False,
-        timeout=60,
-        env={"HOME": str(tmp_path), "PATH": "/usr/bin:/bin"},
-    )
+    proc = run_python(code, env={"HOME": str(tmp_path), "PATH": "/usr/bin:/bin"})
     assert proc.returncode == 0, proc.stderr
     assert "loaded: False False" in proc.stdout, proc.stdout
     assert "seen: " + str(["('alice', 7)"] * 8) in proc.stdout, proc.stdout
