@@ -88,29 +88,64 @@ class Facts:
 
 
 def gather_script(marker: str, files: Iterable[str], commands: Mapping[str, str]) -> str:
-    """The shell script :func:`gather` runs (pure, so it can be tested and inspected)."""
-    lines = [
-        f"M={shlex.quote(marker)}",
-        "E=$(mktemp) || exit 1; trap 'rm -f \"$E\"' EXIT",
-        "nr_file() {",
-        '  if [ -f "$1" ]; then',
-        '    printf "%s file %s\\n" "$M" "$1"',
-        '    set -- "$1" $(stat -c \'%a %U %G %s\' "$1")',
-        '    echo "$2 $3 $4 $5"',
-        '    h=$(sha256sum < "$1"); echo "${h%% *}"',
-        f'    if [ "$5" -le {CONTENT_LIMIT} ]; then base64 -w0 "$1"; fi',
-        "    echo",
-        '  else printf "%s nofile %s\\n" "$M" "$1"; fi',
-        "}",
-    ]
-    lines += [f"nr_file {shlex.quote(p)}" for p in files]
+    """The shell script :func:`gather` runs (pure, so it can be tested and inspected).
+
+    It starts few processes, since each costs the host about a millisecond of CPU and a no-op run
+    is mostly this script and the SSH login: the regular files among ``files`` are stat-ed in one
+    ``stat`` and hashed in one ``sha256sum`` (one ``base64`` each for their contents); if either
+    fails (a file went away meanwhile), each file is read on its own instead. A command's stderr
+    is encoded only when there is some.
+    """
+    files = list(files)
+    lines = [f"M={shlex.quote(marker)}", "exec 3>&1"]
+    if files:
+        lines += _FILES_FUNCTIONS
+        lines.append("nr_files " + " ".join(shlex.quote(p) for p in files))
     for name, cmd in commands.items():
         lines.append(f'printf "%s cmd %s\\n" "$M" {shlex.quote(name)}')
-        lines.append(f'( {cmd}\n) 2>"$E"')
-        lines.append('printf "\\n%s rc %s\\n" "$M" "$?"')
-        lines.append('base64 -w0 < "$E"; echo')
+        lines.append(f'X=$(trap \'printf "%s rc %s" "$M" "$?"\' EXIT; {{ {cmd}\n}} 2>&1 1>&3 3>&-)')
+        lines.append('r=$?; case $X in *"$M rc "*) r=${X##*"$M rc "}; X=${X%"$M rc "*};; esac')
+        lines.append('printf "\\n%s rc %s\\n" "$M" "$r"')
+        lines.append('if [ -n "$X" ]; then printf %s "$X" | base64 -w0; fi; echo')
     lines.append('printf "%s end\\n" "$M"')
     return "\n".join(lines)
+
+
+# nr_file PATH: one file's record (stat, hash, contents when small); nofile when it is not a regular file
+# (or stopped being one before it was read).
+# nr_files PATH...: the same records for all of them, with one stat and one sha256sum for all the regular
+# files (their outputs hold one line per file, in order; sha256sum starts a line with a backslash when it
+# escapes the name), falling back to nr_file for each when either fails.
+_FILES_FUNCTIONS = [
+    "nr_content() {",
+    f'  if [ "$2" -le {CONTENT_LIMIT} ]; then base64 -w0 -- "$1"; fi',
+    "  echo",
+    "}",
+    "nr_file() {",
+    '  if [ -f "$1" ] && s=$(stat -c \'%a %U %G %s\' -- "$1") && h=$(sha256sum < "$1"); then',
+    '    printf "%s file %s\\n%s\\n%s\\n" "$M" "$1" "$s" "${h%% *}"',
+    '    nr_content "$1" "${s##* }"',
+    '  else printf "%s nofile %s\\n" "$M" "$1"; fi',
+    "}",
+    "nr_files() {",
+    "  for p do",
+    "    shift",
+    '    if [ -f "$p" ]; then set -- "$@" "$p"; else printf "%s nofile %s\\n" "$M" "$p"; fi',
+    "  done",
+    '  [ "$#" -gt 0 ] || return 0',
+    '  if ! S=$(stat -c \'%a %U %G %s\' -- "$@") || ! H=$(sha256sum -- "$@"); then',
+    '    for p do nr_file "$p"; done',
+    "    return 0",
+    "  fi",
+    "  N='",
+    "'",
+    "  for p do",
+    '    s=${S%%"$N"*}; S=${S#*"$N"}; h=${H%%"$N"*}; H=${H#*"$N"}; h=${h#\\\\}',
+    '    printf "%s file %s\\n%s\\n%s\\n" "$M" "$p" "$s" "${h%% *}"',
+    '    nr_content "$p" "${s##* }"',
+    "  done",
+    "}",
+]
 
 
 def parse_gather(marker: str, text: str) -> Facts:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
+import shlex
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -144,6 +145,17 @@ def gather_output(
     return "\n".join(lines) + "\n"
 
 
+def asked_commands(script: str) -> list[str]:
+    """The names of the commands a gather script runs (:func:`nr.facts.gather_script`)."""
+    return re.findall(r'^printf "%s cmd %s\\n" "\$M" \'?([^\'\n]+)\'?$', script, re.MULTILINE)
+
+
+def asked_files(script: str) -> list[str]:
+    """The files a gather script reads (its ``nr_files`` line, shell-quoted)."""
+    m = re.search(r"^nr_files (.*)$", script, re.MULTILINE)
+    return shlex.split(m.group(1)) if m else []
+
+
 def facts_reply(
     files: Mapping[str, bytes | str | None] | None = None,
     outputs: Mapping[str, str | tuple[int, str] | tuple[int, str, str]] | None = None,
@@ -161,7 +173,7 @@ def facts_reply(
     def answer(script: str) -> str:
         m = re.search(r"^M='?([^'\n]+)'?$", script, re.MULTILINE)
         assert m, "not a gather script"
-        asked = re.findall(r'^printf "%s cmd %s\\n" "\$M" \'?([^\'\n]+)\'?$', script, re.MULTILINE)
+        asked = asked_commands(script)
         missing = [c for c in asked if c not in (outputs or {})]
         if strict and missing:
             raise UnexpectedScript(f"facts fixture lacks command(s): {', '.join(missing)}")

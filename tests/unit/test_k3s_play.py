@@ -22,7 +22,14 @@ from tasks.k3s.play import K3sComponent
 from tasks.k3s.render import CONFIG, render_config, render_env, render_unit
 from tasks.k3s.spec import HostInfo, Role, build_cluster
 from tasks.k3s.wait import Clock
-from tests.fakes.remote import Reply, ScriptedRemote, gather_output, scripted_context
+from tests.fakes.remote import (
+    Reply,
+    ScriptedRemote,
+    asked_commands,
+    asked_files,
+    gather_output,
+    scripted_context,
+)
 from tests.support.kube import snapshot
 from tests.support.systemd import show
 
@@ -161,11 +168,11 @@ class Cluster:
         def answer(script: str) -> str:
             m = re.search(r"^M='?([^'\n]+)'?$", script, re.MULTILINE)
             assert m
-            asked = re.findall(r'^printf "%s cmd %s\\n" "\$M" \'?([^\'\n]+)\'?$', script, re.MULTILINE)
+            asked = asked_commands(script)
             kind = "facts" if "arch" in asked else "version" if asked == ["version"] else "poll"
             self.event(host, kind)
             outputs = self.outputs(host)
-            wanted = re.findall(r"^nr_file '?([^'\n]+)'?$", script, re.MULTILINE)
+            wanted = asked_files(script)
             files = {path: None for path in wanted} | self.files(host, data)
             files = {path: files[path] for path in wanted}
             modes = {p: 0o600 for p in files if p.startswith(("/etc/rancher", "/etc/default"))}
