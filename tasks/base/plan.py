@@ -68,6 +68,9 @@ def spec_for(host: Host) -> BaseSpec:
     )
 
 
+_KERNEL_HOSTNAME = "/proc/sys/kernel/hostname"
+
+
 def facts_commands(spec: BaseSpec) -> dict[str, str]:
     """Read-only shell snippets whose outputs :func:`plan` needs (one round trip in total)."""
     sysctl_lines = "; ".join(
@@ -81,8 +84,9 @@ def facts_commands(spec: BaseSpec) -> dict[str, str]:
     packages = apt.installed(spec.packages)
     return {
         "os": '. /etc/os-release && echo "$ID ${VERSION_ID:-} ${ID_LIKE:-}"',
-        "hostname": "hostname",
-        "hosts_entry": 'grep -Ec "^[^#]*[[:space:]]$(hostname)([[:space:]]|$)" /etc/hosts || true',
+        # the kernel's hostname, as `hostname` prints it, read by the shell (no process: proc_sys_kernel(5))
+        "hostname": f'read -r h < {_KERNEL_HOSTNAME} && echo "$h"',
+        "hosts_entry": f'read -r h < {_KERNEL_HOSTNAME}; grep -Ec "^[^#]*[[:space:]]$h([[:space:]]|$)" /etc/hosts || true',
         packages.name: packages.command,
         "sysctls": sysctl_lines,
         "modules": module_lines,
