@@ -31,6 +31,13 @@ for it (with a ``~/.fabric.yaml``, every connection thread parses it at once).
 Paramiko's ``paramiko.agent`` imports ``tempfile`` (with ``shutil``, ``bz2``, ``lzma``: 4-8 ms) to
 make a folder when it forwards an agent, which nr never asks for: a stand-in too.
 
+gRPC's ``grpc/__init__`` imports ``grpc.aio``, and its Cython extension ``grpc._cython.cygrpc`` imports
+``asyncio`` (with ``ssl`` and the event loop: 40-60 ms together, a third of loading gRPC and the
+stubs) for gRPC's asyncio API. ``nr drift``, ``nr status`` and the checks call the blocking API: both
+are stand-ins with no names of their own, so their first use loads them. The extension keeps the
+stand-in as its ``asyncio`` global, forwarding to the real module once loaded (a stand-in is in
+place while an extension module is created too, where one with single-phase init runs its body).
+
 Nornir's ``nornir.core.configuration`` imports ``ruamel.yaml`` (~15 ms) for ``Config.from_file``
 (nr builds its Config in code) and ``logging.handlers`` (with ``pickle`` and ``queue``: 3-6 ms) for
 the log file nr turns off. The finder gives them to ``importlib.util.LazyLoader``: each runs at its
@@ -42,12 +49,13 @@ thread-safe.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.machinery
 import importlib.util
 import sys
 import types
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
 from nr import dist_info
@@ -109,6 +117,8 @@ STAND_INS: dict[str, tuple[str, dict[str, Any]]] = {
     "nornir": (METADATA, {"version": _version}),
     "invoke.util": ("invoke.vendor.yaml", {}),
     "paramiko.agent": ("tempfile", {}),  # for agent forwarding's temporary socket folder only
+    "grpc": ("grpc.aio", {}),  # gRPC's asyncio API: nr's probes and checks use the blocking one
+    "grpc._cython.cygrpc": ("asyncio", {}),  # for the asyncio API too
 }
 
 
@@ -126,14 +136,20 @@ class _Loader:
         return getattr(self.real, name)
 
     def create_module(self, spec: importlib.machinery.ModuleSpec) -> types.ModuleType | None:
-        return self.real.create_module(spec)
+        with self._standing_in():  # an extension module with single-phase init runs here
+            return self.real.create_module(spec)
 
     def exec_module(self, module: types.ModuleType) -> None:
+        with self._standing_in():
+            self.real.exec_module(module)
+
+    @contextlib.contextmanager
+    def _standing_in(self) -> Iterator[None]:
         stand_in = None if self.deferred in sys.modules else _StandIn(self.deferred, self.own)
         if stand_in is not None:
             _put(stand_in)
         try:
-            self.real.exec_module(module)
+            yield
         finally:
             if stand_in is not None and sys.modules.get(self.deferred) is stand_in:
                 del sys.modules[self.deferred]

@@ -359,3 +359,42 @@ def test_a_stand_in_is_also_its_package_s_attribute_so_import_a_dot_b_then_a_dot
     _, proc = imported_after(code)
     assert proc.returncode == 0, proc.stderr
     assert "window: True False" in proc.stdout and "after: True True module" in proc.stdout, proc.stdout
+
+
+def test_grpc_loads_without_asyncio_and_both_its_apis_still_work() -> None:
+    """nr's probes and checks use gRPC's blocking API: ``grpc.aio`` and asyncio (which gRPC's
+    extension imports for it) load at their first use. A blocking call, then a grpc.aio server and
+    client in the same process, each make a real call over loopback."""
+    code = """
+        from nr import import_hooks
+        import_hooks.install()
+        import sys
+        import services.client.probe
+        import grpc
+        print('loaded:', 'asyncio' in sys.modules, 'grpc.aio' in sys.modules)
+        echo = grpc.method_handlers_generic_handler(
+            't.Echo', {'Say': grpc.unary_unary_rpc_method_handler(lambda req, ctx: req + b'!')})
+        from concurrent import futures
+        server = grpc.server(futures.ThreadPoolExecutor(2), handlers=(echo,))
+        port = server.add_insecure_port('127.0.0.1:0')
+        server.start()
+        with grpc.insecure_channel(f'127.0.0.1:{port}') as channel:
+            print('blocking:', channel.unary_unary('/t.Echo/Say')(b'hi', timeout=10))
+        server.stop(None)
+
+        async def aio_call():
+            server = grpc.aio.server(handlers=(echo,))
+            port = server.add_insecure_port('127.0.0.1:0')
+            await server.start()
+            async with grpc.aio.insecure_channel(f'127.0.0.1:{port}') as channel:
+                reply = await channel.unary_unary('/t.Echo/Say')(b'aio', timeout=10)
+            await server.stop(None)
+            return reply
+
+        import asyncio
+        print('aio:', asyncio.run(aio_call()), type(sys.modules['grpc.aio']).__name__)
+    """
+    proc = run_python(code)
+    assert proc.returncode == 0, proc.stderr
+    assert "loaded: False False" in proc.stdout, proc.stdout
+    assert "blocking: b'hi!'" in proc.stdout and "aio: b'aio!' module" in proc.stdout, proc.stdout
