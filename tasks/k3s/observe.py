@@ -71,7 +71,7 @@ def started_command(node: NodeSpec) -> str:
         f"t=$(systemctl show -p ActiveEnterTimestamp --value {unit} 2>/dev/null); "
         'if [ -n "$t" ]; then echo "started $(date -d "$t" +%s)"; fi; '
         f'set --; for f in {files}; do if [ -e "$f" ]; then set -- "$@" "$f"; fi; done; '
-        "if [ \"$#\" -gt 0 ]; then stat -c '%n %Y' -- \"$@\"; fi"  # one stat for them all
+        'if [ "$#" -gt 0 ]; then stat -c \'%n %Y\' -- "$@"; fi'  # one stat for them all
     )
 
 
