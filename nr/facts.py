@@ -93,8 +93,11 @@ def gather_script(marker: str, files: Iterable[str], commands: Mapping[str, str]
     It starts few processes, since each costs the host about a millisecond of CPU and a no-op run
     is mostly this script and the SSH login: the regular files among ``files`` are stat-ed in one
     ``stat`` and hashed in one ``sha256sum`` (one ``base64`` each for their contents); if either
-    fails (a file went away meanwhile), each file is read on its own instead. A command's stderr
-    is encoded only when there is some.
+    fails (a file went away meanwhile), each file is read on its own instead. Each command runs in
+    the command substitution that captures its stderr (no temporary file; encoded only when there is
+    some), its stdout going straight out on fd 3 and its exit code printed by an EXIT trap, so an
+    ``exit`` ends only that command. A command that sets an EXIT trap of its own replaces that one:
+    its exit code is then the substitution's status (the same), and its stderr loses trailing newlines.
     """
     files = list(files)
     lines = [f"M={shlex.quote(marker)}", "exec 3>&1"]
