@@ -4,7 +4,7 @@ The kustomize base lives in ``k3s/base``; :func:`overlay` writes the site's over
 or registry, REDIS_NODES, the Redis hosts allowed by the egress policy, the adapter's NodePort) and
 :func:`render` builds it with :mod:`tasks.deploy.kustomize`. The Redis password never enters the
 overlay: it stays a :class:`~nr.secrets.Secret` up to :func:`secret_manifest`, the one place it is
-revealed (and :func:`config_digest`, which only keeps a PBKDF2 of it), in memory only.
+revealed (and :func:`digest_key`, a PBKDF2 of it for :func:`config_digest`), in memory only.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -138,14 +139,19 @@ def secret_manifest(password: Secret) -> dict[str, Any]:
 CONFIG_DIGEST = "nr.io/config-digest"
 
 
-def config_digest(config: dict[str, str], password: Secret) -> str:
+def digest_key(password: Secret) -> bytes:
+    """What the password gives :func:`config_digest`: a PBKDF2 of it (100,000 rounds, ~60 ms of CPU;
+    hashlib lets other threads run meanwhile)."""
+    return hashlib.pbkdf2_hmac("sha256", password.reveal().encode(), b"nr/aeroalpes/config-digest", 100_000)
+
+
+def config_digest(config: dict[str, str], key: bytes) -> str:
     """A digest of what the aeroalpes pods read only when they start (its ConfigMap and the Redis
-    password). The password enters through PBKDF2, so the digest does not give it away."""
-    key = hashlib.pbkdf2_hmac("sha256", password.reveal().encode(), b"nr/aeroalpes/config-digest", 100_000)
+    password, through its :func:`digest_key`, so the digest does not give the password away)."""
     return hashlib.sha256(json.dumps(config, sort_keys=True).encode() + key).hexdigest()[:16]
 
 
-def with_config_digest(objects: list[dict[str, Any]], password: Secret) -> list[dict[str, Any]]:
+def with_config_digest(objects: list[dict[str, Any]], key: bytes) -> list[dict[str, Any]]:
     """The objects, the aeroalpes Deployment's pod template annotated with :func:`config_digest`:
     a new password or Redis node list is then a template change, and the pods roll to it (a
     ConfigMap or Secret change alone restarts nothing in Kubernetes)."""
@@ -156,7 +162,7 @@ def with_config_digest(objects: list[dict[str, Any]], password: Secret) -> list[
     for obj in out:
         if obj["kind"] == "Deployment" and obj["metadata"]["name"] == "aeroalpes":
             meta = obj["spec"]["template"].setdefault("metadata", {})
-            meta.setdefault("annotations", {})[CONFIG_DIGEST] = config_digest(config, password)
+            meta.setdefault("annotations", {})[CONFIG_DIGEST] = config_digest(config, key)
     return out
 
 
@@ -166,8 +172,12 @@ def manifests_yaml(objects: list[dict[str, Any]]) -> str:
 
 def site_objects(site: AppSite, password: Secret) -> list[dict[str, Any]]:
     """Everything deploy applies, in order (the Namespace first): the rendered overlay with the
-    config digest, then the Secret."""
-    return [*with_config_digest(render(site), password), secret_manifest(password)]
+    config digest, then the Secret. The digest's key is derived on another thread while the overlay
+    renders (on another core when there is one)."""
+    with ThreadPoolExecutor(1, thread_name_prefix="nr-digest-key") as pool:
+        key = pool.submit(digest_key, password)
+        objects = render(site)
+        return [*with_config_digest(objects, key.result()), secret_manifest(password)]
 
 
 def namespace_objects(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
