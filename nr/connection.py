@@ -36,7 +36,7 @@ from nornir.core.configuration import Config as NornirConfig
 from nornir.core.plugins.connections import ConnectionPluginRegister
 from nornir.core.task import Task
 
-from nr import interrupt, progress
+from nr import interrupt, progress, sftp_errors
 from nr.channel import Cancelled, ChannelClosed, TransportStats, exec_channel
 from nr.errors import NrError
 from nr.keepalive import DEFAULT_COUNT, DEFAULT_INTERVAL, KeepaliveSettings, Watchdog
@@ -236,7 +236,8 @@ class SshRemote:
             with self._lock, self._watchdog():
                 yield
         except (ChannelClosed, paramiko.SSHException, OSError, EOFError) as exc:
-            gone = interrupt.CANCELLED.is_set() or not _alive(self)
+            settle = 1.0 if isinstance(exc, (EOFError, ConnectionError)) else 0.0  # transport may lag
+            gone = interrupt.CANCELLED.is_set() or not _alive(self, settle)
             cleanup(gone)
             if gone:
                 raise self._gone(exc, what) from None
@@ -381,10 +382,17 @@ def quote(value: str) -> str:
     return shlex.quote(value)
 
 
-def _alive(remote: SshRemote) -> bool:
-    transport = remote.conn.client.get_transport()
-    return transport is not None and transport.is_active()
+def _alive(remote: SshRemote, settle: float = 0.0) -> bool:
+    """Whether the connection is up (waiting up to ``settle`` seconds for it to be seen down)."""
+    deadline = time.monotonic() + settle
+    while (transport := remote.conn.client.get_transport()) is not None and transport.is_active():
+        if time.monotonic() >= deadline:
+            return True
+        time.sleep(0.02)
+    return False
 
+
+sftp_errors.keep_prefetch_errors_for_the_reader()
 
 # Registered here, on the first connection (nr.plugins: no entry-point scan at start). Nornir refuses
 # another class under a taken name; its own scan would load this same class, which it accepts.
