@@ -13,8 +13,8 @@ def keep_prefetch_errors_for_the_reader() -> None:
     traceback on stderr after nr has reported the host lost. The error is kept where Paramiko keeps
     a read's errors for the reading thread (``_saved_exception``, raised by the file's next read)."""
     cls = paramiko.SFTPFile
-    original = getattr(cls, "_prefetch_thread")  # noqa: B009 (not in Paramiko's stubs)
-    if getattr(original, "nr_keeps_errors", False):
+    original = getattr(cls, "_prefetch_thread", None)  # private: a Paramiko without it is left alone
+    if original is None or getattr(original, "nr_keeps_errors", False):
         return
 
     def prefetch_thread(self: paramiko.SFTPFile, *args: Any) -> None:
