@@ -114,20 +114,21 @@ def gather_script(marker: str, files: Iterable[str], commands: Mapping[str, str]
     return "\n".join(lines)
 
 
-# nr_file PATH: one file's record (stat, hash, contents when small); nofile when it is not a regular file
-# (or stopped being one before it was read).
-# nr_files PATH...: the same records for all of them, with one stat and one sha256sum for all the regular
-# files (their outputs hold one line per file, in order; sha256sum starts a line with a backslash when it
-# escapes the name), falling back to nr_file for each when either fails.
+# nr_record PATH STAT HASH: one regular file's record (stat's "MODE OWNER GROUP SIZE", sha256sum's line),
+# then its contents when small.
+# nr_file PATH: that record, or nofile when PATH is not a regular file (or stopped being one before it was read).
+# nr_files PATH...: the same for all of them, with one stat and one sha256sum for all the regular files (their
+# outputs hold one line per file, in order; sha256sum starts a line with a backslash when it escapes the
+# name), falling back to nr_file for each when either fails.
 _FILES_FUNCTIONS = [
-    "nr_content() {",
-    f'  if [ "$2" -le {CONTENT_LIMIT} ]; then base64 -w0 -- "$1"; fi',
+    "nr_record() {",
+    '  printf "%s file %s\\n%s\\n%s\\n" "$M" "$1" "$2" "${3%% *}"',
+    f'  if [ "${{2##* }}" -le {CONTENT_LIMIT} ]; then base64 -w0 -- "$1"; fi',
     "  echo",
     "}",
     "nr_file() {",
     '  if [ -f "$1" ] && s=$(stat -c \'%a %U %G %s\' -- "$1") && h=$(sha256sum < "$1"); then',
-    '    printf "%s file %s\\n%s\\n%s\\n" "$M" "$1" "$s" "${h%% *}"',
-    '    nr_content "$1" "${s##* }"',
+    '    nr_record "$1" "$s" "$h"',
     '  else printf "%s nofile %s\\n" "$M" "$1"; fi',
     "}",
     "nr_files() {",
@@ -143,9 +144,8 @@ _FILES_FUNCTIONS = [
     "  N='",
     "'",
     "  for p do",
-    '    s=${S%%"$N"*}; S=${S#*"$N"}; h=${H%%"$N"*}; H=${H#*"$N"}; h=${h#\\\\}',
-    '    printf "%s file %s\\n%s\\n%s\\n" "$M" "$p" "$s" "${h%% *}"',
-    '    nr_content "$p" "${s##* }"',
+    '    s=${S%%"$N"*}; S=${S#*"$N"}; h=${H%%"$N"*}; H=${H#*"$N"}',
+    '    nr_record "$p" "$s" "${h#\\\\}"',
     "  done",
     "}",
 ]

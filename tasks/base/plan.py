@@ -68,7 +68,8 @@ def spec_for(host: Host) -> BaseSpec:
     )
 
 
-_KERNEL_HOSTNAME = "/proc/sys/kernel/hostname"
+# the kernel's hostname, as `hostname` prints it, read by the shell into $h (no process: proc_sys_kernel(5))
+_READ_HOSTNAME = "read -r h < /proc/sys/kernel/hostname"
 
 
 def facts_commands(spec: BaseSpec) -> dict[str, str]:
@@ -84,9 +85,8 @@ def facts_commands(spec: BaseSpec) -> dict[str, str]:
     packages = apt.installed(spec.packages)
     return {
         "os": '. /etc/os-release && echo "$ID ${VERSION_ID:-} ${ID_LIKE:-}"',
-        # the kernel's hostname, as `hostname` prints it, read by the shell (no process: proc_sys_kernel(5))
-        "hostname": f'read -r h < {_KERNEL_HOSTNAME} && echo "$h"',
-        "hosts_entry": f'read -r h < {_KERNEL_HOSTNAME}; grep -Ec "^[^#]*[[:space:]]$h([[:space:]]|$)" /etc/hosts || true',
+        "hostname": f'{_READ_HOSTNAME} && echo "$h"',
+        "hosts_entry": f'{_READ_HOSTNAME}; grep -Ec "^[^#]*[[:space:]]$h([[:space:]]|$)" /etc/hosts || true',
         packages.name: packages.command,
         "sysctls": sysctl_lines,
         "modules": module_lines,
