@@ -38,6 +38,10 @@ from nr.facts import Facts, gather
 from nr.transport import CommandResult, Remote
 
 PER_HOST = 3  # reads at once on one host's connection (sshd's MaxSessions defaults to 10)
+# reads and probes at once over all hosts; the pool starts a thread only when none is idle, so a small
+# run starts few. (It was sized by the first component's reads: with `base` first, a site on 3 hosts
+# made its 13 reads and its probes 4 at a time.)
+WORKERS = 64
 ENV = "NR_READ_AHEAD"
 
 Key = tuple[tuple[str, ...], tuple[tuple[str, str], ...]]
@@ -110,10 +114,8 @@ class ReadAhead:
                     self._slots.setdefault(r.host, threading.Semaphore(PER_HOST))
             if not (todo or probes) or not self._valid:
                 return 0
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(
-                    max_workers=min(64, max(4, len(todo) + len(probes))), thread_name_prefix="nr-read"
-                )
+            if self._pool is None:  # made once, for every component's reads (threads start as needed)
+                self._pool = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="nr-read")
             for p in probes:
                 self._probes[p.key] = self._pool.submit(self._probe, p)
             for r in todo:

@@ -185,6 +185,33 @@ def test_hosts_open_their_connections_at_the_same_time() -> None:
     assert step.values == {"vm1": "base@vm1", "vm2": "base@vm2"} and not step.failed
 
 
+def test_every_components_reads_run_at_once_whatever_the_first_component_declared() -> None:
+    """Three components' reads on three hosts (three a host: each host's limit) are all on their way
+    together: a barrier of nine. The pool used to be sized by the first component's reads (3 -> 4
+    workers), so the later components' reads waited for those and the barrier broke."""
+    names = ["vm1", "vm2", "vm3"]
+    components = ["base", "redis", "k3s"]
+    barrier = threading.Barrier(len(names) * len(components), timeout=5)
+
+    class Waiting(ScriptedRemote):
+        def run(self, script: str, **kw: Any) -> Any:
+            barrier.wait()
+            return super().run(script, **kw)
+
+    hosts = {
+        h: Waiting(h, [facts_reply(outputs={c: f"{c}@{h}" for c in components}, times=None, strict=False)])
+        for h in names
+    }
+    ahead = ReadAhead(lambda name: hosts[name])
+    for c in components:  # as nr.runner.read_ahead does: one start per component
+        ahead.start([Read.of(h, commands={c: f"cat /etc/{c}"}) for h in names])
+    taken = {(h, c): ahead.take(h, [], {c: f"cat /etc/{c}"}) for h in names for c in components}
+    assert {k: f.out(k[1]) if f else None for k, f in taken.items()} == {
+        (h, c): f"{c}@{h}" for h in names for c in components
+    }
+    ahead.close()
+
+
 class Sharer(Reader):
     """A component whose read holds its own command and one every Sharer runs (``cat /etc/shared``)."""
 
