@@ -18,6 +18,7 @@ from __future__ import annotations
 import importlib
 import shlex
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 
 from nornir.core.inventory import Host
@@ -75,11 +76,26 @@ def probe_key(route: Route) -> tuple[str, ...]:
     return ("checks", route.name, route.target)
 
 
+def probe_routes(
+    routes: list[Route], read_only: bool, early: Callable[[Route], RouteResult | None]
+) -> tuple[RouteResult, ...]:
+    """Each route's result, in order; a host's routes (the first server's NodePort and ingress) are
+    probed at the same time: each is a few round trips through the service, none waits for another."""
+
+    def one(route: Route) -> RouteResult:
+        return (read_only and early(route)) or probe(route, read_only)
+
+    if len(routes) < 2:
+        return tuple(one(r) for r in routes)
+    with ThreadPoolExecutor(max_workers=len(routes), thread_name_prefix="nr-route") as pool:
+        return tuple(pool.map(one, routes))
+
+
 def observe(
     run: HostRun, first: Host, fix: Fixes, *, read_only: bool, early: Callable[[Route], RouteResult | None]
 ) -> Observed:
     """``early``: a read-only probe's result made ahead of the run (nr.readahead), if there is one."""
-    routes = tuple((read_only and early(r)) or probe(r, read_only) for r in routes_for(run.host, first))
+    routes = probe_routes(routes_for(run.host, first), read_only, early)
     if run.name != first.name:
         return Observed(run.name, routes, fix)
     deployments, error = read_deployments(run)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from typing import Any
 
@@ -185,3 +186,25 @@ def test_a_check_loads_its_grpc_client_ahead_and_probes_the_routes_in_turn(
     play.component.check(ctx)
     assert len(probes["calls"]) == 4 and not any(read_only for _, read_only in probes["calls"])
     assert report.ok
+
+
+def test_the_first_servers_routes_are_probed_at_the_same_time(
+    probes: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its NodePort and its ingress: both probes must be on their way at once (a barrier of two), and
+    the results keep the routes' order."""
+    barrier = threading.Barrier(2, timeout=5)
+    scripted = play.probe
+
+    def probe(route: Route, read_only: bool) -> RouteResult:
+        if route.target.startswith("198.18.0.11:"):
+            barrier.wait()
+        return scripted(route, read_only)
+
+    monkeypatch.setattr(play, "probe", probe)
+    report = run("check", {"k3s": "yes", "cluster": deployments()})
+    assert report.ok and all(c.ok for c in report.checks)
+    server = Host("s1", hostname="198.18.0.11")
+    barrier.reset()
+    results = play.probe_routes(routes_for(server, server), False, lambda r: None)
+    assert [r.route.name for r in results] == ["NodePort 30051", "ingress :80"]
