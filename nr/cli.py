@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, NoReturn
 
 import click
 
-from nr import __version__, import_hooks
+from nr import __version__, dataclass_code, import_hooks
 from nr.cli_group import NrGroup
 from nr.config import DEFAULT_INVENTORY, Settings, init_nornir
 from nr.console import lazy_console
@@ -379,9 +379,9 @@ def inventory_cmd(inventory: str, json_out: bool) -> None:
 
 def main() -> None:
     # At exit, what is left is frozen for the garbage collector, so the interpreter's final collection
-    # skips it: about 85 ms at the end of a whole-site run (bench/README.md). Nothing of nr's needs a
-    # finalizer then: files are closed by their with-blocks, connections by the runner (close_all).
+    # skips it (~85 ms after a whole site, bench/README.md): nothing of nr's needs a finalizer then.
     atexit.register(gc.freeze)
+    dataclass_code.install()  # dataclasses' methods compiled once per machine (nr.dataclass_code)
     import_hooks.install()  # Invoke's test helper loads only if used (nr.import_hooks)
     # standalone_mode=False: click would turn Ctrl-C into "Aborted!" and exit 1; nr exits 130
     try:

@@ -1,0 +1,117 @@
+"""Start-up: the methods ``@dataclass`` writes, compiled once per machine instead of once per process.
+
+``@dataclass`` writes each class's ``__init__``, ``__repr__``, ``__eq__`` (and ``__setattr__``,
+``__hash__``... as asked) as Python source and compiles it with ``exec`` while the class's module is
+imported: ~0.7 ms a class, and a whole-site run defines ~130 of them (``-X importtime`` shows it as
+the self time of every module with dataclasses: about a quarter of importing nr and its components).
+Python keeps the compiled code of modules in ``__pycache__``; this keeps that code the same way.
+
+:func:`install` (called once by ``nr``'s entry point) gives the ``dataclasses`` module an ``exec`` of
+its own (a module global comes before the builtin) that runs the code compiled earlier for the same
+source, and compiles a source it has not seen exactly as ``exec`` would (no compiler flags inherited).
+An entry is found by the whole source text, so a changed class, or another ``dataclasses``, can only
+miss: it never runs other code than the text it was given would compile to.
+
+The entries live in one file per bytecode version (``$XDG_CACHE_HOME/nr/dataclasses-<magic>.marshal``),
+written 0600 in a 0700 folder and replaced at once, at exit, when the run compiled something new. A
+file that is not this user's, or that others may write, is neither read nor replaced (what it holds is
+code that would run). Any failure to read or write it is a miss, never an error.
+"""
+
+from __future__ import annotations
+
+import atexit
+import builtins
+import contextlib
+import dataclasses
+import importlib.util
+import marshal
+import os
+import stat
+from pathlib import Path
+from types import CodeType
+from typing import Any
+
+from nr.cache_dir import cache_root
+
+KEEP = 4096  # entries at most: past that, a save keeps only those this run used
+
+
+class CodeCache:
+    """Code objects by source text: ``known`` read from the file (marshalled), ``fresh`` compiled now."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.known: dict[str, bytes] = {}
+        self.used: set[str] = set()
+        self.fresh: dict[str, bytes] = {}
+        self.loaded = False
+
+    def load(self) -> None:
+        self.loaded = True
+        with contextlib.suppress(OSError, ValueError, EOFError, TypeError):
+            with open(self.path, "rb") as f:
+                if not _trusted(os.fstat(f.fileno())):
+                    return
+                data = marshal.load(f)
+            if type(data) is dict and all(type(k) is str and type(v) is bytes for k, v in data.items()):
+                self.known = data
+
+    def code(self, source: str) -> CodeType:
+        if not self.loaded:  # at the first class (a command that makes none never reads the file)
+            self.load()
+        saved = self.known.get(source)
+        if saved is not None:
+            with contextlib.suppress(ValueError, EOFError, TypeError):
+                code = marshal.loads(saved)
+                if type(code) is CodeType:
+                    self.used.add(source)
+                    return code
+        code = compile(source, "<string>", "exec", dont_inherit=True)  # as exec(source) compiles it
+        self.fresh[source] = marshal.dumps(code)
+        return code
+
+    def save(self) -> None:
+        if not self.fresh:
+            return
+        kept = self.known if len(self.known) + len(self.fresh) <= KEEP else {}
+        entries = {**kept, **{s: self.known[s] for s in self.used}, **self.fresh}
+        part = self.path.with_name(f"{self.path.name}.{os.getpid()}.part")
+        with contextlib.suppress(OSError, ValueError):
+            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            with contextlib.suppress(FileNotFoundError):
+                if not _trusted(os.stat(self.path)):
+                    return
+            fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                with os.fdopen(fd, "wb") as out:
+                    marshal.dump(entries, out)
+                os.replace(part, self.path)
+            except BaseException:
+                part.unlink(missing_ok=True)
+                raise
+
+
+def _trusted(st: os.stat_result) -> bool:
+    """Only a regular file of this user's that no one else may write holds code worth running."""
+    return stat.S_ISREG(st.st_mode) and st.st_uid == os.geteuid() and not st.st_mode & 0o022
+
+
+def path() -> Path:
+    return cache_root() / f"dataclasses-{importlib.util.MAGIC_NUMBER.hex()}.marshal"
+
+
+def install() -> CodeCache | None:
+    """Give ``dataclasses`` the cached ``exec`` (once; None if it already has one)."""
+    if "exec" in vars(dataclasses):
+        return None
+    cache = CodeCache(path())
+
+    def cached_exec(source: Any, globals_: Any = None, locals_: Any = None, /) -> None:
+        if type(source) is str:
+            source = cache.code(source)
+        builtins.exec(source, globals_, locals_)  # as dataclasses itself does
+
+    dataclasses.exec = cached_exec  # type: ignore[attr-defined]
+    atexit.register(cache.save)
+    return cache
