@@ -7,7 +7,9 @@ methods (:class:`StatusSource`):
   The engine merges every component's reads with its own (OS, load, memory, disk) into ONE
   :func:`nr.facts.gather` round trip per host, all hosts in parallel;
 * ``status(ctx, facts) -> StatusSection``: its section, from those facts (``{host: Facts}``, only
-  its own commands) and whatever it reads from the controller (e.g. a TCP protocol, a probe).
+  its own commands) and whatever it reads from the controller (e.g. a TCP protocol, a probe). A
+  component that reads nothing on the hosts gets no facts, and its section is computed while the
+  hosts are read. A command that several components declare on a host (the same text) runs once.
 
 A section is typed data: tables of :class:`Cell` (a value and how good it is), lines shown with each
 host (:class:`HostLine`), things placed inside a host's box in the picture (:class:`Box`), arrows
@@ -206,6 +208,19 @@ def _host_reads(
     return out
 
 
+def gather_once(remote: Any, files: Sequence[str], commands: Mapping[str, str]) -> Facts:
+    """:func:`nr.facts.gather`, a command that several names declare (the same text, e.g. one kubectl
+    snapshot that two components parse) run once, its output given to each of those names."""
+    first: dict[str, str] = {}  # command text -> the name it runs under
+    for name, text in commands.items():
+        first.setdefault(text, name)
+    facts = gather(remote, files=files, commands={n: t for t, n in first.items()})
+    for name, text in commands.items():
+        if first[text] != name and first[text] in facts.outputs:
+            facts.outputs[name] = facts.outputs[first[text]]
+    return facts
+
+
 def split_facts(facts: Facts, component: str, files: Sequence[str]) -> Facts:
     """The part of one host's facts a component asked for (its command names without the prefix)."""
     head = _prefix(component, "")
@@ -241,7 +256,8 @@ def _reads_of(components: Sequence[StatusSource], ctx: PlayContext) -> dict[str,
 
 
 def collect(ctx: PlayContext, components: Sequence[Component], site: str) -> SiteStatus:
-    """Read the site: one round trip per host (all in parallel), then every section in parallel."""
+    """Read the site: one round trip per host (all in parallel), and every section in parallel: those
+    that read nothing on the hosts (their facts are empty) while the hosts are read, the others after."""
     started = time.monotonic()
     sources: list[StatusSource] = [c for c in components if isinstance(c, StatusSource)]
     reads = _reads_of(sources, ctx)
@@ -250,10 +266,24 @@ def collect(ctx: PlayContext, components: Sequence[Component], site: str) -> Sit
 
     def read(run: HostRun) -> Outcome[Facts]:
         files, commands = wanted[run.name]
-        return Outcome(value=gather(run.remote, files=files, commands=commands))
+        return Outcome(value=gather_once(run.remote, files, commands))
 
-    gathered = ctx.for_component("status").run("read", read, hosts=hosts)
-    facts = gathered.values
+    with ThreadPoolExecutor(max_workers=max(1, len(sources))) as pool:
+        early = {
+            c.name: pool.submit(_section, c, ctx.for_component(c.name), {})
+            for c in sources
+            if not reads.get(c.name)
+        }
+        gathered = ctx.for_component("status").run("read", read, hosts=hosts)
+        facts = gathered.values
+
+        def one(c: StatusSource) -> StatusSection:
+            files = {f for r in reads.get(c.name, {}).values() for f in r.files}
+            mine = {h: split_facts(f, c.name, tuple(files)) for h, f in facts.items()}
+            return _section(c, ctx.for_component(c.name), mine)
+
+        late = {c.name: pool.submit(one, c) for c in sources if c.name not in early}
+        sections = tuple((early.get(c.name) or late[c.name]).result() for c in sources)
     states = tuple(
         HostState(
             h.name,
@@ -265,14 +295,6 @@ def collect(ctx: PlayContext, components: Sequence[Component], site: str) -> Sit
         )
         for h in hosts
     )
-
-    def one(c: StatusSource) -> StatusSection:
-        files = {f for r in reads.get(c.name, {}).values() for f in r.files}
-        mine = {h: split_facts(f, c.name, tuple(files)) for h, f in facts.items()}
-        return _section(c, ctx.for_component(c.name), mine)
-
-    with ThreadPoolExecutor(max_workers=max(1, len(sources))) as pool:
-        sections = tuple(pool.map(one, sources))
     return SiteStatus(site, time.time(), time.monotonic() - started, states, sections)
 
 

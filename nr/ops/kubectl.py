@@ -84,11 +84,14 @@ def items(out: Output, what: str) -> list[dict[str, Any]]:
 # cmd/get/get.go ``printGeneric``: "if there is more than one item, combine them all into a single
 # list"), so the plays that read nodes, the app's namespace and Deployments share one kubectl start.
 SNAPSHOT_TYPES = "nodes,namespaces,deployments"
+# What ``nr status`` shows of a cluster (nodes; the app's Deployments, HPAs and pods), in one start too.
+STATUS_TYPES = "nodes,deployments,horizontalpodautoscalers,pods"
 
 
-def snapshot_command(kubectl: str) -> str:
-    """``kubectl get nodes,namespaces,deployments --all-namespaces -o json`` (see :func:`view`)."""
-    return f"{kubectl} get {SNAPSHOT_TYPES} --all-namespaces -o json --request-timeout={REQUEST_TIMEOUT}"
+def snapshot_command(kubectl: str, types: str = SNAPSHOT_TYPES) -> str:
+    """``kubectl get nodes,namespaces,deployments --all-namespaces -o json`` (see :func:`view`), or
+    the ``types`` given."""
+    return f"{kubectl} get {types} --all-namespaces -o json --request-timeout={REQUEST_TIMEOUT}"
 
 
 @lru_cache(maxsize=4)

@@ -1,7 +1,8 @@
 """The deploy component's part of ``nr status``: the app on the cluster, read on the first server.
 
-Three ``k3s kubectl get -o json`` in the engine's one round trip (Deployments, HorizontalPodAutoscalers
-and Pods of the app's namespace), parsed here (pure):
+The first server's status snapshot in the engine's one round trip (``k3s kubectl get
+nodes,deployments,horizontalpodautoscalers,pods -A -o json``: :data:`tasks.k3s.observe.STATUS_CMD`,
+which k3s's section declares too, so it runs once), of which the app's namespace is read (pure):
 
 * Deployments: ready / desired replicas (``status.readyReplicas`` is omitted when 0, as the API does);
 * HPAs (autoscaling/v2): current / desired replicas within min-max, and the CPU utilisation against
@@ -18,27 +19,22 @@ from nr.facts import Facts
 from nr.ops import kubectl
 from nr.status import Box, Cell, Level, Problem, Reads, StatusSection, Table
 from tasks.deploy.manifests import DEPLOYMENTS, NAMESPACE
-from tasks.deploy.site import KUBECTL
+from tasks.k3s.observe import STATUS_CMD
 
 COMPONENT = "deploy"
-HPA = "horizontalpodautoscalers"
+KINDS = {"deployments": "Deployment", "hpa": "HorizontalPodAutoscaler", "pods": "Pod"}
 
 
 def reads(first: str) -> dict[str, Reads]:
-    commands = {
-        "deployments": kubectl.get_command(KUBECTL, "deployments", namespace=NAMESPACE),
-        "hpa": kubectl.get_command(KUBECTL, HPA, namespace=NAMESPACE),
-        "pods": kubectl.get_command(KUBECTL, "pods", namespace=NAMESPACE),
-    }
-    return {first: Reads(commands=commands)}
+    return {first: Reads(commands={"cluster": STATUS_CMD})}
 
 
 def _items(facts: Facts | None, name: str) -> list[dict[str, Any]] | str:
-    """The listed objects, or why they could not be read."""
-    if facts is None or name not in facts.outputs:
+    """The app's objects of one kind (``name``: a key of :data:`KINDS`), or why they could not be read."""
+    if facts is None or "cluster" not in facts.outputs:
         return "not read"
     try:
-        return kubectl.items(facts.outputs[name], name)
+        return kubectl.items(kubectl.view(facts.outputs["cluster"], KINDS[name], NAMESPACE), name)
     except kubectl.KubectlError as exc:
         return str(exc)
 

@@ -51,6 +51,9 @@ DEPLOY_CMD = kubectl_get("deployments", "kube-system")
 # Nodes, namespaces and Deployments in one kubectl start on the first server (nr.ops.kubectl.snapshot_command):
 # the k3s facts, deploy and checks read it with this very command, so a run's read-ahead runs it once.
 CLUSTER_CMD = _on_a_server(kubectl.snapshot_command(KUBECTL))
+# What k3s's and deploy's parts of `nr status` read on the first server, as one kubectl start: both
+# declare this very text, and the status read runs a command that several components declare once.
+STATUS_CMD = _on_a_server(kubectl.snapshot_command(KUBECTL, kubectl.STATUS_TYPES))
 
 
 def managed_files(node: NodeSpec) -> list[str]:

@@ -1,9 +1,11 @@
 """The k3s component's part of ``nr status`` (pure, from the facts of the engine's one round trip).
 
 Each k3s host adds its binary's version and its unit's state to the round trip; the first server
-adds ``k3s kubectl get nodes -o json``. The section says, per node: the role the inventory gives it,
-the version and Ready condition its Node reports, and whether its service runs; each host's line
-in the picture reads e.g. ``server v1.31.4+k3s1 Ready``. The problems are the k3s checks' own
+adds the status snapshot (``k3s kubectl get nodes,deployments,... -o json``, run once for this
+section and deploy's: :data:`tasks.k3s.observe.STATUS_CMD`), of which this reads the Nodes. The
+section says, per node: the role the inventory gives it, the version and Ready condition its Node
+reports, and whether its service runs; each host's line in the picture reads e.g.
+``server v1.31.4+k3s1 Ready``. The problems are the k3s checks' own
 (:func:`tasks.k3s.status.node_problems`), with ``nr run k3s --limit HOST`` as the fix.
 """
 
@@ -14,7 +16,7 @@ from collections.abc import Callable, Mapping
 from nr.facts import Facts
 from nr.ops import kubectl
 from nr.status import Cell, HostLine, Level, Problem, Reads, StatusSection, Table
-from tasks.k3s.observe import NODES_CMD, UNITS, binary_version, unit_state
+from tasks.k3s.observe import STATUS_CMD, UNITS, binary_version, unit_state
 from tasks.k3s.spec import ClusterSpec, NodeSpec
 from tasks.k3s.status import NodeStatus, api_problem, expected, node_problems, parse_nodes
 from tasks.k3s.versions import VERSION_CMD
@@ -27,7 +29,7 @@ def reads(cluster: ClusterSpec) -> dict[str, Reads]:
     for node in cluster.nodes:
         commands = {"version": VERSION_CMD, UNITS.name: UNITS.command}
         if node.name == cluster.first.name:
-            commands["nodes"] = NODES_CMD
+            commands["nodes"] = STATUS_CMD  # the Nodes are seen in it (kubectl.view)
         out[node.name] = Reads(commands=commands)
     return out
 
@@ -37,7 +39,7 @@ def registered(cluster: ClusterSpec, facts: Mapping[str, Facts]) -> tuple[dict[s
     first = facts.get(cluster.first.name)
     if first is None or "nodes" not in first.outputs:
         return None, f"{cluster.first.name} could not be read"
-    out = first.outputs["nodes"]
+    out = kubectl.view(first.outputs["nodes"], "Node")
     if out.rc != 0:
         return None, f"the API on {cluster.first.name} does not answer ({api_problem(out)})"
     try:

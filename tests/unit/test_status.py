@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import threading
 from collections.abc import Mapping
 from typing import Any
 
@@ -84,6 +85,60 @@ def test_one_round_trip_per_host_holds_every_components_reads() -> None:
     assert [(line.host, line.value.text) for line in alpha.host_lines] == [("h1", "alpha 1.2")]
     assert beta.summary.level is Level.FAIL and "the secret file is missing" in beta.problems[0].actual
     assert not status.ok
+
+
+class Gamma(Alpha):
+    """Declares on every host the very command Alpha does (as k3s and deploy share one snapshot)."""
+
+    name = "gamma"
+
+    def status_reads(self, ctx: PlayContext) -> dict[str, Reads]:
+        return {h.name: Reads(commands={"release": "alpha --version"}) for h in ctx.all_hosts()}
+
+    def status(self, ctx: PlayContext, facts: Mapping[str, Facts]) -> StatusSection:
+        lines = tuple(HostLine(h, "gamma", Cell(f.out("release"), Level.OK)) for h, f in facts.items())
+        return StatusSection(self.name, "Gamma", Cell("fine", Level.OK), host_lines=lines)
+
+
+class Remote(Broken):
+    """Reads nothing on the hosts (as redis and checks, which ask over TCP from this machine)."""
+
+    name = "remote"
+
+    def __init__(self) -> None:
+        self.started = threading.Event()
+
+    def status(self, ctx: PlayContext, facts: Mapping[str, Facts]) -> StatusSection:
+        self.started.set()
+        return StatusSection(self.name, "Remote", Cell(f"{len(facts)} facts", Level.OK))
+
+
+def test_a_command_two_components_declare_runs_once_and_both_get_its_output() -> None:
+    h1 = ScriptedRemote("h1", [facts_reply(outputs={**HOST_OUTPUTS, "alpha/version": "alpha 1.2"})])
+    ctx, _ = scripted_context({"h1": {"hostname": "198.18.0.11"}}, {"h1": h1})
+    status = collect(ctx, [Alpha(), Gamma()], "demo")  # type: ignore[list-item]
+    (script,) = h1.scripts
+    assert script.count("alpha --version") == 1  # the fixture is strict: a second name would be asked
+    alpha, gamma = status.sections
+    assert [line.value.text for line in alpha.host_lines] == ["alpha 1.2"]
+    assert [line.value.text for line in gamma.host_lines] == ["alpha 1.2"]
+
+
+def test_a_section_that_reads_no_host_is_made_while_the_hosts_are_read() -> None:
+    """The host's read waits for that section to have started: after the reads, it would never start."""
+    remote = Remote()
+    answer = facts_reply(outputs={**HOST_OUTPUTS, "alpha/version": "alpha 1.2"})
+
+    def wait_then_answer(script: str) -> str:
+        assert remote.started.wait(5), "the section waited for the hosts' reads"
+        return str(answer.stdout(script) if callable(answer.stdout) else answer.stdout)
+
+    h1 = ScriptedRemote("h1", [Reply(answer.match, wait_then_answer)])
+    ctx, _ = scripted_context({"h1": {"hostname": "198.18.0.11"}}, {"h1": h1})
+    status = collect(ctx, [remote, Alpha()], "demo")  # type: ignore[list-item]
+    assert status.hosts[0].reachable, status.hosts[0].error
+    assert [s.component for s in status.sections] == ["remote", "alpha"]
+    assert status.sections[0].summary.text == "0 facts" and status.sections[1].host_lines
 
 
 def test_a_host_with_odd_output_still_shows_what_could_be_read() -> None:

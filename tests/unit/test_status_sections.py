@@ -94,6 +94,7 @@ def node(
 ) -> dict[str, Any]:
     labels = {"node-role.kubernetes.io/control-plane": "true"} if server else {}
     return {
+        "kind": "Node",
         "metadata": {"name": name, "labels": labels},
         "status": {
             "conditions": [{"type": "Ready", "status": ready}],
@@ -156,13 +157,15 @@ def listed(*items: dict[str, Any]) -> Output:
     return Output(0, json.dumps({"kind": "List", "items": list(items)}))
 
 
-def deployment(name: str, ready: int, want: int) -> dict[str, Any]:
+def deployment(name: str, ready: int, want: int, namespace: str = "aeroalpes") -> dict[str, Any]:
     status = {"readyReplicas": ready, "availableReplicas": ready} if ready else {}
-    return {"metadata": {"name": name}, "spec": {"replicas": want}, "status": status}
+    meta = {"name": name, "namespace": namespace}
+    return {"kind": "Deployment", "metadata": meta, "spec": {"replicas": want}, "status": status}
 
 
 HPA = {
-    "metadata": {"name": "aeroalpes"},
+    "kind": "HorizontalPodAutoscaler",
+    "metadata": {"name": "aeroalpes", "namespace": "aeroalpes"},
     "spec": {
         "scaleTargetRef": {"kind": "Deployment", "name": "aeroalpes"},
         "minReplicas": 2,
@@ -179,20 +182,24 @@ HPA = {
 }
 
 
-def pod(name: str, app: str, node_name: str, ready: bool) -> dict[str, Any]:
+def pod(name: str, app: str, node_name: str, ready: bool, namespace: str = "aeroalpes") -> dict[str, Any]:
     return {
-        "metadata": {"name": name, "labels": {"app.kubernetes.io/name": app}},
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": namespace, "labels": {"app.kubernetes.io/name": app}},
         "spec": {"nodeName": node_name},
         "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": str(ready)}]},
     }
 
 
 def test_app_deployments_hpa_and_pods_per_node() -> None:
-    facts = Facts(outputs={
-        "deployments": listed(deployment("aeroalpes", 3, 3), deployment("aeroalpes-adapter", 0, 2)),
-        "hpa": listed(HPA),
-        "pods": listed(pod("a-1", "aeroalpes", "vm1", True), pod("b-1", "aeroalpes-adapter", "vm2", False), pod("x", "other", "gone", True)),
-    })  # fmt: skip
+    """From the status snapshot: every kind in one List, the app's namespace picked out."""
+    facts = Facts(outputs={"cluster": listed(
+        node("vm1", server=True),
+        deployment("aeroalpes", 3, 3), deployment("aeroalpes-adapter", 0, 2), deployment("coredns", 0, 1, "kube-system"),
+        HPA,
+        pod("a-1", "aeroalpes", "vm1", True), pod("b-1", "aeroalpes-adapter", "vm2", False), pod("x", "other", "gone", True),
+        pod("coredns-1", "coredns", "vm1", False, "kube-system"),
+    )})  # fmt: skip
     section = app_section("vm1", facts, {"vm1": "vm1", "vm2": "vm2"}, lambda: "nr run deploy")
     assert texts(section) == [["aeroalpes", "3/3"], ["aeroalpes-adapter", "0/2"]]
     assert texts(section, 1) == [["aeroalpes", "aeroalpes", "3/3 (2-6)", "cpu: 41%/70%"]]
@@ -205,13 +212,7 @@ def test_app_deployments_hpa_and_pods_per_node() -> None:
 
 
 def test_app_unreadable_says_why() -> None:
-    facts = Facts(
-        outputs={
-            "deployments": Output(1, "", "error: the server doesn't have a resource type"),
-            "hpa": listed(),
-            "pods": listed(),
-        }
-    )
+    facts = Facts(outputs={"cluster": Output(1, "", "error: the server doesn't have a resource type")})
     section = app_section("vm1", facts, {}, lambda: "fix")
     assert section.summary.level is Level.FAIL and "server doesn't have" in section.problems[0].actual
 
