@@ -246,6 +246,19 @@ class Lab:
                 )
         return [self.host_name(i) for i in range(1, count + 1)]
 
+    def _orphans_removed(self, existing: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        """The lab's containers, or none if they were made for a state folder that is gone: with no key
+        in ``state_dir`` this folder is new, and secrets written now would not be the ones the hosts'
+        Redis and k3s already hold (a fresh clone on a machine whose Docker kept the lab)."""
+        if not existing or (self.state_dir / "id_ed25519").exists():
+            return existing
+        names = sorted(existing, key=lambda n: (len(n), n))
+        self._say(
+            f"[yellow]{', '.join(names)} were made with a folder other than {self.state_dir}: made anew[/yellow]"
+        )
+        docker("rm", "-f", *names, timeout=120)
+        return {}
+
     def _key(self) -> str:
         """The lab's SSH public key (the key pair is made once)."""
         key = self.state_dir / "id_ed25519"
@@ -267,7 +280,7 @@ class Lab:
             if value and opt.is_path and not Path(value).is_file():
                 raise NrError(f"{opt.flag} {value}: no such file")
         docker("info", timeout=30)
-        existing = {c["Names"]: c for c in self._containers()}
+        existing = self._orphans_removed({c["Names"]: c for c in self._containers()})
         running = {name for name, c in existing.items() if c["State"] == "running"}
         check_inotify(sum(self.host_name(i) not in running for i in range(1, count + 1)))
         self.ensure_image()

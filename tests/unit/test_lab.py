@@ -198,3 +198,23 @@ def test_a_docker_command_that_hangs_is_named_not_a_traceback(
         NrError, match=r"^docker exec nrb5019 did not finish within 0.3 s \(is the machine overloaded"
     ):
         docker("exec", "-i", "nrb5019", "sh", "-s", input="true", timeout=0.3)
+
+
+def test_hosts_made_for_a_state_folder_that_is_gone_are_made_anew(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fresh clone on a machine whose Docker kept the lab: the new folder's secrets (made now) are
+    not the ones those hosts' Redis holds, so the hosts go; with the folder's key present they stay."""
+    import nr.machines.lab as lab_module
+
+    asked: list[tuple[str, ...]] = []
+    monkeypatch.setattr(lab_module, "docker", lambda *a, **_: asked.append(a) or "")
+    lab = Lab(name="olab", subnet="198.18.73.0/24", state_dir=tmp_path / "new")
+    kept = {"olab2": {"State": "running"}, "olab1": {"State": "exited"}}
+    assert lab._orphans_removed(kept) == {}
+    assert asked == [("rm", "-f", "olab1", "olab2")]
+
+    asked.clear()
+    (tmp_path / "new").mkdir()
+    (tmp_path / "new" / "id_ed25519").write_text("key")
+    assert lab._orphans_removed(kept) == kept and asked == []
