@@ -246,18 +246,13 @@ class Lab:
                 )
         return [self.host_name(i) for i in range(1, count + 1)]
 
-    def _orphans_removed(self, existing: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-        """The lab's containers, or none if they were made for a state folder that is gone: with no key
-        in ``state_dir`` this folder is new, and secrets written now would not be the ones the hosts'
-        Redis and k3s already hold (a fresh clone on a machine whose Docker kept the lab)."""
-        if not existing or (self.state_dir / "id_ed25519").exists():
-            return existing
-        names = sorted(existing, key=lambda n: (len(n), n))
-        self._say(
-            f"[yellow]{', '.join(names)} were made with a folder other than {self.state_dir}: made anew[/yellow]"
-        )
-        docker("rm", "-f", *names, timeout=120)
-        return {}
+    def _orphans(self, existing: dict[str, dict[str, Any]]) -> list[str]:
+        """The lab's containers if they were made for a state folder that is gone, else none: with no
+        key in ``state_dir`` this folder is new, and secrets written now would not be the ones the
+        hosts' services already hold (a fresh clone on a machine whose Docker kept the lab)."""
+        if (self.state_dir / "id_ed25519").exists():
+            return []
+        return sorted(existing, key=lambda n: (len(n), n))
 
     def _key(self) -> str:
         """The lab's SSH public key (the key pair is made once)."""
@@ -280,9 +275,16 @@ class Lab:
             if value and opt.is_path and not Path(value).is_file():
                 raise NrError(f"{opt.flag} {value}: no such file")
         docker("info", timeout=30)
-        existing = self._orphans_removed({c["Names"]: c for c in self._containers()})
-        running = {name for name, c in existing.items() if c["State"] == "running"}
+        existing = {c["Names"]: c for c in self._containers()}
+        orphans = self._orphans(existing)
+        running = {name for name, c in existing.items() if c["State"] == "running" and name not in orphans}
         check_inotify(sum(self.host_name(i) not in running for i in range(1, count + 1)))
+        if orphans:
+            self._say(
+                f"[yellow]{', '.join(orphans)} were made with a folder other than {self.state_dir}: made anew[/yellow]"
+            )
+            docker("rm", "-f", *orphans, timeout=120)
+            existing = {}
         self.ensure_image()
         self._ensure_network()
         self.state_dir.mkdir(parents=True, exist_ok=True)

@@ -207,14 +207,27 @@ def test_hosts_made_for_a_state_folder_that_is_gone_are_made_anew(
     not the ones those hosts' Redis holds, so the hosts go; with the folder's key present they stay."""
     import nr.machines.lab as lab_module
 
-    asked: list[tuple[str, ...]] = []
-    monkeypatch.setattr(lab_module, "docker", lambda *a, **_: asked.append(a) or "")
     lab = Lab(name="olab", subnet="198.18.73.0/24", state_dir=tmp_path / "new")
-    kept = {"olab2": {"State": "running"}, "olab1": {"State": "exited"}}
-    assert lab._orphans_removed(kept) == {}
-    assert asked == [("rm", "-f", "olab1", "olab2")]
-
-    asked.clear()
+    kept = {"olab2": {"State": "running"}, "olab10": {"State": "exited"}, "olab1": {"State": "exited"}}
+    assert lab._orphans(kept) == ["olab1", "olab2", "olab10"]
     (tmp_path / "new").mkdir()
     (tmp_path / "new" / "id_ed25519").write_text("key")
-    assert lab._orphans_removed(kept) == kept and asked == []
+    assert lab._orphans(kept) == []
+
+    asked: list[tuple[str, ...]] = []
+
+    def docker(*args: str, **_: object) -> str:
+        asked.append(args)
+        if args[0] == "ps":
+            return "\n".join(json.dumps({"Names": n, "State": "running"}) for n in ("olab1", "olab2"))
+        if args[0] == "image":  # what comes after the hosts are removed is not this test's
+            raise NrError("stop here")
+        return ""
+
+    monkeypatch.setattr(lab_module, "docker", docker)
+    monkeypatch.setattr(lab_module, "check_inotify", lambda n: asked.append(("inotify", str(n))))
+    monkeypatch.setattr(lab_module, "ensure_image", lambda log: docker("image"))
+    with pytest.raises(NrError, match="stop here"):
+        Lab(name="olab", subnet="198.18.73.0/24", state_dir=tmp_path / "other").up(2)
+    assert [a[0] for a in asked[:2]] == ["info", "ps"]
+    assert asked[2:] == [("inotify", "2"), ("rm", "-f", "olab1", "olab2"), ("image",)]

@@ -66,11 +66,13 @@ def test_nothing_is_started_when_the_limit_is_too_low(
 
     monkeypatch.setattr(lab_module, "docker", docker)
     monkeypatch.setattr(lab_module, "check_inotify", lambda n: startup.check_inotify(n, proc))
+    (tmp_path / "lab").mkdir()
+    (tmp_path / "lab" / "id_ed25519").write_text("the lab's key: its hosts are this folder's")
     lab = Lab(name="nrt", subnet="198.18.73.0/24", state_dir=tmp_path / "lab")
     with pytest.raises(NrError, match=r"^2 new lab host\(s\) need about 12 "):
         lab.up(4)
     assert [c[0] for c in calls] == ["info", "ps"]  # no image, network or container touched
-    assert not (tmp_path / "lab").exists()
+    assert [p.name for p in (tmp_path / "lab").iterdir()] == ["id_ed25519"]
 
 
 def test_a_process_name_that_is_not_utf8_is_read(tmp_path: Path) -> None:
