@@ -23,6 +23,12 @@ from nr.transport import Remote
 T = TypeVar("T")
 
 CONTENT_LIMIT = 256 * 1024
+# Where nr, when it installs a large file (nr.ops.files.plan_upload), notes the file's identity (STAMP_ID)
+# and sha256: /var/lib/nr/digests/<the file's path>, root's. A read takes the digest from there while the
+# identity still matches, so a no-op run does not hash a 70 MB binary (or an image tarball of hundreds of
+# MB) again. Any later write, rename or chmod of the file changes its ctime: the stamp no longer matches.
+STAMPS = "/var/lib/nr/digests"
+STAMP_ID = "%d %i %s %y %z"  # stat(1): device, inode, size, mtime and ctime (to the nanosecond)
 
 
 @dataclass(frozen=True)
@@ -87,12 +93,15 @@ class Facts:
         return self.files.get(path) or FileState(path, False)
 
 
-def gather_script(marker: str, files: Iterable[str], commands: Mapping[str, str]) -> str:
+def gather_script(
+    marker: str, files: Iterable[str], commands: Mapping[str, str], *, stamps: str = STAMPS
+) -> str:
     """The shell script :func:`gather` runs (pure, so it can be tested and inspected).
 
     It starts few processes, since each costs the host about a millisecond of CPU and a no-op run
     is mostly this script and the SSH login: the regular files among ``files`` are stat-ed in one
-    ``stat`` and hashed in one ``sha256sum`` (one ``base64`` each for their contents); if either
+    ``stat`` and hashed in one ``sha256sum`` (one ``base64`` each for their contents), but for those
+    whose stamp in ``stamps`` still matches them (:data:`STAMPS`: nr installed them); if either
     fails (a file went away meanwhile), each file is read on its own instead. Each command runs in
     the command substitution that captures its stderr (no temporary file; encoded only when there is
     some), its stdout going straight out on fd 3 and its exit code printed by an EXIT trap, so an
@@ -102,7 +111,7 @@ def gather_script(marker: str, files: Iterable[str], commands: Mapping[str, str]
     files = list(files)
     lines = [f"M={shlex.quote(marker)}", "exec 3>&1"]
     if files:
-        lines += _FILES_FUNCTIONS
+        lines += [f"D={shlex.quote(stamps)}", *_FILES_FUNCTIONS]
         lines.append("nr_files " + " ".join(shlex.quote(p) for p in files))
     for name, cmd in commands.items():
         lines.append(f'printf "%s cmd %s\\n" "$M" {shlex.quote(name)}')
@@ -114,12 +123,13 @@ def gather_script(marker: str, files: Iterable[str], commands: Mapping[str, str]
     return "\n".join(lines)
 
 
-# nr_record PATH STAT HASH: one regular file's record (stat's "MODE OWNER GROUP SIZE", sha256sum's line),
-# then its contents when small.
+# nr_record PATH STAT HASH: one regular file's record (stat's "MODE OWNER GROUP SIZE", the digest first in
+# HASH), then its contents when small.
 # nr_file PATH: that record, or nofile when PATH is not a regular file (or stopped being one before it was read).
-# nr_files PATH...: the same for all of them, with one stat and one sha256sum for all the regular files (their
-# outputs hold one line per file, in order; sha256sum starts a line with a backslash when it escapes the
-# name), falling back to nr_file for each when either fails.
+# nr_files PATH...: the same for all of them, with one stat for all the regular files and one sha256sum for
+# those without a matching stamp (the outputs hold one line per file, in order; sha256sum starts a line with
+# a backslash when it escapes the name), falling back to nr_file for each when either fails. Each file's
+# path, stat and stamped digest wait in _pN, _sN, _hN (numbered: sh has no arrays).
 _FILES_FUNCTIONS = [
     "nr_record() {",
     '  printf "%s file %s\\n%s\\n%s\\n" "$M" "$1" "$2" "${3%% *}"',
@@ -137,15 +147,27 @@ _FILES_FUNCTIONS = [
     '    if [ -f "$p" ]; then set -- "$@" "$p"; else printf "%s nofile %s\\n" "$M" "$p"; fi',
     "  done",
     '  [ "$#" -gt 0 ] || return 0',
-    '  if ! S=$(stat -c \'%a %U %G %s\' -- "$@") || ! H=$(sha256sum -- "$@"); then',
+    f"  if ! S=$(stat -c '%a %U %G %s|{STAMP_ID}' -- \"$@\"); then",
     '    for p do nr_file "$p"; done',
     "    return 0",
     "  fi",
     "  N='",
     "'",
+    "  _n=0",
     "  for p do",
-    '    s=${S%%"$N"*}; S=${S#*"$N"}; h=${H%%"$N"*}; H=${H#*"$N"}',
-    '    nr_record "$p" "$s" "${h#\\\\}"',
+    '    shift; _n=$((_n + 1)); s=${S%%"$N"*}; S=${S#*"$N"}; _i=${s#*|}; s=${s%%|*}',
+    '    if [ -f "$D$p" ] && { IFS= read -r _a && IFS= read -r h; } < "$D$p" && [ "$_a" = "$_i" ] && [ "${#h}" -eq 64 ]',
+    '    then :; else h=; set -- "$@" "$p"; fi',
+    '    eval "_p$_n=\\$p _s$_n=\\$s _h$_n=\\$h"',
+    "  done",
+    '  if [ "$#" -gt 0 ] && ! H=$(sha256sum -- "$@"); then',
+    '    _j=0; while [ "$_j" -lt "$_n" ]; do _j=$((_j + 1)); eval "nr_file \\"\\$_p$_j\\""; done',
+    "    return 0",
+    "  fi",
+    '  _j=0; while [ "$_j" -lt "$_n" ]; do',
+    '    _j=$((_j + 1)); eval "p=\\$_p$_j s=\\$_s$_j h=\\$_h$_j"',
+    '    if [ -z "$h" ]; then h=${H%%"$N"*}; H=${H#*"$N"}; h=${h#\\\\}; fi',
+    '    nr_record "$p" "$s" "$h"',
     "  done",
     "}",
 ]

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import base64
 import difflib
-import functools
 import hashlib
+import posixpath
 import secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -18,7 +18,8 @@ from pathlib import Path
 from shlex import quote
 
 from nr.changes import Change, Upload, mask, mask_keys, mask_url_credentials
-from nr.facts import FileState
+from nr.facts import STAMP_ID, STAMPS, FileState
+from nr.local_digests import local_sha256
 from nr.lock import UPLOAD_PREFIX
 
 
@@ -116,28 +117,34 @@ def plan_file(spec: FileSpec, state: FileState) -> Change | None:
     return None
 
 
-@functools.lru_cache(maxsize=64)
-def _file_sha256(path: Path, mtime_ns: int, size: int) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def local_sha256(path: Path) -> str:
-    """sha256 of a local file (cached per path, mtime and size: big binaries are hashed once)."""
-    st = path.stat()
-    return _file_sha256(path.resolve(), st.st_mtime_ns, st.st_size)
+def stamp_script(dest: str, digest: str, stamps: str = STAMPS) -> str:
+    """Shell that notes ``dest``'s identity and ``digest`` in its stamp (:data:`nr.facts.STAMPS`), so
+    reads take the digest from there instead of hashing the file again while it stays as installed. The
+    old stamp goes first; a stamp that cannot be written is simply missing (the file is hashed)."""
+    stamp = quote(f"{stamps}{dest}")
+    folder = quote(posixpath.dirname(f"{stamps}{dest}"))
+    return (
+        f"rm -f {stamp}; {{ mkdir -p {folder} && i=$(stat -c {quote(STAMP_ID)} -- {quote(dest)}) "
+        f"&& printf '%s\\n%s\\n' \"$i\" {digest} > {stamp}.nr-new && mv -f {stamp}.nr-new {stamp}; }} "
+        f"2>/dev/null || rm -f {stamp}.nr-new"
+    )
 
 
 def plan_upload(
-    local: Path, dest: str, state: FileState, *, mode: int = 0o755, owner: str = "root", group: str = "root"
+    local: Path,
+    dest: str,
+    state: FileState,
+    *,
+    mode: int = 0o755,
+    owner: str = "root",
+    group: str = "root",
+    stamp: bool = True,
 ) -> Change | None:
     """Push a local (possibly large, binary) file only when the host's copy differs (pure but for hashing).
 
     The file travels over SFTP into the login user's home; the apply script checks its hash and
-    installs it atomically with its mode and owner.
+    installs it atomically with its mode and owner, and (``stamp``, for a file that stays where it is
+    put and is read again) notes its digest for later reads (:func:`stamp_script`).
     """
     digest = local_sha256(local)
     want_meta = f"{mode:04o} {owner}:{group}"
@@ -159,6 +166,8 @@ def plan_upload(
         f"mv -f {d}.nr-new {d}\n"
         f"rm -f {t}"
     )
+    if stamp and dest.startswith("/"):
+        script += "\n" + stamp_script(dest, digest)
     actual = "absent" if not state.exists else f"sha256 {(state.sha256 or '?')[:12]} {have_meta}"
     verb = "+ install" if not state.exists else "~ replace"
     return Change(

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from nr.cache_dir import cache_root
 from nr.errors import NrError
-from nr.ops.files import local_sha256
+from nr.local_digests import local_sha256
 
 DOWNLOAD_TIMEOUT = 60
 Fetch = Callable[[str, Path], None]

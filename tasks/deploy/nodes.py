@@ -123,7 +123,11 @@ def _import_change(img: Image, node: NodeImages, fix: str) -> Change:
     full = normalize(img.ref)
     # the tarball is only hashed when the node lacks the image: hashing big files on every run would cost
     # more than it saves. A dry run may have no tarball yet: nothing to upload then
-    upload = plan_upload(img.tarball, dest, FileState(dest, False), mode=0o600) if img.tarball else None
+    upload = (
+        plan_upload(img.tarball, dest, FileState(dest, False), mode=0o600, stamp=False)
+        if img.tarball
+        else None
+    )
     lines = [f'[ -x {K3S} ] || {{ echo "{NO_K3S}" >&2; exit 1; }}']
     lines += [upload.script] if upload else []
     lines += [

@@ -18,7 +18,8 @@ from pathlib import Path
 
 from nr.changes import Change
 from nr.facts import Facts, FileState
-from nr.ops.files import local_sha256, plan_file, plan_upload
+from nr.local_digests import local_sha256
+from nr.ops.files import plan_file, plan_upload
 from nr.ops.release import BinarySource
 from tasks.k3s.contract import BINARY, KUBECTL
 from tasks.k3s.observe import IMAGES_DIR, binary_version, started, unit_state

@@ -20,7 +20,7 @@ from pathlib import Path
 from urllib.parse import quote as urlquote
 
 from nr.errors import NrError
-from nr.ops.files import local_sha256
+from nr.local_digests import local_sha256
 from nr.ops.release import BinarySource, Release, ReleaseCache, elf_arch
 
 RELEASES = "https://github.com/k3s-io/k3s/releases/download"

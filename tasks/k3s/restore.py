@@ -219,7 +219,7 @@ class K3sRestorer:
         _fail(self.ctx, name)
 
     def _upload(self, dest: str) -> Change:
-        change = plan_upload(self.file, dest, FileState(dest, False), mode=0o600)
+        change = plan_upload(self.file, dest, FileState(dest, False), mode=0o600, stamp=False)
         assert change is not None
         return change
 

@@ -157,7 +157,9 @@ def _unit_change(cfg: InstanceConfig, verb: str) -> Change:
 def _master_changes(t: Target, rdb: Any) -> list[Change]:
     cfg = t.master
     dump = f"{cfg.dir}/{cfg.dbfilename}"
-    upload = plan_upload(rdb, dump, FileState(dump, False), mode=0o640, owner="redis", group="redis")
+    upload = plan_upload(
+        rdb, dump, FileState(dump, False), mode=0o640, owner="redis", group="redis", stamp=False
+    )
     assert upload is not None
     aof_off = (
         f"rm -rf {quote(cfg.dir + '/' + AOF_DIR)}\n"

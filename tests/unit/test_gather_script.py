@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from nr.facts import CONTENT_LIMIT, Facts, Output, gather_script, parse_gather
+from nr.facts import CONTENT_LIMIT, Facts, FileState, Output, gather_script, parse_gather
+from nr.ops.files import plan_upload, stamp_script
 from tasks.base.plan import BaseSpec, facts_commands
 from tests.fakes.remote import asked_commands, asked_files
 
@@ -146,3 +147,55 @@ def test_the_scripted_remote_reads_what_a_gather_asks_for(files: dict[str, Path]
     script = gather_script(MARKER, paths, {"a b": "true", "c": "true"})
     assert asked_files(script) == paths
     assert asked_commands(script) == ["a b", "c"]
+
+
+def stamp(stamps: Path, path: Path, digest: str) -> None:
+    """What an upload's apply script runs after installing ``path`` (nr.ops.files.stamp_script)."""
+    subprocess.run(["sh", "-c", stamp_script(str(path), digest, str(stamps))], check=True)
+
+
+def test_a_stamped_file_is_not_hashed_while_it_stays_as_installed(
+    tmp_path: Path, files: dict[str, Path]
+) -> None:
+    """The k3s binary (70 MB) was hashed by every read: its stamp now gives the digest, and the stamp's
+    digest is what the read reports (the stamp is trusted: root's, like the file). Any write or chmod
+    changes the file's ctime, and the file is hashed again."""
+    stamps = tmp_path / "stamps"
+    noted = "e" * 64  # not the file's digest: shows where the answer came from
+    stamp(stamps, files["big"], noted)
+    path, log = logging_tools(tmp_path)
+    wanted = [str(p) for p in files.values()]
+    facts = run(gather_script(MARKER, wanted, {}, stamps=str(stamps)), path)
+    assert facts.files[str(files["big"])].sha256 == noted
+    assert facts.files[str(files["small"])].sha256 == hashlib.sha256(b"a = 1\n").hexdigest()
+    hashed = [line for line in log.read_text().splitlines() if line.startswith("sha256sum")]
+    assert len(hashed) == 1 and str(files["big"]) not in hashed[0] and str(files["small"]) in hashed[0]
+
+    files["big"].chmod(0o600)  # same bytes, size and mtime; a new ctime
+    check_files(run(gather_script(MARKER, wanted, {}, stamps=str(stamps))), files)
+
+
+def test_a_stamp_that_does_not_match_is_ignored(tmp_path: Path, files: dict[str, Path]) -> None:
+    stamps = tmp_path / "stamps"
+    wanted = [str(p) for p in files.values()]
+    stamp(stamps, files["big"], "e" * 64)
+    note = Path(f"{stamps}{files['big']}")
+    identity, digest = note.read_text().splitlines()
+    assert identity.split(" ")[2] == str(CONTENT_LIMIT + 1)  # device, inode, size, mtime, ctime
+    for broken in (f"{identity}\n{'e' * 63}\n", f"{identity}\n", "", f"{identity} \n{digest}\n"):
+        note.write_text(broken)
+        check_files(run(gather_script(MARKER, wanted, {}, stamps=str(stamps))), files)
+
+    files["small"].write_text("a = 1\n")  # rewritten: another ctime (mtime too)
+    stamp(stamps, files["small"], "e" * 64)
+    files["small"].write_text("a = 1\n")
+    check_files(run(gather_script(MARKER, wanted, {}, stamps=str(stamps))), files)
+
+
+def test_an_upload_is_stamped_unless_told_not_to(tmp_path: Path) -> None:
+    local = tmp_path / "k3s"
+    local.write_bytes(b"binary")
+    change = plan_upload(local, "/usr/local/bin/k3s", FileState("/usr/local/bin/k3s", False))
+    assert change is not None and "/var/lib/nr/digests/usr/local/bin/k3s" in change.script
+    transient = plan_upload(local, "/var/lib/x.tar", FileState("/var/lib/x.tar", False), stamp=False)
+    assert transient is not None and "digests" not in transient.script
