@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import paramiko
 
+from nr.errors import NrError
 from nr.interrupt import CANCELLED
 
 POLL = 0.25  # seconds between looks at the interrupt flag while a command runs
@@ -106,3 +107,76 @@ def exec_channel(
     finally:
         ch.close()
     return status, b"".join(out).decode("utf-8", "replace"), b"".join(err).decode("utf-8", "replace")
+
+
+class SessionGate:
+    """The exec channels nr has open on one connection, so a refused one can wait for another to end.
+
+    The reads of several components go over one host's connection at once, each on a channel of its
+    own. sshd refuses a session past its ``MaxSessions`` (10 by default, fewer on hardened hosts) with
+    "administratively prohibited" (OpenSSH serverloop.c server_request_session, session.c session_new);
+    the command then waits until one of ours ends and asks again, within its deadline. Refused while
+    none of ours is open (sshd may not have freed a session that just closed), it asks a few more times,
+    then fails with that reason.
+    """
+
+    ALONE_TRIES = 10  # 50 ms apart
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._open = 0
+        self._ended = 0
+
+    def exec(
+        self, name: str, transport: paramiko.Transport, command: str, stdin: bytes, limit: float
+    ) -> tuple[int, str, str]:
+        """:func:`exec_channel`, asked again while sshd refuses the channel (within ``limit`` seconds)."""
+        deadline = time.monotonic() + limit
+        alone = 0
+        while True:
+            with self._cond:
+                self._open += 1
+                seen = self._ended
+            try:
+                return exec_channel(transport, command, stdin, max(0.001, deadline - time.monotonic()))
+            except paramiko.SSHException as exc:
+                if not _refused(exc, transport):
+                    raise
+                with self._cond:
+                    others = self._open > 1
+                alone = 0 if others else alone + 1
+                if alone > self.ALONE_TRIES:
+                    raise NrError(
+                        f"{name}: sshd refused to open a session (administratively prohibited: its MaxSessions, or a "
+                        "Match/ForceCommand rule for this user)"
+                    ) from None
+            finally:
+                with self._cond:
+                    self._open -= 1
+                    self._ended += 1
+                    self._cond.notify_all()
+            self._wait(seen + 1 if alone == 0 else None, deadline)
+
+    def _wait(self, ended: int | None, deadline: float) -> None:
+        """Until a channel of ours ends after the ``ended``-th, or (None: none of ours is open) 50 ms."""
+        with self._cond:
+            while ended is None or self._ended <= ended:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError
+                self._cond.wait(min(remaining, POLL if ended is not None else 0.05))
+                if CANCELLED.is_set():
+                    raise Cancelled
+                if ended is None:
+                    return
+
+
+def _refused(exc: paramiko.SSHException, transport: paramiko.Transport) -> bool:
+    """sshd refused a channel (the connection stays up). paramiko keeps one failure per transport
+    (``saved_exception``), so of two opens refused at once one may get the other's ChannelException and
+    the other a bare "Unable to open channel." (paramiko transport.py open_channel)."""
+    if isinstance(exc, paramiko.ChannelException):
+        return exc.code == paramiko.common.OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED
+    return (
+        type(exc) is paramiko.SSHException and str(exc) == "Unable to open channel." and transport.is_active()
+    )

@@ -37,9 +37,9 @@ from nornir.core.plugins.connections import ConnectionPluginRegister
 from nornir.core.task import Task
 
 from nr import interrupt, progress, sftp_errors
-from nr.channel import Cancelled, ChannelClosed, TransportStats, exec_channel
+from nr.channel import Cancelled, ChannelClosed, SessionGate, TransportStats
 from nr.errors import NrError
-from nr.keepalive import DEFAULT_COUNT, DEFAULT_INTERVAL, KeepaliveSettings, Watchdog
+from nr.keepalive import DEFAULT_COUNT, DEFAULT_INTERVAL, KeepaliveSettings, SharedWatchdog, Watchdog
 from nr.secrets import Secret, SecretError, SecretRef, redact
 from nr.ssh_trust import ConnectionFailed, HostLost, connect_error, trust_host_keys, unprotected_key
 from nr.transport import CommandFailed, CommandResult
@@ -101,9 +101,10 @@ class SshRemote:
         self._sudo_ref = sudo_password
         self._sudo_password: Secret | None = None
         self._sudo_mode: str | None = None  # None: not known yet; "nopasswd"; "password"
-        self._lock = threading.Lock()
+        self._sftp_lock = threading.Lock()  # one SFTP session per connection; commands run side by side
         self.keepalive = keepalive or KeepaliveSettings()
-        self._dog: Watchdog | None = None
+        self._dogs = SharedWatchdog(self.keepalive)
+        self._sessions = SessionGate()  # sshd's MaxSessions: a refused channel waits for one of ours
 
     @property
     def user(self) -> str:
@@ -169,8 +170,10 @@ class SshRemote:
         # running it, and no command inside can swallow the rest of the script from stdin.
         payload = prefix + "{\n" + script + "\n} </dev/null\n"
         try:
-            with self._lock, self._watchdog() as dog:
-                exited, stdout, stderr = exec_channel(dog.transport, command, payload.encode(), limit)
+            with self._watchdog() as dog:
+                exited, stdout, stderr = self._sessions.exec(
+                    self.name, dog.transport, command, payload.encode(), limit
+                )
         except TimeoutError:
             raise NrError(
                 f"{self.name}: remote command did not finish within {limit:.0f} s (command_timeout); "
@@ -184,20 +187,18 @@ class SshRemote:
                 self.stats.seconds += time.perf_counter() - t0
         return CommandResult(exited, redact(stdout), redact(stderr), time.perf_counter() - t0)
 
-    def _watchdog(self) -> Watchdog:
+    def _watchdog(self) -> contextlib.AbstractContextManager[Watchdog]:
         transport = self.conn.client.get_transport()
         if transport is None or not transport.is_active():
             raise ChannelClosed
-        self._dog = Watchdog(transport, self.keepalive)
-        return self._dog
+        return self._dogs.watch(transport)
 
     def _gone(self, exc: BaseException, doing: str) -> NrError:
         """Why an operation ended early: interrupted, host silent, or connection closed (in that order)."""
         cut = f"{doing} was cut short and may have been half done"
         if interrupt.CANCELLED.is_set():
             return interrupt.Interrupted(f"{self.name}: interrupted (Ctrl-C); {cut}")
-        dog = self._dog
-        if dog is not None and dog.lost:
+        if self._dogs.lost:
             return HostLost(
                 f"{self.name}: host stopped answering (no reply to SSH keepalives for "
                 f"{self.keepalive.window:.0f} s: down, paused or cut off the network); {cut}"
@@ -228,12 +229,13 @@ class SshRemote:
 
     @contextlib.contextmanager
     def _transfer(self, what: str, source: str, dest: str, cleanup: Callable[[bool], None]) -> Iterator[None]:
-        """One SFTP copy: under the connection's lock and watchdog, counted; on failure ``cleanup(gone)``
-        (of the partial copy), then a lost host (:meth:`_gone`) or a copy error naming both ends."""
+        """One SFTP copy (one at a time on the connection), under its watchdog, counted; on failure
+        ``cleanup(gone)`` (of the partial copy), then a lost host (:meth:`_gone`) or a copy error naming
+        both ends."""
         interrupt.check(self.name)
         t0 = time.perf_counter()
         try:
-            with self._lock, self._watchdog():
+            with self._sftp_lock, self._watchdog():
                 yield
         except (ChannelClosed, paramiko.SSHException, OSError, EOFError) as exc:
             settle = 1.0 if isinstance(exc, (EOFError, ConnectionError)) else 0.0  # transport may lag
@@ -278,11 +280,10 @@ def _secret_option(value: object, what: str) -> SecretRef | None:
 
 
 def nodelay_transport(sock: Any, **kwargs: Any) -> paramiko.Transport:
-    """paramiko's Transport on ``sock``, with TCP_NODELAY on a TCP socket (not on a gateway's channel
-    or ProxyCommand): each SSH packet (the auth request, a channel's open and exec, a script's stdin
-    and its EOF) leaves at once instead of waiting, under Nagle's algorithm, for the ACK of the one
-    before, which the server delays (40 ms on Linux). Measured on a lab host: authentication
-    49.5 -> 7.5 ms (median of 10, benchmark in bench/README.md)."""
+    """paramiko's Transport on ``sock``, with TCP_NODELAY on a TCP socket (not on a gateway's channel or
+    ProxyCommand): each SSH packet (the auth request, a channel's open and exec, a script's stdin and its
+    EOF) leaves at once instead of waiting, under Nagle's algorithm, for the ACK of the one before, which
+    the server delays (40 ms on Linux). On a lab host: authentication 49.5 -> 7.5 ms (bench/README.md)."""
     if isinstance(sock, socket.socket) and sock.family in (socket.AF_INET, socket.AF_INET6):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     return paramiko.Transport(sock, **kwargs)

@@ -11,8 +11,10 @@ operation at once; the caller then reports the host as lost, not as slow.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import paramiko
@@ -74,3 +76,34 @@ class Watchdog:
         if self.transport.is_active():
             with self._lock:
                 self._answered = time.monotonic()
+
+
+class SharedWatchdog:
+    """One :class:`Watchdog` for the operations that run at once on one connection (the reads of
+    several components go over one host's connection together, each on its own channel): the first
+    operation starts it, the last one to end stops it. ``lost`` is the last watchdog's verdict."""
+
+    def __init__(self, settings: KeepaliveSettings) -> None:
+        self.settings = settings
+        self._lock = threading.Lock()
+        self._users = 0
+        self._dog: Watchdog | None = None
+
+    @property
+    def lost(self) -> bool:
+        return self._dog is not None and self._dog.lost
+
+    @contextlib.contextmanager
+    def watch(self, transport: paramiko.Transport) -> Iterator[Watchdog]:
+        with self._lock:
+            if self._users == 0 or self._dog is None:
+                self._dog = Watchdog(transport, self.settings).__enter__()
+            self._users += 1
+            dog = self._dog
+        try:
+            yield dog
+        finally:
+            with self._lock:
+                self._users -= 1
+                if self._users == 0:
+                    dog.__exit__()

@@ -15,6 +15,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,10 @@ class Peer(paramiko.ServerInterface):
     def __init__(self, mode: str, transport: paramiko.Transport) -> None:
         self.mode = mode
         self.transport = transport
+        self.sessions = 0  # open now ("max2": sshd with MaxSessions 2)
+        self.most = 0
+        self.lock = threading.Lock()
+        self.together = threading.Barrier(4, timeout=5)  # "together": four commands must run at once
 
     def get_allowed_auths(self, username: str) -> str:
         return "publickey"
@@ -46,6 +51,12 @@ class Peer(paramiko.ServerInterface):
         return paramiko.AUTH_FAILED if self.mode == "reject" else paramiko.AUTH_SUCCESSFUL
 
     def check_channel_request(self, kind: str, chanid: int) -> int:
+        with self.lock:
+            # OpenSSH session.c session_new: "no more sessions" past MaxSessions
+            if (self.mode == "max2" and self.sessions >= 2) or self.mode == "no-sessions":
+                return paramiko.OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED
+            self.sessions += 1
+            self.most = max(self.most, self.sessions)
         return paramiko.OPEN_SUCCEEDED
 
     def check_channel_exec_request(self, channel: paramiko.Channel, command: bytes) -> bool:
@@ -57,6 +68,19 @@ class Peer(paramiko.ServerInterface):
             pass
         if self.mode == "slow":
             time.sleep(3)  # longer than the keepalive window of the test: answering keepalives meanwhile
+        if self.mode in ("together", "max2"):
+            try:
+                if self.mode == "together":
+                    self.together.wait()
+                else:
+                    time.sleep(0.1)
+                channel.sendall(b"ok\n")
+                channel.send_exit_status(0)
+            except threading.BrokenBarrierError:
+                channel.send_exit_status(1)
+            with self.lock:  # freed before the client sees the close
+                self.sessions -= 1
+            channel.close()
         if self.mode in ("echo", "slow"):
             channel.sendall(b"ok\n")
             channel.send_exit_status(0)
@@ -80,6 +104,7 @@ class Host:
     port: int
     host_key: paramiko.PKey
     frozen: threading.Event
+    peers: list[Peer]
 
     def freeze(self) -> None:
         self.frozen.set()
@@ -111,7 +136,8 @@ def serve(mode: str, host_key: paramiko.PKey) -> Host:
         sock, _ = backend.accept()
         t = paramiko.Transport(sock)
         t.add_server_key(host_key)
-        t.start_server(server=Peer(mode, t))
+        peers.append(Peer(mode, t))
+        t.start_server(server=peers[-1])
 
     def accept_relay() -> None:
         client, _ = relay.accept()
@@ -119,9 +145,10 @@ def serve(mode: str, host_key: paramiko.PKey) -> Host:
         for a, b in ((client, upstream), (upstream, client)):
             threading.Thread(target=_pump, args=(a, b, frozen), daemon=True).start()
 
+    peers: list[Peer] = []
     threading.Thread(target=accept_ssh, daemon=True).start()
     threading.Thread(target=accept_relay, daemon=True).start()
-    return Host(relay.getsockname()[1], host_key, frozen)
+    return Host(relay.getsockname()[1], host_key, frozen, peers)
 
 
 @pytest.fixture(scope="module")
@@ -158,6 +185,49 @@ def test_a_command_runs(keys: tuple[Path, paramiko.PKey], tmp_path: Path) -> Non
     conn = connect(serve("echo", keys[1]), keys[0], tmp_path)
     try:
         assert conn.connection.run("true").stdout == "ok\n"
+    finally:
+        conn.close()
+
+
+def run_at_once(conn: FabricConnection, count: int) -> list[str]:
+    with ThreadPoolExecutor(count) as pool:
+        return list(pool.map(lambda _: conn.connection.run("true", check=False).stdout, range(count)))
+
+
+def test_commands_on_one_connection_run_at_the_same_time(
+    keys: tuple[Path, paramiko.PKey], tmp_path: Path
+) -> None:
+    """The reads of several components share a host's connection, each on its own channel: they must
+    run side by side (a lock held for a whole command made every host's reads run one after another)."""
+    host = serve("together", keys[1])
+    conn = connect(host, keys[0], tmp_path)
+    try:
+        assert run_at_once(conn, 4) == ["ok\n"] * 4  # each waits on the server until all four are in
+    finally:
+        conn.close()
+    assert host.peers[0].most == 4
+
+
+def test_a_session_sshd_refuses_past_its_max_sessions_waits_for_one_of_ours(
+    keys: tuple[Path, paramiko.PKey], tmp_path: Path
+) -> None:
+    host = serve("max2", keys[1])
+    conn = connect(host, keys[0], tmp_path)
+    try:
+        assert run_at_once(conn, 6) == ["ok\n"] * 6
+    finally:
+        conn.close()
+    assert host.peers[0].most == 2
+
+
+def test_a_host_that_refuses_every_session_says_so(keys: tuple[Path, paramiko.PKey], tmp_path: Path) -> None:
+    conn = connect(serve("no-sessions", keys[1]), keys[0], tmp_path)
+    try:
+        with pytest.raises(
+            NrError, match=r"^root@127\.0\.0\.1: sshd refused to open a session .*MaxSessions"
+        ) as err:
+            conn.connection.run("true")
+        assert not isinstance(err.value, HostLost)
     finally:
         conn.close()
 
@@ -244,6 +314,27 @@ def test_a_silent_host_is_lost_within_the_keepalive_window(
     assert took < 10, took  # the keepalive window (2 s) plus a tick, not command_timeout (120 s)
     assert "host stopped answering (no reply to SSH keepalives for 2 s" in str(err.value)
     assert "did not finish within" not in str(err.value)
+
+
+def test_commands_running_together_on_a_silent_host_are_all_named_lost(
+    keys: tuple[Path, paramiko.PKey], tmp_path: Path
+) -> None:
+    """One watchdog for the commands that run at once on a connection: it outlives the first to end."""
+    host = serve("hang", keys[1])
+    conn = connect(host, keys[0], tmp_path, keepalive_interval=1, keepalive_count=2, command_timeout=120)
+    threading.Timer(0.5, host.freeze).start()
+
+    def one(_: int) -> str:
+        try:
+            conn.connection.run("sleep 600")
+        except HostLost as exc:
+            return str(exc)
+        return "finished"
+
+    with ThreadPoolExecutor(3) as pool:
+        said = list(pool.map(one, range(3)))
+    conn.close()
+    assert all("host stopped answering (no reply to SSH keepalives for 2 s" in s for s in said), said
 
 
 def test_a_host_that_dies_mid_command_is_named_lost_at_once(
