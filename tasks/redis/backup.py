@@ -31,7 +31,7 @@ from nr.secrets import SecretRef
 from tasks.redis.config import InstanceConfig
 from tasks.redis.contract import GROUP
 from tasks.redis.errors import AccessError
-from tasks.redis.observe import ClusterObservation, Connector, NodeClient, observe, require_access
+from tasks.redis.observe import ClusterObservation, Connector, NodeClient, require_access
 from tasks.redis.parse import as_text, parse_info
 from tasks.redis.rdb import RdbError, summarize_file
 from tasks.redis.session import pending_slots, pending_state_ok
@@ -177,8 +177,10 @@ def _secret(ctx: PlayContext, site: RedisSite, part: Part) -> None:
     part.secret("password", site.password, ref, keep_at)
 
 
-def backup(ctx: PlayContext, part: Part, site: RedisSite, connect: Connector) -> Mapping[str, Any]:
-    obs = observe(site.layout, site.password, connect=connect)
+def backup(
+    ctx: PlayContext, part: Part, site: RedisSite, obs: ClusterObservation, connect: Connector
+) -> Mapping[str, Any]:
+    """The snapshots of the cluster ``obs`` shows (``connect``: the clients that take them)."""
     hosts = {h.name: h for h in ctx.all_hosts(GROUP)}
     for i in obs.instances:  # an instance that cannot be read fails its host, by name
         if not i.reachable and not ctx.failed(i.host):

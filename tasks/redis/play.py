@@ -53,6 +53,7 @@ if TYPE_CHECKING:
 ConnectorFactory = Callable[[Password, float], Connector]
 CLUSTER_TIMEOUT = 120.0
 OBSERVATION = ("redis", "cluster")  # the probe read ahead: the cluster and its running settings
+PREFLIGHT = ("redis", "preflight")  # what the preflight observed: a backup snapshots that cluster
 
 
 def _install(run: HostRun, spec: HostSpec) -> Outcome[None]:
@@ -126,7 +127,8 @@ class RedisComponent:
     def preflight(self, ctx: PlayContext) -> list[str]:
         if not ctx.all_hosts(REDIS):
             return []
-        obs = self._observed(ctx, load_site(ctx), keep=True)
+        site = load_site(ctx)
+        obs = ctx.once(PREFLIGHT, lambda: self._observed(ctx, site, keep=True))
         wrong = [i for i in obs.instances if i.access in (Access.WRONG_PASSWORD, Access.NO_PASSWORD)]
         if wrong:
             labels = ", ".join(f"{i.label} ({i.access.value})" for i in wrong)
@@ -272,7 +274,9 @@ class RedisComponent:
         from tasks.redis import backup
 
         site = load_site(ctx)
-        return backup.backup(ctx, part, site, self._connect(site, 10.0))
+        # the preflight's observation, made a moment ago (a backup changes nothing before its snapshots)
+        obs = ctx.once(PREFLIGHT, lambda: self._observe(site))
+        return backup.backup(ctx, part, site, obs, self._connect(site, 10.0))
 
     def restore_plan(self, ctx: PlayContext, backup: Restoring) -> RestorePlan:
         from tasks.redis import restore

@@ -116,6 +116,21 @@ def test_each_shard_is_saved_on_its_replica_and_fetched_with_its_slots_and_key_c
     assert doc["summary"] == "3/3 shards, 12 keys (BGSAVE on replicas)"
 
 
+def test_the_cluster_the_preflight_observed_is_the_one_backed_up_not_observed_again(
+    site: Site, tmp_path: Path
+) -> None:
+    for h in ("vm1", "vm2", "vm3"):
+        serve_rdb(site, h, FIXTURE.read_bytes())
+    ctx, report = site.context()
+    comp = site.component()
+    assert comp.preflight(ctx) == []
+    looks = [c for c in site.cluster.commands if c[1][:2] == ("CLUSTER", "NODES")]
+    assert len(looks) == 6  # one look at each instance
+    comp.backup(ctx, Writer(tmp_path).part("redis"))
+    assert report.ok, report.failed_reasons
+    assert [c for c in site.cluster.commands if c[1][:2] == ("CLUSTER", "NODES")] == looks
+
+
 def test_a_shard_without_a_replica_in_sync_is_saved_on_its_master(
     site: Site, monkeypatch: pytest.MonkeyPatch
 ) -> None:
