@@ -455,11 +455,15 @@ def test_lab_up_keeps_the_operators_edits(lab: LabEnv) -> None:
 def test_a_host_that_dies_at_start_is_explained(lab: LabEnv, tmp_path: Path) -> None:
     from nr.errors import NrError
     from nr.machines.image import IMAGE
-    from nr.machines.lab import Lab
+    from nr.machines.lab import Lab, new_keypair
 
     name = f"{LAB_NAME}dead"
     dead = Lab(name=name, subnet=neighbour_subnet(), state_dir=tmp_path)
     dead.down()
+    private, public = new_keypair()  # the host is this folder's (a lost folder's hosts are made anew)
+    (tmp_path / "id_ed25519").write_bytes(private)
+    (tmp_path / "id_ed25519").chmod(0o600)
+    (tmp_path / "id_ed25519.pub").write_text(public + "\n")
     script = "echo 'Failed to create control group inotify object: Too many open files' >&2; exit 1"
     subprocess.run(["docker", "create", "--name", f"{name}1", "--label", f"nr.lab={name}", IMAGE, "sh", "-c", script],
                    check=True, capture_output=True)  # fmt: skip
