@@ -300,12 +300,19 @@ def test_a_host_that_goes_away_during_authentication_is_not_an_authentication_fa
         connect(serve("reject", keys[1]), keys[0], tmp_path)  # a real refusal still says so
 
 
-def test_a_silent_host_is_lost_within_the_keepalive_window(
-    keys: tuple[Path, paramiko.PKey], tmp_path: Path
-) -> None:
+def going_silent(keys: tuple[Path, paramiko.PKey], tmp_path: Path) -> FabricConnection:
+    """A connection (keepalives every second, lost after two unanswered) to a host that falls silent
+    half a second from now, while its commands run."""
     host = serve("hang", keys[1])
     conn = connect(host, keys[0], tmp_path, keepalive_interval=1, keepalive_count=2, command_timeout=120)
     threading.Timer(0.5, host.freeze).start()
+    return conn
+
+
+def test_a_silent_host_is_lost_within_the_keepalive_window(
+    keys: tuple[Path, paramiko.PKey], tmp_path: Path
+) -> None:
+    conn = going_silent(keys, tmp_path)
     t0 = time.monotonic()
     with pytest.raises(HostLost) as err:
         conn.connection.run("sleep 600")
@@ -320,9 +327,7 @@ def test_commands_running_together_on_a_silent_host_are_all_named_lost(
     keys: tuple[Path, paramiko.PKey], tmp_path: Path
 ) -> None:
     """One watchdog for the commands that run at once on a connection: it outlives the first to end."""
-    host = serve("hang", keys[1])
-    conn = connect(host, keys[0], tmp_path, keepalive_interval=1, keepalive_count=2, command_timeout=120)
-    threading.Timer(0.5, host.freeze).start()
+    conn = going_silent(keys, tmp_path)
 
     def one(_: int) -> str:
         try:
