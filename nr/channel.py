@@ -72,17 +72,23 @@ def _wait_status(ch: paramiko.Channel, deadline: float) -> None:
 
 
 def exec_channel(
-    transport: paramiko.Transport, command: str, stdin: bytes, limit: float
+    transport: paramiko.Transport,
+    command: str,
+    stdin: bytes,
+    limit: float,
+    gate: SessionGate | None = None,
+    name: str = "",
 ) -> tuple[int, str, str]:
     """Exec ``command`` on a new channel, send ``stdin`` then EOF, return (exit status, stdout, stderr).
 
     Raises ``TimeoutError`` after ``limit`` seconds, :class:`ChannelClosed` when the connection
-    goes away first, :class:`Cancelled` when the run is interrupted.
+    goes away first, :class:`Cancelled` when the run is interrupted. With a ``gate`` (the connection's
+    :class:`SessionGate`; ``name`` names the host), a session sshd refuses waits for one of ours.
     """
     if not transport.is_active():
         raise ChannelClosed
     deadline = time.monotonic() + limit
-    ch = transport.open_session(timeout=limit)
+    ch = gate.open(name, transport, deadline) if gate is not None else transport.open_session(timeout=limit)
     try:
         ch.exec_command(command)
         ch.sendall(stdin)
@@ -106,77 +112,85 @@ def exec_channel(
             raise ChannelClosed  # closed without an exit status: the host went away
     finally:
         ch.close()
+        if gate is not None:
+            gate.closed()
     return status, b"".join(out).decode("utf-8", "replace"), b"".join(err).decode("utf-8", "replace")
 
 
 class SessionGate:
-    """The exec channels nr has open on one connection, so a refused one can wait for another to end.
+    """The sessions nr holds open on one connection, so that a refused one can wait for one to close.
 
     The reads of several components go over one host's connection at once, each on a channel of its
-    own. sshd refuses a session past its ``MaxSessions`` (10 by default, fewer on hardened hosts) with
-    "administratively prohibited" (OpenSSH serverloop.c server_request_session, session.c session_new);
-    the command then waits until one of ours ends and asks again, within its deadline. Refused while
-    none of ours is open (sshd may not have freed a session that just closed), it asks a few more times,
-    then fails with that reason.
+    own. sshd refuses a session past its ``MaxSessions`` (10 by default, fewer on hardened hosts): its
+    ``session_new`` finds no slot, and ``server_input_channel_open`` answers "open failed" with reason
+    SSH2_OPEN_CONNECT_FAILED (OpenSSH serverloop.c, session.c; paramiko shows it as ChannelException(2,
+    'Connect failed')). The open then waits until a session of ours closes and asks again, within the
+    command's deadline. Refused while we hold none (sshd may not have freed one that just closed), it
+    asks a few more times, then fails with that reason.
     """
 
     ALONE_TRIES = 10  # 50 ms apart
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
-        self._open = 0
-        self._ended = 0
+        self._held = 0
+        self._closed = 0
 
-    def exec(
-        self, name: str, transport: paramiko.Transport, command: str, stdin: bytes, limit: float
-    ) -> tuple[int, str, str]:
-        """:func:`exec_channel`, asked again while sshd refuses the channel (within ``limit`` seconds)."""
-        deadline = time.monotonic() + limit
+    def open(self, name: str, transport: paramiko.Transport, deadline: float) -> paramiko.Channel:
         alone = 0
         while True:
             with self._cond:
-                self._open += 1
-                seen = self._ended
+                seen = self._closed
             try:
-                return exec_channel(transport, command, stdin, max(0.001, deadline - time.monotonic()))
+                ch = transport.open_session(timeout=max(0.001, deadline - time.monotonic()))
             except paramiko.SSHException as exc:
                 if not _refused(exc, transport):
                     raise
                 with self._cond:
-                    others = self._open > 1
-                alone = 0 if others else alone + 1
+                    held = self._held
+                alone = 0 if held else alone + 1
                 if alone > self.ALONE_TRIES:
                     raise NrError(
-                        f"{name}: sshd refused to open a session (administratively prohibited: its MaxSessions, or a "
-                        "Match/ForceCommand rule for this user)"
+                        f"{name}: sshd refused to open a session ({exc}: its MaxSessions, or a Match rule "
+                        "for this user)"
                     ) from None
-            finally:
-                with self._cond:
-                    self._open -= 1
-                    self._ended += 1
-                    self._cond.notify_all()
-            self._wait(seen + 1 if alone == 0 else None, deadline)
+                self._wait(seen if held else None, deadline)
+                continue
+            with self._cond:
+                self._held += 1
+            return ch
 
-    def _wait(self, ended: int | None, deadline: float) -> None:
-        """Until a channel of ours ends after the ``ended``-th, or (None: none of ours is open) 50 ms."""
+    def closed(self) -> None:
+        """A session :meth:`open` gave has closed."""
         with self._cond:
-            while ended is None or self._ended <= ended:
+            self._held -= 1
+            self._closed += 1
+            self._cond.notify_all()
+
+    def _wait(self, seen: int | None, deadline: float) -> None:
+        """Until a session of ours closes after the ``seen``-th, or (None: we hold none) 50 ms."""
+        with self._cond:
+            while seen is None or self._closed <= seen:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise TimeoutError
-                self._cond.wait(min(remaining, POLL if ended is not None else 0.05))
+                self._cond.wait(min(remaining, POLL if seen is not None else 0.05))
                 if CANCELLED.is_set():
                     raise Cancelled
-                if ended is None:
+                if seen is None:
                     return
 
 
 def _refused(exc: paramiko.SSHException, transport: paramiko.Transport) -> bool:
-    """sshd refused a channel (the connection stays up). paramiko keeps one failure per transport
+    """sshd refused a session channel (the connection stays up): reason 2 from OpenSSH, 1
+    (administratively prohibited) from other servers. paramiko keeps one failure per transport
     (``saved_exception``), so of two opens refused at once one may get the other's ChannelException and
     the other a bare "Unable to open channel." (paramiko transport.py open_channel)."""
     if isinstance(exc, paramiko.ChannelException):
-        return exc.code == paramiko.common.OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED
+        return exc.code in (
+            paramiko.common.OPEN_FAILED_CONNECT_FAILED,
+            paramiko.common.OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED,
+        )
     return (
         type(exc) is paramiko.SSHException and str(exc) == "Unable to open channel." and transport.is_active()
     )

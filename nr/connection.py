@@ -37,7 +37,7 @@ from nornir.core.plugins.connections import ConnectionPluginRegister
 from nornir.core.task import Task
 
 from nr import interrupt, progress, sftp_errors
-from nr.channel import Cancelled, ChannelClosed, SessionGate, TransportStats
+from nr.channel import Cancelled, ChannelClosed, SessionGate, TransportStats, exec_channel
 from nr.errors import NrError
 from nr.keepalive import DEFAULT_COUNT, DEFAULT_INTERVAL, KeepaliveSettings, SharedWatchdog, Watchdog
 from nr.secrets import Secret, SecretError, SecretRef, redact
@@ -104,7 +104,7 @@ class SshRemote:
         self._sftp_lock = threading.Lock()  # one SFTP session per connection; commands run side by side
         self.keepalive = keepalive or KeepaliveSettings()
         self._dogs = SharedWatchdog(self.keepalive)
-        self._sessions = SessionGate()  # sshd's MaxSessions: a refused channel waits for one of ours
+        self._sessions = SessionGate()  # sshd's MaxSessions: a refused session waits for one of ours
 
     @property
     def user(self) -> str:
@@ -171,8 +171,8 @@ class SshRemote:
         payload = prefix + "{\n" + script + "\n} </dev/null\n"
         try:
             with self._watchdog() as dog:
-                exited, stdout, stderr = self._sessions.exec(
-                    self.name, dog.transport, command, payload.encode(), limit
+                exited, stdout, stderr = exec_channel(
+                    dog.transport, command, payload.encode(), limit, self._sessions, self.name
                 )
         except TimeoutError:
             raise NrError(

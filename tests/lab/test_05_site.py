@@ -83,6 +83,19 @@ def test_second_site_run_changes_nothing(site: LabEnv) -> None:
     assert changed == [] and res.json["changed"] == 0
 
 
+def test_a_host_whose_sshd_allows_one_session_is_still_read_whole(site: LabEnv) -> None:
+    """The first server's five reads go over its connection side by side; a hardened sshd refuses
+    sessions past its MaxSessions ("open failed"): they wait for one of ours to end."""
+    first, conf = site.hosts[0], "/etc/ssh/sshd_config.d/99-nr-test-max-sessions.conf"
+    site.exec(first, f"echo 'MaxSessions 1' > {conf} && systemctl reload ssh")
+    try:
+        res = site.nr("drift", "--json")
+    finally:
+        site.exec(first, f"rm -f {conf} && systemctl reload ssh")
+    assert res.code == 0, res.stdout[-4000:] + res.stderr[-2000:]
+    assert res.json["drift"] == []
+
+
 def test_images_are_on_every_node_and_pods_use_them(site: LabEnv) -> None:
     for host in site.hosts:
         refs = site.exec(host, "/usr/local/bin/k3s ctr images ls -q").split()

@@ -52,9 +52,10 @@ class Peer(paramiko.ServerInterface):
 
     def check_channel_request(self, kind: str, chanid: int) -> int:
         with self.lock:
-            # OpenSSH session.c session_new: "no more sessions" past MaxSessions
+            # past MaxSessions, OpenSSH's session_new finds no slot and server_input_channel_open answers
+            # "open failed", reason SSH2_OPEN_CONNECT_FAILED (serverloop.c, session.c)
             if (self.mode == "max2" and self.sessions >= 2) or self.mode == "no-sessions":
-                return paramiko.OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED
+                return paramiko.OPEN_FAILED_CONNECT_FAILED
             self.sessions += 1
             self.most = max(self.most, self.sessions)
         return paramiko.OPEN_SUCCEEDED
