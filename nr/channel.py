@@ -8,6 +8,7 @@ or :class:`nr.keepalive.Watchdog` gave up on it) or the run is interrupted.
 
 from __future__ import annotations
 
+import logging
 import select
 import threading
 import time
@@ -115,6 +116,19 @@ def exec_channel(
         if gate is not None:
             gate.closed()
     return status, b"".join(out).decode("utf-8", "replace"), b"".join(err).decode("utf-8", "replace")
+
+
+class _RefusedSessions(logging.Filter):
+    """Drops paramiko's log line of a channel sshd refused ("Secsh channel N open FAILED", at ERROR, which
+    Python's last-resort handler would print): :class:`SessionGate` waits those out, or names them."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (
+            isinstance(record.msg, str) and "open FAILED" in record.msg and "Secsh channel" in record.msg
+        )
+
+
+logging.getLogger("paramiko.transport").addFilter(_RefusedSessions())
 
 
 class SessionGate:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import socket
 import threading
 import time
@@ -210,15 +211,18 @@ def test_commands_on_one_connection_run_at_the_same_time(
 
 
 def test_a_session_sshd_refuses_past_its_max_sessions_waits_for_one_of_ours(
-    keys: tuple[Path, paramiko.PKey], tmp_path: Path
+    keys: tuple[Path, paramiko.PKey], tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     host = serve("max2", keys[1])
     conn = connect(host, keys[0], tmp_path)
+    caplog.set_level(logging.DEBUG, logger="paramiko.transport")
     try:
         assert run_at_once(conn, 6) == ["ok\n"] * 6
     finally:
         conn.close()
     assert host.peers[0].most == 2
+    refused = [r for r in caplog.records if r.levelno >= logging.ERROR and "open FAILED" in r.getMessage()]
+    assert refused == []  # paramiko's ERROR line for each refusal would reach stderr
 
 
 def test_a_host_that_refuses_every_session_says_so(keys: tuple[Path, paramiko.PKey], tmp_path: Path) -> None:
