@@ -27,12 +27,11 @@ import dataclasses
 import importlib.util
 import marshal
 import os
-import stat
 from pathlib import Path
 from types import CodeType
 from typing import Any
 
-from nr.cache_dir import cache_root
+from nr.cache_dir import cache_root, private, replace_private
 
 KEEP = 4096  # entries at most: past that, a save keeps only those this run used
 
@@ -51,7 +50,7 @@ class CodeCache:
         self.loaded = True
         with contextlib.suppress(OSError, ValueError, EOFError, TypeError):
             with open(self.path, "rb") as f:
-                if not _trusted(os.fstat(f.fileno())):
+                if not private(os.fstat(f.fileno())):
                     return
                 data = marshal.load(f)
             if type(data) is dict and all(type(k) is str and type(v) is bytes for k, v in data.items()):
@@ -76,25 +75,8 @@ class CodeCache:
             return
         kept = self.known if len(self.known) + len(self.fresh) <= KEEP else {}
         entries = {**kept, **{s: self.known[s] for s in self.used}, **self.fresh}
-        part = self.path.with_name(f"{self.path.name}.{os.getpid()}.part")
         with contextlib.suppress(OSError, ValueError):
-            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            with contextlib.suppress(FileNotFoundError):
-                if not _trusted(os.stat(self.path)):
-                    return
-            fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            try:
-                with os.fdopen(fd, "wb") as out:
-                    marshal.dump(entries, out)
-                os.replace(part, self.path)
-            except BaseException:
-                part.unlink(missing_ok=True)
-                raise
-
-
-def _trusted(st: os.stat_result) -> bool:
-    """Only a regular file of this user's that no one else may write holds code worth running."""
-    return stat.S_ISREG(st.st_mode) and st.st_uid == os.geteuid() and not st.st_mode & 0o022
+            replace_private(self.path, marshal.dumps(entries))
 
 
 def path() -> Path:

@@ -16,11 +16,10 @@ import functools
 import hashlib
 import json
 import os
-import stat
 import threading
 from pathlib import Path
 
-from nr.cache_dir import cache_root
+from nr.cache_dir import cache_root, private, replace_private
 
 LARGE = 1 << 20  # smaller files are hashed each run (in a millisecond), and not remembered
 KEEP = 256  # entries kept (the oldest go first)
@@ -31,10 +30,6 @@ def _identity(st: os.stat_result) -> list[int]:
     return [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
 
 
-def _trusted(st: os.stat_result) -> bool:
-    return stat.S_ISREG(st.st_mode) and st.st_uid == os.geteuid() and not st.st_mode & 0o022
-
-
 def store() -> Path:
     return cache_root() / "digests.json"
 
@@ -42,7 +37,7 @@ def store() -> Path:
 def _load(path: Path) -> dict[str, list[object]]:
     with contextlib.suppress(OSError, ValueError):
         with open(path, "rb") as f:
-            if not _trusted(os.fstat(f.fileno())):
+            if not private(os.fstat(f.fileno())):
                 return {}
             data = json.load(f)
         if isinstance(data, dict):
@@ -51,20 +46,8 @@ def _load(path: Path) -> dict[str, list[object]]:
 
 
 def _save(path: Path, entries: dict[str, list[object]]) -> None:
-    part = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.part")
     with contextlib.suppress(OSError):
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        with contextlib.suppress(FileNotFoundError):
-            if not _trusted(os.stat(path)):
-                return
-        fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            with os.fdopen(fd, "w") as out:
-                json.dump(dict(list(entries.items())[-KEEP:]), out)
-            os.replace(part, path)
-        except BaseException:
-            part.unlink(missing_ok=True)
-            raise
+        replace_private(path, json.dumps(dict(list(entries.items())[-KEEP:])).encode())
 
 
 def _hash(path: Path) -> tuple[str, list[int] | None]:
@@ -78,24 +61,23 @@ def _hash(path: Path) -> tuple[str, list[int] | None]:
     return h.hexdigest(), before if before == after else None
 
 
-@functools.lru_cache(maxsize=64)
-def _small(path: Path, identity: tuple[int, ...]) -> str:
-    return _hash(path)[0]
-
-
 def local_sha256(path: Path) -> str:
-    """sha256 of a local file: a large one's from :func:`store` while its identity is the one noted."""
+    """sha256 of a local file: a large one's from :func:`store` while its identity is the one noted
+    (within a run, every file's digest is kept by its identity: a run asks once per host)."""
     resolved = path.resolve()
-    st = resolved.stat()
-    identity = _identity(st)
-    if st.st_size < LARGE:
-        return _small(resolved, tuple(identity))
-    key = str(resolved)
+    return _digest(resolved, tuple(_identity(resolved.stat())))
+
+
+@functools.lru_cache(maxsize=64)
+def _digest(path: Path, identity: tuple[int, ...]) -> str:
+    if identity[2] < LARGE:
+        return _hash(path)[0]
+    key = str(path)
     with _LOCK:
         known = _load(store()).get(key)
-    if known is not None and known[:5] == identity and isinstance(known[5], str):
+    if known is not None and tuple(known[:5]) == identity and isinstance(known[5], str):
         return known[5]
-    digest, held = _hash(resolved)
+    digest, held = _hash(path)
     if held is not None:
         with _LOCK:
             entries = _load(store())

@@ -14,10 +14,12 @@ from nr.local_digests import LARGE, local_sha256, store
 
 
 def noted(path: Path, digest: str) -> None:
-    """Replace the remembered digest of ``path`` (identity kept): shows where an answer comes from."""
+    """Replace the remembered digest of ``path`` (identity kept): shows where an answer comes from. The
+    next call is a later run's (this process's own memory of digests is dropped)."""
     entries = json.loads(store().read_text())
     entries[str(path.resolve())][5] = digest
     store().write_text(json.dumps(entries))
+    local_digests._digest.cache_clear()
 
 
 def test_a_large_file_is_hashed_once_while_it_stays_the_same_file(tmp_path: Path) -> None:
