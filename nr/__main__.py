@@ -1,5 +1,5 @@
 """python -m nr: the same as the nr console script."""
 
-from nr.cli import main
+from nr.launch import main
 
 main()

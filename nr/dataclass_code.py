@@ -33,7 +33,9 @@ from typing import Any
 
 from nr.cache_dir import cache_root, private, replace_private
 
-KEEP = 4096  # entries at most: past that, a save keeps only those this run used
+# Entries at most. The file is read whole at a run's first class (~5 us an entry): a run defines
+# ~130-200 classes, so this keeps a few versions of nr (other checkouts, upgrades) and no more.
+KEEP = 512
 
 
 class CodeCache:
@@ -73,8 +75,12 @@ class CodeCache:
     def save(self) -> None:
         if not self.fresh:
             return
-        kept = self.known if len(self.known) + len(self.fresh) <= KEEP else {}
-        entries = {**kept, **{s: self.known[s] for s in self.used}, **self.fresh}
+        # Most recently used first (a dict keeps its order): this run's, then the others as they were.
+        entries = {**self.fresh, **{s: self.known[s] for s in self.used}}
+        for source, code in self.known.items():
+            if len(entries) >= KEEP:
+                break
+            entries.setdefault(source, code)
         with contextlib.suppress(OSError, ValueError):
             replace_private(self.path, marshal.dumps(entries))
 

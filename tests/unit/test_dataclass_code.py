@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from nr import dataclass_code
+from nr.dataclass_code import KEEP
 
 CLASSES = """
 import dataclasses, json
@@ -128,3 +129,48 @@ def test_source_that_differs_is_compiled_not_looked_up(tmp_path: Path) -> None:
     ns: dict[str, object] = {}
     exec(b, ns)
     assert ns["f"]() == 2  # type: ignore[operator]
+
+
+def test_a_full_file_keeps_this_runs_entries_and_the_most_recent_others(tmp_path: Path) -> None:
+    path = tmp_path / "nr" / "c.marshal"
+    path.parent.mkdir(mode=0o700)
+    old = {f"x = {i}\n": marshal.dumps(compile(f"x = {i}\n", "<string>", "exec")) for i in range(KEEP + 20)}
+    path.write_bytes(marshal.dumps(old))
+    path.chmod(0o600)
+    cache = dataclass_code.CodeCache(path)
+    cache.code(f"x = {KEEP + 10}\n")  # one of the oldest, used by this run
+    cache.code("y = 1\n")  # a new one
+    cache.save()
+    saved = marshal.loads(path.read_bytes())
+    assert len(saved) == KEEP and list(saved)[:2] == ["y = 1\n", f"x = {KEEP + 10}\n"]
+    assert "x = 0\n" in saved and f"x = {KEEP - 3}\n" in saved and f"x = {KEEP - 2}\n" not in saved
+    ns: dict[str, object] = {}
+    exec(marshal.loads(saved[f"x = {KEEP + 10}\n"]), ns)
+    assert ns["x"] == KEEP + 10
+
+
+def test_a_save_with_nothing_new_leaves_the_file_alone(tmp_path: Path) -> None:
+    run(tmp_path)
+    path = cache_file(tmp_path)
+    before = path.stat().st_mtime_ns
+    run(tmp_path)
+    assert path.stat().st_mtime_ns == before
+
+
+def cached_sources(tmp_path: Path, code: str) -> set[str]:
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path)}
+    subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, check=True)
+    return set(marshal.loads(cache_file(tmp_path).read_bytes()))
+
+
+def test_the_console_script_installs_the_cache_before_nr_defines_its_classes(tmp_path: Path) -> None:
+    """nr.launch (the console script) installs it before importing nr.cli: the classes of the modules
+    nr.cli imports (the contract's RoleGroup among them) are kept too, not only those made later."""
+    late = cached_sources(
+        tmp_path / "late", "import sys; from nr.cli import main; sys.argv = ['nr', '--help']; main()"
+    )
+    early = cached_sources(
+        tmp_path / "early", "import sys; from nr.launch import main; sys.argv = ['nr', '--help']; main()"
+    )
+    assert late < early
+    assert any("role" in s and "default" in s and "__init__" in s for s in early - late)
