@@ -1,8 +1,7 @@
 """The Fabric connection plugin: one SSH connection per host per run, strict host keys.
 
-Registered as the Nornir connection plugin ``fabric``. Tasks get the open :class:`SshRemote` (a :class:`nr.transport.Remote`) with
-``remote(task)`` (or ``task.host.get_connection("fabric", task.nornir.config)``); the first call
-opens the connection and every later task of the run reuses it.
+Registered as the Nornir connection plugin ``fabric``. ``remote(task)`` gives a task the host's open
+:class:`SshRemote` (a :class:`nr.transport.Remote`), opened at the first call and reused all the run.
 
 Transport rules:
 
@@ -36,7 +35,7 @@ from nornir.core.configuration import Config as NornirConfig
 from nornir.core.plugins.connections import ConnectionPluginRegister
 from nornir.core.task import Task
 
-from nr import interrupt, progress, sftp_errors
+from nr import interrupt, progress, sftp_errors, ssh_keys
 from nr.channel import Cancelled, ChannelClosed, SessionGate, TransportStats, exec_channel
 from nr.errors import NrError
 from nr.keepalive import DEFAULT_COUNT, DEFAULT_INTERVAL, KeepaliveSettings, SharedWatchdog, Watchdog
@@ -50,7 +49,6 @@ CONNECTION_NAME = "fabric"
 DEFAULT_CONNECT_TIMEOUT = 10
 DEFAULT_COMMAND_TIMEOUT = 900
 _SUDO_NEEDS_PASSWORD = "a password is required"
-
 
 _ssh_configs: dict[str | None, paramiko.SSHConfig] = {}
 _ssh_configs_lock = threading.Lock()
@@ -345,6 +343,7 @@ class FabricConnection:
         problem = unprotected_key(conn.connect_kwargs)
         if problem:
             raise ConnectionFailed(problem)
+        ssh_keys.preload(conn.connect_kwargs)  # the key parsed once per run, not per host and key class
         files = trust_host_keys(conn.client, extras, str(conn.host), int(conn.port))
         sudo_ref = _secret_option(extras.get("sudo_password"), "sudo_password")
         t0 = time.perf_counter()
@@ -394,6 +393,7 @@ def _alive(remote: SshRemote, settle: float = 0.0) -> bool:
 
 
 sftp_errors.keep_prefetch_errors_for_the_reader()
+ssh_keys.compare_in_c()  # paramiko's MAC checks in C
 
 # Registered here, on the first connection (nr.plugins: no entry-point scan at start). Nornir refuses
 # another class under a taken name; its own scan would load this same class, which it accepts.

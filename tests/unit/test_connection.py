@@ -41,11 +41,13 @@ class Peer(paramiko.ServerInterface):
         self.most = 0
         self.lock = threading.Lock()
         self.together = threading.Barrier(4, timeout=5)  # "together": four commands must run at once
+        self.client_keys: list[str] = []  # the public keys the client authenticated with
 
     def get_allowed_auths(self, username: str) -> str:
         return "publickey"
 
     def check_auth_publickey(self, username: str, key: paramiko.PKey) -> int:
+        self.client_keys.append(key.get_base64())
         if self.mode == "drop-during-auth":
             self.transport.close()  # the host died (or sshd was killed) during the handshake
             return paramiko.AUTH_FAILED
