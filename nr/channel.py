@@ -12,6 +12,7 @@ import logging
 import select
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import paramiko
@@ -79,17 +80,22 @@ def exec_channel(
     limit: float,
     gate: SessionGate | None = None,
     name: str = "",
+    release: Callable[[], bool] | None = None,
 ) -> tuple[int, str, str]:
     """Exec ``command`` on a new channel, send ``stdin`` then EOF, return (exit status, stdout, stderr).
 
     Raises ``TimeoutError`` after ``limit`` seconds, :class:`ChannelClosed` when the connection
     goes away first, :class:`Cancelled` when the run is interrupted. With a ``gate`` (the connection's
-    :class:`SessionGate`; ``name`` names the host), a session sshd refuses waits for one of ours.
+    :class:`SessionGate`; ``name`` names the host), a session sshd refuses waits for one of ours
+    (``release``: see :meth:`SessionGate.open`).
     """
     if not transport.is_active():
         raise ChannelClosed
     deadline = time.monotonic() + limit
-    ch = gate.open(name, transport, deadline) if gate is not None else transport.open_session(timeout=limit)
+    if gate is not None:
+        ch = gate.open(name, transport, deadline, release)
+    else:
+        ch = transport.open_session(timeout=limit)
     try:
         ch.exec_command(command)
         ch.sendall(stdin)
@@ -150,7 +156,15 @@ class SessionGate:
         self._held = 0
         self._closed = 0
 
-    def open(self, name: str, transport: paramiko.Transport, deadline: float) -> paramiko.Channel:
+    def open(
+        self,
+        name: str,
+        transport: paramiko.Transport,
+        deadline: float,
+        release: Callable[[], bool] | None = None,
+    ) -> paramiko.Channel:
+        """A new session channel; when sshd refuses it, ``release`` (if given) may close an idle session
+        of ours (True if it did), asked again at each wait."""
         alone = 0
         while True:
             with self._cond:
@@ -160,6 +174,8 @@ class SessionGate:
             except paramiko.SSHException as exc:
                 if not _refused(exc, transport):
                     raise
+                if release is not None and release():
+                    continue
                 with self._cond:
                     held = self._held
                 alone = 0 if held else alone + 1
@@ -168,7 +184,7 @@ class SessionGate:
                         f"{name}: sshd refused to open a session ({exc}: its MaxSessions, or a Match rule "
                         "for this user)"
                     ) from None
-                self._wait(seen if held else None, deadline)
+                self._wait(seen if held else None, deadline, once=release is not None)
                 continue
             with self._cond:
                 self._held += 1
@@ -181,8 +197,9 @@ class SessionGate:
             self._closed += 1
             self._cond.notify_all()
 
-    def _wait(self, seen: int | None, deadline: float) -> None:
-        """Until a session of ours closes after the ``seen``-th, or (None: we hold none) 50 ms."""
+    def _wait(self, seen: int | None, deadline: float, *, once: bool = False) -> None:
+        """Until a session of ours closes after the ``seen``-th, or (None: we hold none) 50 ms; ``once``:
+        at most one poll interval (a session held idle may be released by then)."""
         with self._cond:
             while seen is None or self._closed <= seen:
                 remaining = deadline - time.monotonic()
@@ -191,7 +208,7 @@ class SessionGate:
                 self._cond.wait(min(remaining, POLL if seen is not None else 0.05))
                 if CANCELLED.is_set():
                     raise Cancelled
-                if seen is None:
+                if seen is None or once:
                     return
 
 

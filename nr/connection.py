@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import shlex
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -30,13 +29,14 @@ from pathlib import Path
 from typing import Any
 
 import paramiko
-from fabric import Config, Connection
+from fabric import Connection
 from nornir.core.configuration import Config as NornirConfig
 from nornir.core.plugins.connections import ConnectionPluginRegister
 from nornir.core.task import Task
 
 from nr import interrupt, progress, sftp_errors, ssh_keys
 from nr.channel import Cancelled, ChannelClosed, SessionGate, TransportStats, exec_channel
+from nr.connect_options import connect_kwargs, fabric_config, secret_option
 from nr.errors import NrError
 from nr.keepalive import DEFAULT_COUNT, DEFAULT_INTERVAL, KeepaliveSettings, SharedWatchdog, Watchdog
 from nr.secrets import Secret, SecretError, SecretRef, redact
@@ -49,31 +49,6 @@ CONNECTION_NAME = "fabric"
 DEFAULT_CONNECT_TIMEOUT = 10
 DEFAULT_COMMAND_TIMEOUT = 900
 _SUDO_NEEDS_PASSWORD = "a password is required"
-
-_ssh_configs: dict[str | None, paramiko.SSHConfig] = {}
-_ssh_configs_lock = threading.Lock()
-SSH_CONFIG_FILES = ("/etc/ssh/ssh_config", "~/.ssh/config")
-
-
-def _ssh_config(path: str | None) -> paramiko.SSHConfig:
-    """The parsed ssh_config (``path``, else the system's and the user's files), parsed once per run."""
-    with _ssh_configs_lock:
-        parsed = _ssh_configs.get(path)
-        if parsed is None:
-            parsed = paramiko.SSHConfig()
-            for name in [path] if path else SSH_CONFIG_FILES:
-                file = Path(name).expanduser()
-                if file.is_file():
-                    with file.open(encoding="utf-8") as fh:
-                        parsed.parse(fh)
-            _ssh_configs[path] = parsed
-        return parsed
-
-
-def _fabric_config(ssh_config: str | None) -> Config:
-    """A Fabric ``Config`` of its own for one connection (invoke's config objects are not safe to
-    share between threads), on the ssh_config parsed once (lookups do not change it)."""
-    return Config(ssh_config=_ssh_config(ssh_config))
 
 
 class SshRemote:
@@ -170,7 +145,13 @@ class SshRemote:
         try:
             with self._watchdog() as dog:
                 exited, stdout, stderr = exec_channel(
-                    dog.transport, command, payload.encode(), limit, self._sessions, self.name
+                    dog.transport,
+                    command,
+                    payload.encode(),
+                    limit,
+                    self._sessions,
+                    self.name,
+                    self._release_sftp,
                 )
         except TimeoutError:
             raise NrError(
@@ -186,10 +167,13 @@ class SshRemote:
         return CommandResult(exited, redact(stdout), redact(stderr), time.perf_counter() - t0)
 
     def _watchdog(self) -> contextlib.AbstractContextManager[Watchdog]:
-        transport = self.conn.client.get_transport()
+        return self._dogs.watch(self._live_transport())
+
+    def _live_transport(self) -> paramiko.Transport:
+        transport: paramiko.Transport | None = self.conn.client.get_transport()
         if transport is None or not transport.is_active():
             raise ChannelClosed
-        return self._dogs.watch(transport)
+        return transport
 
     def _gone(self, exc: BaseException, doing: str) -> NrError:
         """Why an operation ended early: interrupted, host silent, or connection closed (in that order)."""
@@ -233,7 +217,8 @@ class SshRemote:
         interrupt.check(self.name)
         t0 = time.perf_counter()
         try:
-            with self._sftp_lock, self._watchdog():
+            with self._sftp_lock, self._watchdog() as dog:
+                self._open_sftp(dog.transport)
                 yield
         except (ChannelClosed, paramiko.SSHException, OSError, EOFError) as exc:
             settle = 1.0 if isinstance(exc, (EOFError, ConnectionError)) else 0.0  # transport may lag
@@ -241,6 +226,7 @@ class SshRemote:
             cleanup(gone)
             if gone:
                 raise self._gone(exc, what) from None
+            self._release_sftp()  # the next copy opens a new session
             raise NrError(
                 f"{self.name}: copying {quote(source)} to {quote(dest)} failed: "
                 f"{redact(str(exc)) or type(exc).__name__}"
@@ -261,54 +247,42 @@ class SshRemote:
 
     def _remove_partial(self, remote_tmp: str) -> None:
         """Best effort: drop a half-written upload (an apply removes old leftovers anyway)."""
-        with contextlib.suppress(OSError, paramiko.SSHException, EOFError):
+        with contextlib.suppress(OSError, paramiko.SSHException, EOFError, ChannelClosed), self._sftp_lock:
+            self._open_sftp(self._live_transport())
             self.conn.sftp().remove(remote_tmp)
+
+    def _open_sftp(self, transport: paramiko.Transport) -> None:
+        """Fabric's SFTP session (put and get use it), opened through the session gate: past sshd's
+        MaxSessions it waits for a slot as a command does, and it counts as a session of ours."""
+        if self.conn._sftp is not None:
+            return
+        ch = self._sessions.open(self.name, transport, time.monotonic() + self.command_timeout)
+        try:
+            ch.invoke_subsystem("sftp")
+            self.conn._sftp = paramiko.SFTPClient(ch)
+        except BaseException:
+            ch.close()
+            self._sessions.closed()
+            raise
+
+    def _release_sftp(self) -> bool:
+        """Close the SFTP session unless a copy is using it (Fabric keeps it open after a copy), so that
+        a host whose sshd allows one session has it for a command; True if one was closed."""
+        if not self._sftp_lock.acquire(blocking=False):
+            return False
+        try:
+            sftp, self.conn._sftp = self.conn._sftp, None
+            if sftp is None:
+                return False
+            with contextlib.suppress(Exception):
+                sftp.close()
+            self._sessions.closed()
+            return True
+        finally:
+            self._sftp_lock.release()
 
     def close(self) -> None:
         self.conn.close()
-
-
-def _secret_option(value: object, what: str) -> SecretRef | None:
-    if not value:
-        return None
-    try:
-        return SecretRef.parse(value)
-    except SecretError as exc:
-        raise ConnectionFailed(f"{what}: {exc}") from None
-
-
-def nodelay_transport(sock: Any, **kwargs: Any) -> paramiko.Transport:
-    """paramiko's Transport on ``sock``, with TCP_NODELAY on a TCP socket (not on a gateway's channel or
-    ProxyCommand): each SSH packet (the auth request, a channel's open and exec, a script's stdin and its
-    EOF) leaves at once instead of waiting, under Nagle's algorithm, for the ACK of the one before, which
-    the server delays (40 ms on Linux). On a lab host: authentication 49.5 -> 7.5 ms (bench/README.md)."""
-    if isinstance(sock, socket.socket) and sock.family in (socket.AF_INET, socket.AF_INET6):
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    return paramiko.Transport(sock, **kwargs)
-
-
-def _connect_kwargs(extras: dict[str, Any], password: str | None, timeout: int) -> dict[str, Any]:
-    """paramiko's connect() arguments: the inventory's key only (no agent, no ~/.ssh guessing) when one
-    is named; the login password resolved from its secret reference; TCP_NODELAY on the connection."""
-    kwargs: dict[str, Any] = {
-        "banner_timeout": timeout,
-        "auth_timeout": timeout,
-        "transport_factory": nodelay_transport,
-    }
-    if extras.get("key_filename"):
-        key = Path(str(extras["key_filename"])).expanduser()
-        if not key.is_file():
-            raise ConnectionFailed(f"key_filename {key}: no such file (the private key for SSH)")
-        kwargs["key_filename"] = [str(key)]
-        kwargs["look_for_keys"] = False
-        kwargs["allow_agent"] = False
-    ref = _secret_option(password, "password")
-    if ref is not None:
-        try:
-            kwargs["password"] = ref.resolve().reveal()
-        except SecretError as exc:
-            raise ConnectionFailed(f"password: {exc}") from None
-    return kwargs
 
 
 class FabricConnection:
@@ -335,9 +309,9 @@ class FabricConnection:
             hostname,
             user=username or None,
             port=port or None,
-            config=_fabric_config(extras.get("ssh_config")),
+            config=fabric_config(extras.get("ssh_config")),
             connect_timeout=connect_timeout,
-            connect_kwargs=_connect_kwargs(extras, password, connect_timeout),
+            connect_kwargs=connect_kwargs(extras, password, connect_timeout),
             inline_ssh_env=False,
         )
         problem = unprotected_key(conn.connect_kwargs)
@@ -345,7 +319,7 @@ class FabricConnection:
             raise ConnectionFailed(problem)
         ssh_keys.preload(conn.connect_kwargs)  # the key parsed once per run, not per host and key class
         files = trust_host_keys(conn.client, extras, str(conn.host), int(conn.port))
-        sudo_ref = _secret_option(extras.get("sudo_password"), "sudo_password")
+        sudo_ref = secret_option(extras.get("sudo_password"), "sudo_password")
         t0 = time.perf_counter()
         try:
             conn.open()

@@ -83,17 +83,24 @@ def test_second_site_run_changes_nothing(site: LabEnv) -> None:
     assert changed == [] and res.json["changed"] == 0
 
 
-def test_a_host_whose_sshd_allows_one_session_is_still_read_whole(site: LabEnv) -> None:
+def test_a_host_whose_sshd_allows_one_session_is_still_read_and_changed(site: LabEnv) -> None:
     """The first server's five reads go over its connection side by side; a hardened sshd refuses
-    sessions past its MaxSessions ("open failed"): they wait for one of ours to end."""
+    sessions past its MaxSessions ("open failed"): they wait for one of ours to end. A copy (SFTP) waits
+    for a slot the same way, and Fabric's SFTP session, kept open after the copy, is closed for the
+    commands that follow it (before, the upload of a changed k3s binary failed with 'Connect failed')."""
     first, conf = site.hosts[0], "/etc/ssh/sshd_config.d/99-nr-test-max-sessions.conf"
     site.exec(first, f"echo 'MaxSessions 1' > {conf} && systemctl reload ssh")
     try:
         res = site.nr("drift", "--json")
+        site.exec(first, "echo >> /usr/local/bin/k3s")  # the binary differs: uploaded again, then restarted
+        run = site.nr("run", "k3s", "--json", timeout=600)
     finally:
         site.exec(first, f"rm -f {conf} && systemctl reload ssh")
     assert res.code == 0, res.stdout[-4000:] + res.stderr[-2000:]
     assert res.json["drift"] == []
+    assert run.code == 0, run.stdout[-4000:] + run.stderr[-2000:]
+    changed = [(r["task"], r["host"]) for r in run.json["results"] if r["changed"]]
+    assert changed == [("k3s.upgrade-servers", first)]
 
 
 def test_images_are_on_every_node_and_pods_use_them(site: LabEnv) -> None:

@@ -25,7 +25,8 @@ import paramiko
 import pytest
 
 from nr import interrupt
-from nr.connection import FabricConnection, HostLost, nodelay_transport
+from nr.connect_options import nodelay_transport
+from nr.connection import FabricConnection, HostLost
 from nr.errors import NrError
 from nr.machines.lab import new_keypair
 from nr.ssh_trust import ConnectionFailed, HostKeyRejected
@@ -242,7 +243,7 @@ def test_a_host_that_refuses_every_session_says_so(keys: tuple[Path, paramiko.PK
 def test_the_connection_sends_each_packet_at_once(keys: tuple[Path, paramiko.PKey], tmp_path: Path) -> None:
     """TCP_NODELAY from the first packet on (set by the Transport factory, before the handshake): with
     Nagle's algorithm each small SSH packet waited for the ACK of the one before, which the server
-    delays, about 40 ms a time (nr.connection.nodelay_transport)."""
+    delays, about 40 ms a time (nr.connect_options.nodelay_transport)."""
     conn = connect(serve("echo", keys[1]), keys[0], tmp_path)
     try:
         sock = conn.connection.conn.client.get_transport().sock

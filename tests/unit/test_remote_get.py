@@ -10,6 +10,7 @@ import os
 import re
 import socket
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -234,3 +235,91 @@ def test_the_staging_script_really_stages_a_readable_copy(tmp_path: Path) -> Non
         ["sh", "-c", stage_script(str(tmp_path / "nope"), "s")], cwd=tmp_path, check=False
     )
     assert missing.returncode == 3
+
+
+# -- sshd with MaxSessions 1: the SFTP session Fabric keeps open must not starve commands ---------------
+class OneSession(Peer):
+    """sshd with ``MaxSessions 1``: a session asked for while one is open is refused, as OpenSSH refuses it
+    (reason SSH2_OPEN_CONNECT_FAILED: serverloop.c, session.c); commands answer "ok" after ``hold`` s."""
+
+    hold = 0.0
+
+    def __init__(self, transport: paramiko.Transport) -> None:
+        super().__init__(transport)
+        self.refused = 0
+
+    def check_channel_request(self, kind: str, chanid: int) -> int:
+        channels = self.transport._channels.values()  # type: ignore[attr-defined]
+        if any(not ch.closed for ch in channels):  # the new one is not in the map yet
+            self.refused += 1
+            return paramiko.OPEN_FAILED_CONNECT_FAILED
+        return paramiko.OPEN_SUCCEEDED
+
+    def check_channel_exec_request(self, channel: paramiko.Channel, command: bytes) -> bool:
+        threading.Thread(target=self._exec, args=(channel,), daemon=True).start()
+        return True
+
+    def _exec(self, channel: paramiko.Channel) -> None:
+        while channel.recv(65536):
+            pass
+        time.sleep(self.hold)
+        channel.sendall(b"ok\n")
+        channel.send_exit_status(0)
+        channel.close()
+
+
+def serve_one_session(root: Path, host_key: paramiko.PKey, hold: float = 0.0) -> tuple[int, list[OneSession]]:
+    folder = type("ServedFolder", (Folder,), {"root": root})
+    peer = type("Peer", (OneSession,), {"hold": hold})
+    sock = socket.create_server(("127.0.0.1", 0))
+    peers: list[OneSession] = []
+
+    def accept() -> None:
+        conn, _ = sock.accept()
+        t = paramiko.Transport(conn)
+        t.add_server_key(host_key)
+        t.set_subsystem_handler("sftp", paramiko.SFTPServer, folder)
+        peers.append(peer(t))
+        t.start_server(server=peers[-1])
+
+    threading.Thread(target=accept, daemon=True).start()
+    return sock.getsockname()[1], peers
+
+
+def test_a_command_after_a_copy_gets_the_only_session(
+    peer: tuple[Path, Path, paramiko.PKey], tmp_path: Path
+) -> None:
+    """Fabric keeps its SFTP session open after a copy: with MaxSessions 1 every later command was refused
+    ("sshd refused to open a session"). The idle SFTP session is closed for it, and opened again."""
+    key, served, host_key = peer
+    (served / "f").write_bytes(b"data")
+    port, peers = serve_one_session(served, host_key)
+    conn = connect(port, key, host_key, tmp_path)
+    try:
+        conn.connection.get("f", tmp_path / "one")
+        assert conn.connection.run("true").stdout == "ok\n"
+        conn.connection.get("f", tmp_path / "two")
+        assert conn.connection.run("true").stdout == "ok\n"
+        assert (tmp_path / "two").read_bytes() == b"data" and peers[0].refused == 2
+    finally:
+        conn.close()
+
+
+def test_a_copy_waits_for_the_running_command_to_end(
+    peer: tuple[Path, Path, paramiko.PKey], tmp_path: Path
+) -> None:
+    key, served, host_key = peer
+    (served / "f").write_bytes(b"data")
+    port, peers = serve_one_session(served, host_key, hold=0.5)
+    conn = connect(port, key, host_key, tmp_path)
+    try:
+        running = threading.Thread(target=conn.connection.run, args=("true",))
+        running.start()
+        time.sleep(0.2)  # the command holds the only session
+        started = time.monotonic()
+        conn.connection.get("f", tmp_path / "out")
+        running.join(5)
+        assert time.monotonic() - started >= 0.2 and (tmp_path / "out").read_bytes() == b"data"
+        assert peers[0].refused >= 1
+    finally:
+        conn.close()
