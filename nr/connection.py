@@ -34,7 +34,7 @@ from nornir.core.configuration import Config as NornirConfig
 from nornir.core.plugins.connections import ConnectionPluginRegister
 from nornir.core.task import Task
 
-from nr import interrupt, progress, sftp_errors, ssh_keys
+from nr import early_tcp, interrupt, progress, sftp_errors, ssh_keys
 from nr.channel import Cancelled, ChannelClosed, SessionGate, TransportStats, exec_channel
 from nr.connect_options import connect_kwargs, fabric_config, secret_option
 from nr.errors import NrError
@@ -46,7 +46,7 @@ from nr.transport import CommandFailed, CommandResult
 __all__ = ["FabricConnection", "HostLost", "SshRemote", "TransportStats", "quote", "remote"]
 
 CONNECTION_NAME = "fabric"
-DEFAULT_CONNECT_TIMEOUT = 10
+DEFAULT_CONNECT_TIMEOUT = early_tcp.DEFAULT_CONNECT_TIMEOUT
 DEFAULT_COMMAND_TIMEOUT = 900
 _SUDO_NEEDS_PASSWORD = "a password is required"
 
@@ -320,8 +320,11 @@ class FabricConnection:
         ssh_keys.preload(conn.connect_kwargs)  # the key parsed once per run, not per host and key class
         files = trust_host_keys(conn.client, extras, str(conn.host), int(conn.port))
         sudo_ref = secret_option(extras.get("sudo_password"), "sudo_password")
+        dialled = _dialled(conn, hostname, port)
         t0 = time.perf_counter()
         try:
+            if dialled is not None:
+                conn.connect_kwargs["sock"] = dialled.result()  # its error, if any, is this connect's
             conn.open()
         except Exception as exc:
             transport = conn.client.get_transport()
@@ -343,6 +346,16 @@ class FabricConnection:
     def close(self) -> None:
         if getattr(self, "connection", None) is not None:
             self.connection.close()
+
+
+def _dialled(conn: Connection, hostname: str, port: int | None) -> early_tcp.Dialled | None:
+    """The TCP connect :mod:`nr.preconnect` dialled for this host, if the connection goes there (no gateway
+    or ProxyCommand; ssh_config kept the address and port); one it would not use is closed."""
+    dialled = early_tcp.take(hostname, port or 22)
+    if dialled is not None and (conn.gateway or (str(conn.host), int(conn.port)) != dialled.address):
+        dialled.close()
+        return None
+    return dialled
 
 
 def remote(task: Task) -> SshRemote:

@@ -5,7 +5,8 @@ modules were imported, their contracts validated and their reads declared: ~0.1-
 work in which the network sat idle. Here every host the run may touch (``--limit``, else all) starts
 its handshake in a thread of its own right after the inventory is loaded, and the controller's work
 goes on meanwhile; the first step that needs a host's connection waits for that handshake to finish
-(:meth:`nr.runstate.RunState.open`: one lock per host, so nothing connects twice).
+(:meth:`nr.runstate.RunState.open`: one lock per host, so nothing connects twice). Before the SSH
+libraries are even imported, each host's TCP connect is dialled (:mod:`nr.early_tcp`).
 
 A host that cannot be reached fails once: its error is kept and given to the first step that asks
 (no second connect timeout). Validation still comes first for everything that changes a host: an
@@ -24,6 +25,7 @@ import os
 import threading
 from typing import TYPE_CHECKING
 
+from nr import early_tcp
 from nr.play import CONNECTION_NAME
 
 if TYPE_CHECKING:
@@ -43,12 +45,19 @@ def start(ctx: PlayContext) -> None:
     a thread of its own; the steps of the run then share those connections."""
     if not enabled():
         return
+    hosts = [host for host in ctx.hosts() if _early(host)]
+    for host in hosts:  # TCP first: the handshakes and the hosts' sshd start while the SSH libraries load
+        _dial(host)
     importlib.import_module("nr.connection")  # registers the plugin (here, not in several threads at once)
-    for host in ctx.hosts():
-        if _early(host):
-            threading.Thread(
-                target=_open, args=(ctx, host), name=f"nr-connect-{host.name}", daemon=True
-            ).start()
+    for host in hosts:
+        threading.Thread(target=_open, args=(ctx, host), name=f"nr-connect-{host.name}", daemon=True).start()
+
+
+def _dial(host: Host) -> None:
+    params = host.get_connection_parameters(CONNECTION_NAME)
+    if params.hostname:
+        timeout = float((params.extras or {}).get("connect_timeout") or early_tcp.DEFAULT_CONNECT_TIMEOUT)
+        early_tcp.dial(str(params.hostname), int(params.port or 22), timeout)
 
 
 def _early(host: Host) -> bool:

@@ -12,7 +12,7 @@ import pytest
 from nornir.core.plugins.connections import ConnectionPluginRegister
 
 import nr.connection  # noqa: F401 - registers the real plugin first, so that the fake below replaces it
-from nr import preconnect
+from nr import early_tcp, preconnect
 from nr.play import PlayContext
 from tests.fakes.remote import scripted_context
 
@@ -27,6 +27,7 @@ class Plugin:
     gate: threading.Event | None = None
     opened: ClassVar[list[tuple[str, str]]] = []  # (host, thread name) of every attempt
     closed: ClassVar[list[str]] = []
+    dials: ClassVar[list[tuple[str, int]]] = []  # (address, port) of every early TCP connect
 
     def open(self, hostname: str | None = None, **_: Any) -> None:
         self.host = next(n for n, h in HOSTS.items() if h["hostname"] == hostname)
@@ -51,6 +52,8 @@ def plugin(monkeypatch: pytest.MonkeyPatch) -> type[Plugin]:
     monkeypatch.setattr(Plugin, "opened", [])
     monkeypatch.setattr(Plugin, "closed", [])
     monkeypatch.delenv(preconnect.ENV, raising=False)
+    monkeypatch.setattr(early_tcp, "dial", lambda host, port, timeout: Plugin.dials.append((host, port)))
+    monkeypatch.setattr(Plugin, "dials", [])
     return Plugin
 
 
@@ -72,6 +75,7 @@ def test_hosts_connect_in_parallel_before_any_step_asks_and_steps_share_those_co
     first = [ctx.remote(name) for name in HOSTS]
     assert time.monotonic() - started < 0.6  # in parallel: not 3 x 0.3 s
     assert sorted(plugin.opened) == [(n, f"nr-connect-{n}") for n in sorted(HOSTS)]  # each once, ahead
+    assert sorted(plugin.dials) == [(h["hostname"], 22) for h in HOSTS.values()]  # TCP dialled first
     assert [ctx.for_component("other").remote(n) for n in HOSTS] == first
 
 
@@ -82,7 +86,7 @@ def test_only_the_hosts_of_limit_connect_early(plugin: type[Plugin]) -> None:
     )
     wait_for(lambda: plugin.opened)
     time.sleep(0.05)
-    assert plugin.opened == [("vm2", "nr-connect-vm2")]
+    assert plugin.opened == [("vm2", "nr-connect-vm2")] and plugin.dials == [("198.18.0.12", 22)]
 
 
 def test_an_unreachable_host_is_tried_once_and_its_error_reaches_the_first_step(

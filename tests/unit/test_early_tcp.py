@@ -1,0 +1,76 @@
+"""nr.early_tcp: the TCP connect dialled while nr imports its SSH libraries is the one Paramiko uses; a
+failed dial is that host's connection error; a host ssh_config moves is connected where it says."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import paramiko
+import pytest
+
+from nr import early_tcp
+from nr.connection import FabricConnection
+from nr.ssh_trust import ConnectionFailed
+from tests.unit.test_connection import connect, serve
+from tests.unit.test_ssh_keys import write_key
+
+
+@pytest.fixture
+def keys(tmp_path: Path) -> tuple[Path, paramiko.PKey]:
+    write_key(tmp_path / "id")
+    write_key(tmp_path / "host")
+    return tmp_path / "id", paramiko.PKey.from_path(tmp_path / "host")
+
+
+@pytest.fixture(autouse=True)
+def _none_left() -> Iterator[None]:
+    yield
+    early_tcp._dialled.clear()
+
+
+def test_the_dialled_socket_carries_the_connection(keys: tuple[Path, paramiko.PKey], tmp_path: Path) -> None:
+    host = serve("echo", keys[1])  # its relay accepts one TCP connection: a second connect would hang
+    early_tcp.dial("127.0.0.1", host.port, 5)
+    dialled = early_tcp._dialled[("127.0.0.1", host.port)]
+    conn = connect(host, keys[0], tmp_path)
+    try:
+        assert conn.connection.run("true").stdout == "ok\n"
+        assert conn.connection.conn.client.get_transport().sock is dialled.result()
+        assert early_tcp.take("127.0.0.1", host.port) is None  # used once
+    finally:
+        conn.close()
+
+
+def test_a_refused_dial_is_the_hosts_connection_error(
+    keys: tuple[Path, paramiko.PKey], tmp_path: Path
+) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as s:
+        port = s.getsockname()[1]  # closed below: nothing listens there
+    early_tcp.dial("127.0.0.1", port, 5)
+    conn = FabricConnection()
+    with pytest.raises(ConnectionFailed, match=rf"cannot connect to 127.0.0.1:{port}: .*[Rr]efused"):
+        conn.open("127.0.0.1", "root", None, port, None, {"key_filename": str(keys[0]), "accept_new": True})
+
+
+def test_a_host_ssh_config_moves_is_connected_where_it_says(
+    keys: tuple[Path, paramiko.PKey], tmp_path: Path
+) -> None:
+    host = serve("echo", keys[1])
+    (tmp_path / "ssh_config").write_text(f"Host vm-alias.invalid\n  HostName 127.0.0.1\n  Port {host.port}\n")
+    (tmp_path / "known_hosts").write_text(
+        f"[127.0.0.1]:{host.port} {keys[1].get_name()} {keys[1].get_base64()}\n"
+    )
+    early_tcp.dial("vm-alias.invalid", 22, 2)  # the inventory's address: cannot even be resolved
+    extras = {
+        "key_filename": str(keys[0]),
+        "known_hosts": str(tmp_path / "known_hosts"),
+        "ssh_config": str(tmp_path / "ssh_config"),
+    }
+    conn = FabricConnection()
+    conn.open("vm-alias.invalid", "root", None, None, None, extras)
+    try:
+        assert conn.connection.run("true").stdout == "ok\n"
+    finally:
+        conn.close()
