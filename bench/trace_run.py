@@ -66,7 +66,7 @@ class _AfterImport:
 
 def main() -> None:
     sys.meta_path.insert(0, _AfterImport())  # type: ignore[arg-type]
-    from nr.cli import main as nr_main
+    from nr.launch import main as nr_main
 
     sys.argv = ["nr", *sys.argv[1:]]
     code: object = 0
