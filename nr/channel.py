@@ -150,6 +150,7 @@ class SessionGate:
     """
 
     ALONE_TRIES = 10  # 50 ms apart
+    FREED_GRACE = 2.0  # seconds after we closed a session in which a refusal is not yet "alone"
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
@@ -166,7 +167,10 @@ class SessionGate:
         """A new session channel; when sshd refuses it, ``release`` (if given) may close an idle session
         of ours (True if it did), asked again at each wait."""
         alone = 0
+        freed = 0.0  # when release() last closed a session: sshd frees its slot a moment later
         while True:
+            if time.monotonic() >= deadline:
+                raise TimeoutError
             with self._cond:
                 seen = self._closed
             try:
@@ -175,10 +179,11 @@ class SessionGate:
                 if not _refused(exc, transport):
                     raise
                 if release is not None and release():
+                    freed = time.monotonic()
                     continue
                 with self._cond:
                     held = self._held
-                alone = 0 if held else alone + 1
+                alone = 0 if held or time.monotonic() - freed < self.FREED_GRACE else alone + 1
                 if alone > self.ALONE_TRIES:
                     raise NrError(
                         f"{name}: sshd refused to open a session ({exc}: its MaxSessions, or a Match rule "

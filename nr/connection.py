@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import shlex
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -40,6 +39,7 @@ from nr.connect_options import connect_kwargs, fabric_config, secret_option
 from nr.errors import NrError
 from nr.keepalive import DEFAULT_COUNT, DEFAULT_INTERVAL, KeepaliveSettings, SharedWatchdog, Watchdog
 from nr.secrets import Secret, SecretError, SecretRef, redact
+from nr.sftp_session import SftpSession
 from nr.ssh_trust import ConnectionFailed, HostLost, connect_error, trust_host_keys, unprotected_key
 from nr.transport import CommandFailed, CommandResult
 
@@ -74,10 +74,10 @@ class SshRemote:
         self._sudo_ref = sudo_password
         self._sudo_password: Secret | None = None
         self._sudo_mode: str | None = None  # None: not known yet; "nopasswd"; "password"
-        self._sftp_lock = threading.Lock()  # one SFTP session per connection; commands run side by side
         self.keepalive = keepalive or KeepaliveSettings()
         self._dogs = SharedWatchdog(self.keepalive)
         self._sessions = SessionGate()  # sshd's MaxSessions: a refused session waits for one of ours
+        self._sftp = SftpSession(name, conn, self._sessions, command_timeout)  # one copy at a time
 
     @property
     def user(self) -> str:
@@ -151,7 +151,7 @@ class SshRemote:
                     limit,
                     self._sessions,
                     self.name,
-                    self._release_sftp,
+                    self._sftp.release,
                 )
         except TimeoutError:
             raise NrError(
@@ -197,7 +197,7 @@ class SshRemote:
 
         def cleanup(gone: bool) -> None:
             if not gone:  # a lost connection cannot remove it: the next apply drops leftovers
-                self._remove_partial(remote_tmp)
+                self._sftp.remove(remote_tmp)
 
         with self._transfer(f"the upload of {quote(str(local))}", str(local), remote_tmp, cleanup):
             self._put(local, remote_tmp)
@@ -217,16 +217,16 @@ class SshRemote:
         interrupt.check(self.name)
         t0 = time.perf_counter()
         try:
-            with self._sftp_lock, self._watchdog() as dog:
-                self._open_sftp(dog.transport)
+            with self._sftp.lock, self._watchdog() as dog:
+                self._sftp.open(dog.transport)
                 yield
-        except (ChannelClosed, paramiko.SSHException, OSError, EOFError) as exc:
+        except (ChannelClosed, Cancelled, paramiko.SSHException, OSError, EOFError) as exc:
             settle = 1.0 if isinstance(exc, (EOFError, ConnectionError)) else 0.0  # transport may lag
             gone = interrupt.CANCELLED.is_set() or not _alive(self, settle)
             cleanup(gone)
             if gone:
                 raise self._gone(exc, what) from None
-            self._release_sftp()  # the next copy opens a new session
+            self._sftp.release()  # the next copy opens a new session
             raise NrError(
                 f"{self.name}: copying {quote(source)} to {quote(dest)} failed: "
                 f"{redact(str(exc)) or type(exc).__name__}"
@@ -244,42 +244,6 @@ class SshRemote:
         size = local.stat().st_size
         with progress.track(f"upload {local.name} to {self.name}", size) as line, local.open("rb") as fh:
             self.conn.put(progress.CountingReader(fh, line), remote=remote_tmp)
-
-    def _remove_partial(self, remote_tmp: str) -> None:
-        """Best effort: drop a half-written upload (an apply removes old leftovers anyway)."""
-        with contextlib.suppress(OSError, paramiko.SSHException, EOFError, ChannelClosed), self._sftp_lock:
-            self._open_sftp(self._live_transport())
-            self.conn.sftp().remove(remote_tmp)
-
-    def _open_sftp(self, transport: paramiko.Transport) -> None:
-        """Fabric's SFTP session (put and get use it), opened through the session gate: past sshd's
-        MaxSessions it waits for a slot as a command does, and it counts as a session of ours."""
-        if self.conn._sftp is not None:
-            return
-        ch = self._sessions.open(self.name, transport, time.monotonic() + self.command_timeout)
-        try:
-            ch.invoke_subsystem("sftp")
-            self.conn._sftp = paramiko.SFTPClient(ch)
-        except BaseException:
-            ch.close()
-            self._sessions.closed()
-            raise
-
-    def _release_sftp(self) -> bool:
-        """Close the SFTP session unless a copy is using it (Fabric keeps it open after a copy), so that
-        a host whose sshd allows one session has it for a command; True if one was closed."""
-        if not self._sftp_lock.acquire(blocking=False):
-            return False
-        try:
-            sftp, self.conn._sftp = self.conn._sftp, None
-            if sftp is None:
-                return False
-            with contextlib.suppress(Exception):
-                sftp.close()
-            self._sessions.closed()
-            return True
-        finally:
-            self._sftp_lock.release()
 
     def close(self) -> None:
         self.conn.close()
@@ -300,9 +264,25 @@ class FabricConnection:
         extras: dict[str, Any] | None = None,
         configuration: NornirConfig | None = None,
     ) -> None:
-        extras = dict(extras or {})
         if not hostname:
             raise ConnectionFailed("no address to connect to (hostname is empty)")
+        dialled = early_tcp.take(hostname, port or 22)  # nr.preconnect's TCP connect: used, or closed
+        try:
+            self._open(hostname, username, password, port, dict(extras or {}), dialled)
+        except BaseException:
+            if dialled is not None:
+                dialled.close()
+            raise
+
+    def _open(
+        self,
+        hostname: str,
+        username: str | None,
+        password: str | None,
+        port: int | None,
+        extras: dict[str, Any],
+        dialled: early_tcp.Dialled | None,
+    ) -> None:
         interrupt.check(hostname)
         connect_timeout = int(extras.get("connect_timeout") or DEFAULT_CONNECT_TIMEOUT)
         conn = Connection(
@@ -320,10 +300,9 @@ class FabricConnection:
         ssh_keys.preload(conn.connect_kwargs)  # the key parsed once per run, not per host and key class
         files = trust_host_keys(conn.client, extras, str(conn.host), int(conn.port))
         sudo_ref = secret_option(extras.get("sudo_password"), "sudo_password")
-        dialled = _dialled(conn, hostname, port)
         t0 = time.perf_counter()
         try:
-            if dialled is not None:
+            if dialled is not None and _goes_where_dialled(conn, dialled):
                 conn.connect_kwargs["sock"] = dialled.result()  # its error, if any, is this connect's
             conn.open()
         except Exception as exc:
@@ -331,6 +310,8 @@ class FabricConnection:
             alive = transport is not None and transport.is_active()
             conn.close()
             raise connect_error(str(conn.host), int(conn.port), exc, files=files, alive=alive) from None
+        finally:  # Fabric re-opens a lost connection (its @opens) with a connect of its own
+            conn.connect_kwargs.pop("sock", None)
         self.connection = SshRemote(
             name=f"{conn.user}@{conn.host}",
             conn=conn,
@@ -348,14 +329,10 @@ class FabricConnection:
             self.connection.close()
 
 
-def _dialled(conn: Connection, hostname: str, port: int | None) -> early_tcp.Dialled | None:
-    """The TCP connect :mod:`nr.preconnect` dialled for this host, if the connection goes there (no gateway
-    or ProxyCommand; ssh_config kept the address and port); one it would not use is closed."""
-    dialled = early_tcp.take(hostname, port or 22)
-    if dialled is not None and (conn.gateway or (str(conn.host), int(conn.port)) != dialled.address):
-        dialled.close()
-        return None
-    return dialled
+def _goes_where_dialled(conn: Connection, dialled: early_tcp.Dialled) -> bool:
+    """Whether the connection goes where the early TCP connect went: no gateway or ProxyCommand, and
+    ssh_config kept the address and the port (else that connect is closed unused)."""
+    return not conn.gateway and (str(conn.host), int(conn.port)) == dialled.address
 
 
 def remote(task: Task) -> SshRemote:

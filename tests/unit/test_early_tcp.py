@@ -46,12 +46,37 @@ def test_the_dialled_socket_carries_the_connection(keys: tuple[Path, paramiko.PK
 def test_a_refused_dial_is_the_hosts_connection_error(
     keys: tuple[Path, paramiko.PKey], tmp_path: Path
 ) -> None:
+    """Its error is reported as paramiko's own would be, and nothing connects a second time."""
     with socket.create_server(("127.0.0.1", 0)) as s:
         port = s.getsockname()[1]  # closed below: nothing listens there
     early_tcp.dial("127.0.0.1", port, 5)
-    conn = FabricConnection()
-    with pytest.raises(ConnectionFailed, match=rf"cannot connect to 127.0.0.1:{port}: .*[Rr]efused"):
-        conn.open("127.0.0.1", "root", None, port, None, {"key_filename": str(keys[0]), "accept_new": True})
+    early_tcp._dialled[("127.0.0.1", port)]._done.wait(5)
+    with socket.create_server(("127.0.0.1", port)) as listener:  # listening now: a second connect would land
+        listener.settimeout(0.3)
+        conn = FabricConnection()
+        with pytest.raises(ConnectionFailed, match=rf"cannot connect to 127.0.0.1:{port}: .*[Rr]efused"):
+            conn.open(
+                "127.0.0.1", "root", None, port, None, {"key_filename": str(keys[0]), "accept_new": True}
+            )
+        with pytest.raises(TimeoutError):
+            listener.accept()
+
+
+def test_a_dial_the_connection_cannot_use_is_closed(keys: tuple[Path, paramiko.PKey], tmp_path: Path) -> None:
+    """The host's connection fails before connecting (its key file is missing): the early TCP connect is
+    closed (the host sees its end), not left open to the host's sshd until nr exits."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        port = listener.getsockname()[1]
+        early_tcp.dial("127.0.0.1", port, 5)
+        accepted, _ = listener.accept()
+        with accepted:
+            with pytest.raises(ConnectionFailed, match="no such file"):
+                FabricConnection().open(
+                    "127.0.0.1", "root", None, port, None, {"key_filename": str(tmp_path / "x")}
+                )
+            accepted.settimeout(5)
+            assert accepted.recv(100) == b""  # closed by nr, nothing sent
+    assert early_tcp._dialled == {}
 
 
 def test_a_host_ssh_config_moves_is_connected_where_it_says(

@@ -5,6 +5,7 @@ and a host that dies mid-transfer is reported lost."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
@@ -17,6 +18,7 @@ from typing import Any
 import paramiko
 import pytest
 
+from nr import interrupt
 from nr.connection import FabricConnection, HostLost
 from nr.errors import NrError
 from nr.machines.lab import new_keypair
@@ -263,8 +265,9 @@ class OneSession(Peer):
         while channel.recv(65536):
             pass
         time.sleep(self.hold)
-        channel.sendall(b"ok\n")
-        channel.send_exit_status(0)
+        with contextlib.suppress(OSError):  # the client may have given up meanwhile
+            channel.sendall(b"ok\n")
+            channel.send_exit_status(0)
         channel.close()
 
 
@@ -322,4 +325,66 @@ def test_a_copy_waits_for_the_running_command_to_end(
         assert time.monotonic() - started >= 0.2 and (tmp_path / "out").read_bytes() == b"data"
         assert peers[0].refused >= 1
     finally:
+        conn.close()
+
+
+def open_with(
+    port: int, key: Path, host_key: paramiko.PKey, tmp_path: Path, **extras: Any
+) -> FabricConnection:
+    known = tmp_path / "known_hosts"
+    known.write_text(f"[127.0.0.1]:{port} {host_key.get_name()} {host_key.get_base64()}\n")
+    conn = FabricConnection()
+    conn.open(
+        "127.0.0.1", "nr", None, port, None, {"key_filename": str(key), "known_hosts": str(known), **extras}
+    )
+    return conn
+
+
+def test_a_copy_that_finds_no_free_session_in_time_says_so(
+    peer: tuple[Path, Path, paramiko.PKey], tmp_path: Path
+) -> None:
+    key, served, host_key = peer
+    (served / "f").write_bytes(b"data")
+    port, _ = serve_one_session(served, host_key, hold=3.0)
+    conn = open_with(port, key, host_key, tmp_path, command_timeout=1)
+    try:
+        running = threading.Thread(target=conn.connection.run, args=("true",), kwargs={"timeout": 10})
+        running.start()
+        time.sleep(0.2)
+        started = time.monotonic()
+        with pytest.raises(NrError, match=r"no SSH session free for a file copy within 1 s") as err:
+            conn.connection.get("f", tmp_path / "out")
+        assert time.monotonic() - started < 2.5 and not isinstance(err.value, HostLost)  # waited once
+        assert not (tmp_path / "out").exists()
+        running.join(10)
+    finally:
+        conn.close()
+
+
+def test_ctrl_c_while_a_copy_waits_for_a_session_is_an_interruption(
+    peer: tuple[Path, Path, paramiko.PKey], tmp_path: Path
+) -> None:
+    key, served, host_key = peer
+    (served / "f").write_bytes(b"data")
+    port, _ = serve_one_session(served, host_key, hold=3.0)
+    conn = open_with(port, key, host_key, tmp_path)
+    try:
+        outcome: list[BaseException] = []
+
+        def command() -> None:
+            try:
+                conn.connection.run("true")
+            except NrError as exc:  # the command is interrupted too
+                outcome.append(exc)
+
+        running = threading.Thread(target=command)
+        running.start()
+        time.sleep(0.2)
+        threading.Timer(0.3, interrupt.CANCELLED.set).start()
+        with pytest.raises(interrupt.Interrupted, match="interrupted"):
+            conn.connection.get("f", tmp_path / "out")
+        running.join(5)
+        assert [type(e) for e in outcome] == [interrupt.Interrupted]
+    finally:
+        interrupt.CANCELLED.clear()
         conn.close()
