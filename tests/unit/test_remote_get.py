@@ -12,6 +12,7 @@ import re
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -122,11 +123,7 @@ def peer(tmp_path: Path) -> tuple[Path, Path, paramiko.PKey]:
 
 
 def connect(port: int, key: Path, host_key: paramiko.PKey, tmp_path: Path) -> FabricConnection:
-    known = tmp_path / "known_hosts"
-    known.write_text(f"[127.0.0.1]:{port} {host_key.get_name()} {host_key.get_base64()}\n")
-    conn = FabricConnection()
-    conn.open("127.0.0.1", "nr", None, port, None, {"key_filename": str(key), "known_hosts": str(known)})
-    return conn
+    return open_with(port, key, host_key, tmp_path)
 
 
 def test_get_copies_a_file_byte_for_byte(peer: tuple[Path, Path, paramiko.PKey], tmp_path: Path) -> None:
@@ -308,26 +305,6 @@ def test_a_command_after_a_copy_gets_the_only_session(
         conn.close()
 
 
-def test_a_copy_waits_for_the_running_command_to_end(
-    peer: tuple[Path, Path, paramiko.PKey], tmp_path: Path
-) -> None:
-    key, served, host_key = peer
-    (served / "f").write_bytes(b"data")
-    port, peers = serve_one_session(served, host_key, hold=0.5)
-    conn = connect(port, key, host_key, tmp_path)
-    try:
-        running = threading.Thread(target=conn.connection.run, args=("true",))
-        running.start()
-        time.sleep(0.2)  # the command holds the only session
-        started = time.monotonic()
-        conn.connection.get("f", tmp_path / "out")
-        running.join(5)
-        assert time.monotonic() - started >= 0.2 and (tmp_path / "out").read_bytes() == b"data"
-        assert peers[0].refused >= 1
-    finally:
-        conn.close()
-
-
 def open_with(
     port: int, key: Path, host_key: paramiko.PKey, tmp_path: Path, **extras: Any
 ) -> FabricConnection:
@@ -340,51 +317,62 @@ def open_with(
     return conn
 
 
+@contextlib.contextmanager
+def session_taken(
+    peer: tuple[Path, Path, paramiko.PKey], tmp_path: Path, hold: float, **extras: Any
+) -> Iterator[tuple[FabricConnection, OneSession, list[BaseException]]]:
+    """A host allowing one session, a file ``f`` on it, and a command holding that session for ``hold``
+    seconds (what it raised, if anything, in the list) while the body runs."""
+    key, served, host_key = peer
+    (served / "f").write_bytes(b"data")
+    port, peers = serve_one_session(served, host_key, hold=hold)
+    conn = open_with(port, key, host_key, tmp_path, **extras)
+    raised: list[BaseException] = []
+
+    def command() -> None:
+        try:
+            conn.connection.run("true", timeout=10)
+        except NrError as exc:
+            raised.append(exc)
+
+    running = threading.Thread(target=command)
+    try:
+        running.start()
+        time.sleep(0.2)  # the command holds the only session
+        yield conn, peers[0], raised
+        running.join(10)
+    finally:
+        interrupt.CANCELLED.clear()
+        conn.close()
+
+
+def test_a_copy_waits_for_the_running_command_to_end(
+    peer: tuple[Path, Path, paramiko.PKey], tmp_path: Path
+) -> None:
+    with session_taken(peer, tmp_path, hold=0.5) as (conn, host, raised):
+        started = time.monotonic()
+        conn.connection.get("f", tmp_path / "out")
+        assert time.monotonic() - started >= 0.2 and (tmp_path / "out").read_bytes() == b"data"
+        assert host.refused >= 1
+    assert raised == []
+
+
 def test_a_copy_that_finds_no_free_session_in_time_says_so(
     peer: tuple[Path, Path, paramiko.PKey], tmp_path: Path
 ) -> None:
-    key, served, host_key = peer
-    (served / "f").write_bytes(b"data")
-    port, _ = serve_one_session(served, host_key, hold=3.0)
-    conn = open_with(port, key, host_key, tmp_path, command_timeout=1)
-    try:
-        running = threading.Thread(target=conn.connection.run, args=("true",), kwargs={"timeout": 10})
-        running.start()
-        time.sleep(0.2)
+    with session_taken(peer, tmp_path, hold=3.0, command_timeout=1) as (conn, _, _):
         started = time.monotonic()
         with pytest.raises(NrError, match=r"no SSH session free for a file copy within 1 s") as err:
             conn.connection.get("f", tmp_path / "out")
         assert time.monotonic() - started < 2.5 and not isinstance(err.value, HostLost)  # waited once
         assert not (tmp_path / "out").exists()
-        running.join(10)
-    finally:
-        conn.close()
 
 
 def test_ctrl_c_while_a_copy_waits_for_a_session_is_an_interruption(
     peer: tuple[Path, Path, paramiko.PKey], tmp_path: Path
 ) -> None:
-    key, served, host_key = peer
-    (served / "f").write_bytes(b"data")
-    port, _ = serve_one_session(served, host_key, hold=3.0)
-    conn = open_with(port, key, host_key, tmp_path)
-    try:
-        outcome: list[BaseException] = []
-
-        def command() -> None:
-            try:
-                conn.connection.run("true")
-            except NrError as exc:  # the command is interrupted too
-                outcome.append(exc)
-
-        running = threading.Thread(target=command)
-        running.start()
-        time.sleep(0.2)
+    with session_taken(peer, tmp_path, hold=3.0) as (conn, _, raised):
         threading.Timer(0.3, interrupt.CANCELLED.set).start()
         with pytest.raises(interrupt.Interrupted, match="interrupted"):
             conn.connection.get("f", tmp_path / "out")
-        running.join(5)
-        assert [type(e) for e in outcome] == [interrupt.Interrupted]
-    finally:
-        interrupt.CANCELLED.clear()
-        conn.close()
+    assert [type(e) for e in raised] == [interrupt.Interrupted]  # the command is interrupted too
