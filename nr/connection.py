@@ -300,9 +300,12 @@ class FabricConnection:
         ssh_keys.preload(conn.connect_kwargs)  # the key parsed once per run, not per host and key class
         files = trust_host_keys(conn.client, extras, str(conn.host), int(conn.port))
         sudo_ref = secret_option(extras.get("sudo_password"), "sudo_password")
+        if dialled is not None and not _goes_where_dialled(conn, dialled):
+            dialled.close()
+            dialled = None
         t0 = time.perf_counter()
         try:
-            if dialled is not None and _goes_where_dialled(conn, dialled):
+            if dialled is not None:
                 conn.connect_kwargs["sock"] = dialled.result()  # its error, if any, is this connect's
             conn.open()
         except Exception as exc:

@@ -99,3 +99,30 @@ def test_a_host_ssh_config_moves_is_connected_where_it_says(
         assert conn.connection.run("true").stdout == "ok\n"
     finally:
         conn.close()
+
+
+def test_a_dial_ssh_config_sends_elsewhere_is_closed(
+    keys: tuple[Path, paramiko.PKey], tmp_path: Path
+) -> None:
+    host = serve("echo", keys[1])
+    (tmp_path / "ssh_config").write_text("Host 127.0.0.2\n  HostName 127.0.0.1\n")
+    (tmp_path / "known_hosts").write_text(
+        f"[127.0.0.1]:{host.port} {keys[1].get_name()} {keys[1].get_base64()}\n"
+    )
+    extras = {
+        "key_filename": str(keys[0]),
+        "known_hosts": str(tmp_path / "known_hosts"),
+        "ssh_config": str(tmp_path / "ssh_config"),
+    }
+    with socket.create_server(("127.0.0.2", host.port)) as listener:  # the inventory's address
+        early_tcp.dial("127.0.0.2", host.port, 5)
+        accepted, _ = listener.accept()
+        with accepted:
+            conn = FabricConnection()
+            conn.open("127.0.0.2", "root", None, host.port, None, extras)
+            try:
+                assert conn.connection.run("true").stdout == "ok\n"  # connected where ssh_config says
+            finally:
+                conn.close()
+            accepted.settimeout(5)
+            assert accepted.recv(100) == b""  # the dial to the inventory's address is closed, unused
