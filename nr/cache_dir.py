@@ -18,6 +18,15 @@ def private(st: os.stat_result) -> bool:
     return stat.S_ISREG(st.st_mode) and st.st_uid == os.geteuid() and not st.st_mode & 0o022
 
 
+def read_private(path: Path) -> bytes | None:
+    """``path``'s content if it is :func:`private`, else (or unreadable, or absent) None."""
+    try:
+        with open(path, "rb") as f:
+            return f.read() if private(os.fstat(f.fileno())) else None
+    except OSError:
+        return None
+
+
 def replace_private(path: Path, data: bytes) -> None:
     """``path`` replaced at once by ``data``, 0600 in a 0700 folder; an existing file that is not
     :func:`private` is left as it is. Raises OSError (callers treat a cache they cannot write as none)."""

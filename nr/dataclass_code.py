@@ -26,12 +26,11 @@ import contextlib
 import dataclasses
 import importlib.util
 import marshal
-import os
 from pathlib import Path
 from types import CodeType
 from typing import Any
 
-from nr.cache_dir import cache_root, private, replace_private
+from nr.cache_dir import cache_root, read_private, replace_private
 
 # Entries at most. The file is read whole at a run's first class (~5 us an entry): a run defines
 # ~130-200 classes, so this keeps a few versions of nr (other checkouts, upgrades) and no more.
@@ -50,11 +49,9 @@ class CodeCache:
 
     def load(self) -> None:
         self.loaded = True
-        with contextlib.suppress(OSError, ValueError, EOFError, TypeError):
-            with open(self.path, "rb") as f:
-                if not private(os.fstat(f.fileno())):
-                    return
-                data = marshal.load(f)
+        raw = read_private(self.path)
+        with contextlib.suppress(ValueError, EOFError, TypeError):
+            data = marshal.loads(raw) if raw is not None else None
             if type(data) is dict and all(type(k) is str and type(v) is bytes for k, v in data.items()):
                 self.known = data
 

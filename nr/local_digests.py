@@ -19,7 +19,7 @@ import os
 import threading
 from pathlib import Path
 
-from nr.cache_dir import cache_root, private, replace_private
+from nr.cache_dir import cache_root, read_private, replace_private
 
 LARGE = 1 << 20  # smaller files are hashed each run (in a millisecond), and not remembered
 KEEP = 256  # entries kept (the oldest go first)
@@ -35,11 +35,9 @@ def store() -> Path:
 
 
 def _load(path: Path) -> dict[str, list[object]]:
-    with contextlib.suppress(OSError, ValueError):
-        with open(path, "rb") as f:
-            if not private(os.fstat(f.fileno())):
-                return {}
-            data = json.load(f)
+    raw = read_private(path)
+    with contextlib.suppress(ValueError):
+        data = json.loads(raw) if raw is not None else None
         if isinstance(data, dict):
             return {k: v for k, v in data.items() if isinstance(v, list) and len(v) == 6}
     return {}

@@ -79,50 +79,44 @@ def test_a_dial_the_connection_cannot_use_is_closed(keys: tuple[Path, paramiko.P
     assert early_tcp._dialled == {}
 
 
-def test_a_host_ssh_config_moves_is_connected_where_it_says(
-    keys: tuple[Path, paramiko.PKey], tmp_path: Path
+def run_through_ssh_config(
+    keys: tuple[Path, paramiko.PKey], tmp_path: Path, port: int, ssh_config: str, address: str, at: int | None
 ) -> None:
-    host = serve("echo", keys[1])
-    (tmp_path / "ssh_config").write_text(f"Host vm-alias.invalid\n  HostName 127.0.0.1\n  Port {host.port}\n")
-    (tmp_path / "known_hosts").write_text(
-        f"[127.0.0.1]:{host.port} {keys[1].get_name()} {keys[1].get_base64()}\n"
-    )
-    early_tcp.dial("vm-alias.invalid", 22, 2)  # the inventory's address: cannot even be resolved
+    """Connect to the inventory's ``address``:``at`` with ``ssh_config`` sending it to the host serving on
+    127.0.0.1:``port``, and run a command there."""
+    (tmp_path / "ssh_config").write_text(ssh_config)
+    (tmp_path / "known_hosts").write_text(f"[127.0.0.1]:{port} {keys[1].get_name()} {keys[1].get_base64()}\n")
     extras = {
         "key_filename": str(keys[0]),
         "known_hosts": str(tmp_path / "known_hosts"),
         "ssh_config": str(tmp_path / "ssh_config"),
     }
     conn = FabricConnection()
-    conn.open("vm-alias.invalid", "root", None, None, None, extras)
+    conn.open(address, "root", None, at, None, extras)
     try:
         assert conn.connection.run("true").stdout == "ok\n"
     finally:
         conn.close()
 
 
+def test_a_host_ssh_config_moves_is_connected_where_it_says(
+    keys: tuple[Path, paramiko.PKey], tmp_path: Path
+) -> None:
+    host = serve("echo", keys[1])
+    early_tcp.dial("vm-alias.invalid", 22, 2)  # the inventory's address: cannot even be resolved
+    config = f"Host vm-alias.invalid\n  HostName 127.0.0.1\n  Port {host.port}\n"
+    run_through_ssh_config(keys, tmp_path, host.port, config, "vm-alias.invalid", None)
+
+
 def test_a_dial_ssh_config_sends_elsewhere_is_closed(
     keys: tuple[Path, paramiko.PKey], tmp_path: Path
 ) -> None:
     host = serve("echo", keys[1])
-    (tmp_path / "ssh_config").write_text("Host 127.0.0.2\n  HostName 127.0.0.1\n")
-    (tmp_path / "known_hosts").write_text(
-        f"[127.0.0.1]:{host.port} {keys[1].get_name()} {keys[1].get_base64()}\n"
-    )
-    extras = {
-        "key_filename": str(keys[0]),
-        "known_hosts": str(tmp_path / "known_hosts"),
-        "ssh_config": str(tmp_path / "ssh_config"),
-    }
     with socket.create_server(("127.0.0.2", host.port)) as listener:  # the inventory's address
         early_tcp.dial("127.0.0.2", host.port, 5)
         accepted, _ = listener.accept()
         with accepted:
-            conn = FabricConnection()
-            conn.open("127.0.0.2", "root", None, host.port, None, extras)
-            try:
-                assert conn.connection.run("true").stdout == "ok\n"  # connected where ssh_config says
-            finally:
-                conn.close()
+            config = "Host 127.0.0.2\n  HostName 127.0.0.1\n"
+            run_through_ssh_config(keys, tmp_path, host.port, config, "127.0.0.2", host.port)  # not to it
             accepted.settimeout(5)
             assert accepted.recv(100) == b""  # the dial to the inventory's address is closed, unused

@@ -92,11 +92,15 @@ def serve_rdb(site: Site, host: str, content: bytes, *, fail: str = "") -> None:
         remote.expect(Reply("umask 077", stage), Reply("rm -f .nr-upload-get-"))
 
 
+def serve_fixture_everywhere(site: Site) -> None:
+    for h in ("vm1", "vm2", "vm3"):
+        serve_rdb(site, h, FIXTURE.read_bytes())
+
+
 def test_each_shard_is_saved_on_its_replica_and_fetched_with_its_slots_and_key_count(
     site: Site, tmp_path: Path
 ) -> None:
-    for h in ("vm1", "vm2", "vm3"):
-        serve_rdb(site, h, FIXTURE.read_bytes())
+    serve_fixture_everywhere(site)
     ctx, report = site.context()
     part = Writer(tmp_path).part("redis")
     doc = site.component().backup(ctx, part)
@@ -119,8 +123,7 @@ def test_each_shard_is_saved_on_its_replica_and_fetched_with_its_slots_and_key_c
 def test_the_cluster_the_preflight_observed_is_the_one_backed_up_not_observed_again(
     site: Site, tmp_path: Path
 ) -> None:
-    for h in ("vm1", "vm2", "vm3"):
-        serve_rdb(site, h, FIXTURE.read_bytes())
+    serve_fixture_everywhere(site)
     ctx, report = site.context()
     comp = site.component()
     assert comp.preflight(ctx) == []
